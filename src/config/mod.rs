@@ -1,0 +1,1 @@
+//! Configuration: schema, `rc://` parsing, durations, errors with line and column.

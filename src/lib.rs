@@ -1,0 +1,9 @@
+//! rtun: a reverse-tunnel proxy on thread-per-core io_uring shards.
+//!
+//! See `DESIGN.md` (shared) for the roles: an **initiator** dials out to a **responder** and keeps
+//! tunnels open; the responder's clients reach the initiator's local services through h2 streams
+//! on those tunnels.
+
+pub mod config;
+pub mod http;
+pub mod protocol;

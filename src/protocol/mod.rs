@@ -1,0 +1,1 @@
+//! Wire protocol: the handshake codec and the RPING echo.
