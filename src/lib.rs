@@ -7,3 +7,5 @@
 pub mod config;
 pub mod http;
 pub mod protocol;
+pub mod shard;
+pub mod stats;

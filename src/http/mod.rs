@@ -1,1 +1,7 @@
 //! HTTP plumbing shared by both roles.
+pub mod host_id;
+pub mod body;
+pub mod io;
+pub mod proxy_headers;
+pub mod route;
+pub mod rt;

@@ -1,1 +1,5 @@
-//! Wire protocol: the handshake codec and the RPING echo.
+//! STUB (replaced by the protocol branch).
+pub mod handshake;
+pub mod rping;
+pub use handshake::*;
+pub use rping::*;

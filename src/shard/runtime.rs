@@ -1,0 +1,61 @@
+//! Shard threads: one per core, pinned, each with its own monoio runtime.
+//!
+//! io_uring is preferred; where it cannot start (old kernel, seccomp) monoio's legacy epoll
+//! driver takes over, logged once per process.
+
+use std::future::Future;
+use std::sync::Once;
+use std::thread::JoinHandle;
+
+use super::ShardId;
+
+static FALLBACK_LOGGED: Once = Once::new();
+
+/// io_uring submission queue size per shard.
+const URING_ENTRIES: u32 = 1024;
+
+/// Spawns `count` shard threads. `body(shard)` builds the future each shard runs to completion.
+pub fn spawn_shards<F, Fut>(count: usize, body: F) -> std::io::Result<Vec<JoinHandle<()>>>
+where
+    F: Fn(ShardId) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    (0..count)
+        .map(|shard| {
+            let body = body.clone();
+            let core = (!cores.is_empty()).then(|| cores[shard % cores.len()]);
+            std::thread::Builder::new()
+                .name(format!("rtun-shard-{shard}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::debug!(shard, "could not pin shard to core {}", core.id);
+                        }
+                    }
+                    block_on(shard, body(shard));
+                })
+        })
+        .collect()
+}
+
+/// Runs `fut` on a fresh monoio runtime on the current thread.
+pub fn block_on<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
+    let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(URING_ENTRIES)
+        .enable_timer()
+        .build();
+    let mut runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(shard, "cannot start a runtime: {e}");
+            return;
+        }
+    };
+    if matches!(runtime, monoio::FusionRuntime::Legacy(_)) {
+        FALLBACK_LOGGED.call_once(|| {
+            tracing::warn!("io_uring is unavailable here; shards run on the epoll driver");
+        });
+    }
+    runtime.block_on(fut);
+}

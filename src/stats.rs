@@ -1,0 +1,130 @@
+//! Counters, one block per shard.
+//!
+//! Each shard writes only its own block (relaxed atomics on an uncontended cache line, no lock on
+//! the request path); the admin endpoint sums the blocks when asked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// One shard's counters.
+        #[derive(Debug, Default)]
+        pub struct ShardStats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        impl ShardStats {
+            /// (name, value) of every counter.
+            pub fn values(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Handshakes answered 200.
+    handshake_accepted,
+    /// Handshakes rejected with 400 (malformed, missing identity, body present, too large).
+    handshake_rejected_400,
+    /// Handshakes rejected with 404 (wrong method or path).
+    handshake_rejected_404,
+    /// Handshakes rejected with 401/403 (authentication, authorisation, per-node cap).
+    handshake_rejected_403,
+    /// Handshakes rejected with 429 (responder tunnel cap).
+    handshake_rejected_429,
+    /// Handshakes rejected with 503 (shutting down, shard unavailable).
+    handshake_rejected_503,
+    /// Handshakes closed because they did not complete within handshake_timeout.
+    handshake_timeout,
+    /// Tunnels live on this shard (gauge).
+    tunnels_active,
+    /// Tunnels closed after ping_failure_threshold missed PINGs.
+    tunnels_dead_ping,
+    /// Tunnels that ended (any reason).
+    tunnels_closed,
+    /// Requests received on the egress listener.
+    egress_requests,
+    /// Egress requests handed to another shard's tunnel.
+    egress_cross_shard,
+    /// Egress 400: no host id could be computed.
+    egress_400_no_host_id,
+    /// Egress 404: no route matches the path.
+    egress_404_no_route,
+    /// Egress 502: the tunnel failed during the request.
+    egress_502_tunnel_error,
+    /// Egress 503: no tunnel for the host id.
+    egress_503_no_tunnel,
+    /// Egress 504: the route timeout elapsed.
+    egress_504_timeout,
+    /// Initiator: tunnels established (handshake answered 200).
+    initiator_tunnels_up,
+    /// Initiator: dial or handshake attempts that failed.
+    initiator_dial_failures,
+    /// Initiator: handshakes the responder rejected (non-200).
+    initiator_handshake_rejected,
+    /// Initiator: requests received through tunnels.
+    initiator_requests,
+    /// Initiator: 404, no local route.
+    initiator_404_no_route,
+    /// Initiator: 502/503, the local service failed or could not be reached.
+    initiator_502_local_error,
+    /// Initiator: 504, the local route timeout elapsed.
+    initiator_504_timeout,
+}
+
+/// All shards' counters.
+#[derive(Debug, Clone)]
+pub struct Stats(Arc<[ShardStats]>);
+
+impl Stats {
+    pub fn new(shards: usize) -> Self {
+        Stats((0..shards).map(|_| ShardStats::default()).collect())
+    }
+
+    /// The block that `shard` writes.
+    pub fn shard(&self, shard: usize) -> &ShardStats {
+        &self.0[shard % self.0.len()]
+    }
+
+    /// Sums over shards, in declaration order.
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        let mut totals = self.0[0].values();
+        for block in self.0.iter().skip(1) {
+            for (total, (_, v)) in totals.iter_mut().zip(block.values()) {
+                total.1 += v;
+            }
+        }
+        totals
+    }
+}
+
+/// Increments a counter.
+#[inline]
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Decrements a gauge.
+#[inline]
+pub fn dec(counter: &AtomicU64) {
+    counter.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_shards() {
+        let stats = Stats::new(2);
+        inc(&stats.shard(0).egress_requests);
+        inc(&stats.shard(1).egress_requests);
+        inc(&stats.shard(1).egress_503_no_tunnel);
+        let totals = stats.totals();
+        let get = |n: &str| totals.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        assert_eq!(get("egress_requests"), Some(2));
+        assert_eq!(get("egress_503_no_tunnel"), Some(1));
+    }
+}
