@@ -1,1 +1,84 @@
-fn main() {}
+//! The `rtun` command line: `run`, `validate`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rtun", version, about = "Reverse-tunnel proxy on thread-per-core io_uring shards")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the roles (initiator, responder or both) that the configuration file holds.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print what it would run.
+    Validate {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run a responder, an initiator and a small service on loopback and show how to reach it.
+    Demo {
+        /// Send requests through the tunnel and exit non-zero if any fails.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match rtun::config::load(&config) {
+            Ok(cfg) => {
+                println!("{}: OK\n{}", config.display(), cfg.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match rtun::config::load(&config) {
+                Ok(cfg) => Arc::new(cfg),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rtun::app::block_signals();
+            let running = match rtun::app::start(cfg) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("rtun: cannot start shards: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let signal = rtun::app::wait_for_signal();
+            tracing::info!("{signal}: draining");
+            running.stop();
+            if rtun::app::failed() {
+                ExitCode::FAILURE
+            } else {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Demo { check } => rtun::demo::main(check),
+    }
+}

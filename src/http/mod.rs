@@ -5,3 +5,5 @@ pub mod io;
 pub mod proxy_headers;
 pub mod route;
 pub mod rt;
+pub mod keepalive;
+pub mod local_reply;

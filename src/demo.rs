@@ -1,0 +1,201 @@
+//! `rtun demo`: a responder, an initiator and a small service in one process on loopback.
+//!
+//! The configuration is `config/demo.yaml`, embedded at build time. `--check` sends requests
+//! through the tunnel (HTTP/1.1 and h2c, by node id and by cluster id, a streamed body, and the
+//! error replies) and exits non-zero if any answer is wrong.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+
+use crate::config::Config;
+use crate::http::io::HyperIo;
+use crate::http::rt::{ShardExecutor, ShardTimer};
+
+/// The embedded demo configuration.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
+
+/// How long `--check` waits for the first tunnel to come up.
+const TUNNEL_WAIT: Duration = Duration::from_secs(10);
+
+pub fn main(check: bool) -> ExitCode {
+    let config = match crate::config::parse(DEMO_CONFIG, "config/demo.yaml (embedded)") {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some((service, egress)) = addresses(&config) else {
+        eprintln!("rtun demo: the embedded configuration lacks the local-app cluster or the egress listener");
+        return ExitCode::FAILURE;
+    };
+    crate::app::block_signals();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("demo-service".into())
+        .spawn(move || crate::shard::runtime::block_on(0, serve_demo_service(service, ready_tx)));
+    if spawned.is_err() || !matches!(ready_rx.recv_timeout(Duration::from_secs(5)), Ok(Ok(()))) {
+        eprintln!("rtun demo: cannot start the demo service on {service}");
+        return ExitCode::FAILURE;
+    }
+    let running = match crate::app::start(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rtun demo: cannot start shards: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("rtun demo: responder egress on http://{egress}, a service on {service} behind the initiator.");
+    println!("Reach the service through the tunnel with:");
+    println!("  curl -H 'x-node-id: demo-node' http://{egress}/hello");
+    println!("  curl --http2-prior-knowledge -H 'x-cluster-id: demo-cluster' http://{egress}/hello");
+    println!("  curl -H 'x-node-id: demo-node' --data-binary @README.md http://{egress}/echo");
+    if !check {
+        println!("Serving until Ctrl-C.");
+        let signal = crate::app::wait_for_signal();
+        tracing::info!("{signal}: draining");
+        running.stop();
+        return ExitCode::SUCCESS;
+    }
+    let mut failures = 0;
+    crate::shard::runtime::block_on(0, async {
+        failures = run_checks(egress).await;
+    });
+    running.stop();
+    if failures == 0 && !crate::app::failed() {
+        println!("demo check: all requests answered correctly");
+        ExitCode::SUCCESS
+    } else {
+        println!("demo check: {failures} check(s) failed");
+        ExitCode::FAILURE
+    }
+}
+
+fn addresses(config: &Config) -> Option<(SocketAddr, SocketAddr)> {
+    let service = config.clusters.get("local-app")?.endpoints.first()?.parse().ok()?;
+    let egress = config.responder.as_ref()?.egress_listener.listen;
+    Some((service, egress))
+}
+
+type DemoBody = Either<Full<Bytes>, Incoming>;
+
+/// The service behind the initiator: `/echo` streams the request body back, anything else says
+/// hello with the method and path.
+async fn serve_demo_service(addr: SocketAddr, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
+    let listener = match monoio::net::TcpListener::bind(addr) {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        let Ok(io) = stream.try_into_poll_io() else { continue };
+        monoio::spawn(async move {
+            let service = service_fn(|req: Request<Incoming>| async move {
+                let resp: Response<DemoBody> = if req.uri().path() == "/echo" {
+                    Response::new(Either::Right(req.into_body()))
+                } else {
+                    let msg = format!("Hello from the service behind the initiator: {} {}\n", req.method(), req.uri());
+                    Response::new(Either::Left(Full::new(Bytes::from(msg))))
+                };
+                Ok::<_, Infallible>(resp)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(ShardTimer)
+                .serve_connection(HyperIo(io), service)
+                .await;
+        });
+    }
+}
+
+/// One request through the egress listener; returns status and body.
+pub async fn request(
+    addr: SocketAddr,
+    h2: bool,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), Box<dyn std::error::Error>> {
+    let stream = monoio::net::TcpStream::connect(addr).await?;
+    let io = HyperIo(stream.try_into_poll_io().map_err(|(e, _)| e)?);
+    let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body))?;
+    let resp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::Builder::new(ShardExecutor)
+            .timer(ShardTimer)
+            .handshake(io)
+            .await?;
+        monoio::spawn(conn);
+        send.send_request(req).await?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+        monoio::spawn(conn);
+        let (mut parts, body) = req.into_parts();
+        parts.uri = path.parse()?;
+        parts.headers.insert(http::header::HOST, addr.to_string().parse()?);
+        send.send_request(Request::from_parts(parts, body)).await?
+    };
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+async fn run_checks(egress: SocketAddr) -> usize {
+    let node = [("x-node-id", "demo-node")];
+    let deadline = Instant::now() + TUNNEL_WAIT;
+    loop {
+        match request(egress, false, Method::GET, "/hello", &node, Bytes::new()).await {
+            Ok((StatusCode::OK, _)) => break,
+            _ if Instant::now() < deadline => monoio::time::sleep(Duration::from_millis(100)).await,
+            other => {
+                println!("FAIL tunnel did not come up within {TUNNEL_WAIT:?}: {other:?}");
+                return 1;
+            }
+        }
+    }
+    let big = Bytes::from((0..1024 * 1024).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let checks: Vec<(&str, bool, Method, &str, Vec<(&str, &str)>, Bytes, StatusCode, Option<Bytes>)> = vec![
+        ("HTTP/1.1 by node id", false, Method::GET, "/hello", node.to_vec(), Bytes::new(), StatusCode::OK, None),
+        ("h2c by node id", true, Method::GET, "/hello", node.to_vec(), Bytes::new(), StatusCode::OK, None),
+        ("h2c by cluster id", true, Method::GET, "/hello", vec![("x-cluster-id", "demo-cluster")], Bytes::new(), StatusCode::OK, None),
+        ("1 MiB echoed over HTTP/1.1", false, Method::POST, "/echo", node.to_vec(), big.clone(), StatusCode::OK, Some(big.clone())),
+        ("1 MiB echoed over h2c", true, Method::POST, "/echo", node.to_vec(), big.clone(), StatusCode::OK, Some(big)),
+        ("400 without a host id", false, Method::GET, "/hello", vec![], Bytes::new(), StatusCode::BAD_REQUEST, None),
+        ("503 for an unknown host", false, Method::GET, "/hello", vec![("x-node-id", "nobody")], Bytes::new(), StatusCode::SERVICE_UNAVAILABLE, None),
+    ];
+    let mut failures = 0;
+    for (name, h2, method, path, headers, body, want, want_body) in checks {
+        match request(egress, h2, method, path, &headers, body).await {
+            Ok((status, got)) if status == want && want_body.as_ref().is_none_or(|b| *b == got) => {
+                println!("ok   {name}: {status}");
+            }
+            Ok((status, got)) => {
+                failures += 1;
+                println!("FAIL {name}: {status} ({} bytes), expected {want}", got.len());
+            }
+            Err(e) => {
+                failures += 1;
+                println!("FAIL {name}: {e}");
+            }
+        }
+    }
+    failures
+}

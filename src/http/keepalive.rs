@@ -1,0 +1,49 @@
+//! HTTP/2 PING keepalive, shared by both ends of a tunnel.
+//!
+//! One PING is outstanding at a time (h2 allows no more for user pings). Each `interval` that
+//! passes without its PONG is a miss; `threshold` consecutive misses declare the peer dead. After
+//! a PONG the next PING waits `interval` plus 0–15 % jitter, so thousands of tunnels opened
+//! together do not ping in lockstep.
+
+use std::future::poll_fn;
+use std::time::Duration;
+
+use h2::{Ping, PingPong};
+
+/// How a keepalive watch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeepaliveEnd {
+    /// `threshold` intervals passed without a PONG.
+    Dead,
+    /// The connection is gone (PINGs can no longer be sent).
+    Closed,
+}
+
+/// Adds 0–15 % jitter to `interval`.
+pub fn jittered(interval: Duration) -> Duration {
+    interval + interval.mul_f64(fastrand::f64() * 0.15)
+}
+
+/// Pings until the peer stops answering. The connection must be polled concurrently.
+pub async fn watch(mut ping_pong: PingPong, interval: Duration, threshold: u32) -> KeepaliveEnd {
+    let threshold = threshold.max(1);
+    loop {
+        monoio::time::sleep(jittered(interval)).await;
+        if ping_pong.send_ping(Ping::opaque()).is_err() {
+            return KeepaliveEnd::Closed;
+        }
+        let mut misses = 0;
+        loop {
+            match monoio::time::timeout(interval, poll_fn(|cx| ping_pong.poll_pong(cx))).await {
+                Ok(Ok(_pong)) => break,
+                Ok(Err(_)) => return KeepaliveEnd::Closed,
+                Err(_elapsed) => {
+                    misses += 1;
+                    if misses >= threshold {
+                        return KeepaliveEnd::Dead;
+                    }
+                }
+            }
+        }
+    }
+}

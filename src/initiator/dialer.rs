@@ -1,0 +1,197 @@
+//! Dialing and keeping tunnels: connect, handshake, echo leading RPINGs, hand the connection to
+//! the tunnel server, and redial on loss with capped exponential backoff plus jitter.
+//!
+//! A `429` handshake answer is honoured with its `Retry-After` (capped at 3600 s); any other
+//! non-200 answer is a failed attempt that backs off like a failed connect.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
+
+use super::InitiatorShard;
+use crate::config::TunnelSpec;
+use crate::http::io::Rewind;
+use crate::protocol::{parse_response, HandshakeRequest, RpingFilter, TunnelIdentity, MAX_HANDSHAKE_BYTES, RPING};
+use crate::stats::inc;
+
+/// A tunnel that lived at least this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// An established tunnel connection, ready for HTTP/2 (any bytes read ahead replay first).
+pub type TunnelIo = Rewind<TcpStreamPoll>;
+
+/// Why a dial attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("connect to {endpoint}: {source}")]
+    Connect { endpoint: String, source: std::io::Error },
+    #[error("handshake I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no handshake response within {0:?}")]
+    Timeout(Duration),
+    #[error("malformed handshake response: {0}")]
+    Malformed(#[from] crate::protocol::HandshakeError),
+    #[error("responder closed the connection during the handshake")]
+    Closed,
+    #[error("responder rejected the handshake: {status} {body}")]
+    Rejected { status: u16, body: String, retry_after: Option<Duration> },
+}
+
+/// Keeps one tunnel slot alive until shutdown.
+pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: String, slot: u32) {
+    let span = tracing::info_span!("tunnel", remote = %spec.remote_cluster, %endpoint, shard = ctx.shard, slot);
+    async {
+        let cfg = ctx.cfg();
+        let mut backoff = cfg.initial_reconnect_backoff;
+        loop {
+            if ctx.shutdown.is_triggered() {
+                return;
+            }
+            let wait = match establish(&ctx, &spec, &endpoint).await {
+                Ok(io) => {
+                    inc(&ctx.stats().initiator_tunnels_up);
+                    tracing::info!("tunnel up");
+                    let started = Instant::now();
+                    let end = super::tunnel_server::serve(&ctx, io).await;
+                    tracing::info!("tunnel down: {end}");
+                    if ctx.shutdown.is_triggered() {
+                        return;
+                    }
+                    if end.redial_now() || started.elapsed() >= STABLE_AFTER {
+                        backoff = cfg.initial_reconnect_backoff;
+                        continue;
+                    }
+                    next_backoff(&mut backoff, cfg.max_reconnect_backoff)
+                }
+                Err(DialError::Rejected { status, body, retry_after: Some(after) }) => {
+                    inc(&ctx.stats().initiator_handshake_rejected);
+                    tracing::warn!(status, "handshake rejected, retrying after {after:?}: {body}");
+                    after
+                }
+                Err(e) => {
+                    inc(&ctx.stats().initiator_dial_failures);
+                    if let DialError::Rejected { .. } = e {
+                        inc(&ctx.stats().initiator_handshake_rejected);
+                    }
+                    let wait = next_backoff(&mut backoff, cfg.max_reconnect_backoff);
+                    tracing::warn!("dial failed, retrying in {wait:?}: {e}");
+                    wait
+                }
+            };
+            monoio::select! {
+                _ = monoio::time::sleep(wait) => {}
+                _ = ctx.shutdown.wait() => return,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Returns the wait before the next attempt (with up to 25 % jitter either side) and doubles
+/// `backoff` up to `max`.
+fn next_backoff(backoff: &mut Duration, max: Duration) -> Duration {
+    let base = (*backoff).min(max);
+    *backoff = (*backoff * 2).min(max);
+    let jitter = 0.75 + fastrand::f64() * 0.5;
+    base.mul_f64(jitter).min(max)
+}
+
+/// Connects and completes the handshake; returns the connection positioned at HTTP/2.
+pub async fn establish(ctx: &InitiatorShard, spec: &TunnelSpec, endpoint: &str) -> Result<TunnelIo, DialError> {
+    let cfg = ctx.cfg();
+    let remote = ctx.config.clusters.get(&spec.remote_cluster);
+    let connect_timeout = remote.map_or(Duration::from_secs(30), |c| c.connect_timeout);
+    let stream = crate::net::connect(endpoint, connect_timeout)
+        .await
+        .map_err(|source| DialError::Connect { endpoint: endpoint.to_owned(), source })?;
+    let mut io = stream.try_into_poll_io().map_err(|(e, _)| DialError::Io(e))?;
+    let identity = TunnelIdentity {
+        node_id: spec.identity.id.clone(),
+        cluster_id: spec.identity.cluster.clone(),
+        tenant_id: spec.identity.tenant.clone(),
+    };
+    let request = HandshakeRequest {
+        host: endpoint,
+        path: &cfg.request_path,
+        identity: &identity,
+        upstream_cluster: &spec.remote_cluster,
+        extra_headers: &cfg.extra_handshake_headers,
+    };
+    io.write_all(&request.encode()).await?;
+    let leftover = monoio::time::timeout(cfg.handshake_timeout, read_response(&mut io))
+        .await
+        .map_err(|_| DialError::Timeout(cfg.handshake_timeout))??;
+    let prefix = skip_rpings(&mut io, leftover, cfg.idle_timeout).await?;
+    Ok(Rewind::new(prefix, io))
+}
+
+/// Reads the handshake response; on 200 returns the bytes read past it.
+async fn read_response(io: &mut TcpStreamPoll) -> Result<Vec<u8>, DialError> {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(DialError::Closed);
+        }
+        if let Some((resp, consumed)) = parse_response(&buf)? {
+            if resp.status != 200 {
+                return Err(DialError::Rejected {
+                    status: resp.status,
+                    body: resp.body.trim_end().to_owned(),
+                    retry_after: resp.retry_after,
+                });
+            }
+            return Ok(buf.split_off(consumed));
+        }
+        if buf.len() > MAX_HANDSHAKE_BYTES {
+            return Err(DialError::Malformed(crate::protocol::HandshakeError::TooLarge));
+        }
+    }
+}
+
+/// Echoes each complete leading `RPING` (Envoy's pre-h2 keepalive) and returns the first bytes
+/// of HTTP/2 once a non-RPING byte arrives. Each read may wait up to `idle`: an Envoy responder
+/// starts HTTP/2 only when it first needs the tunnel and pings with RPING meanwhile.
+async fn skip_rpings(io: &mut TcpStreamPoll, mut input: Vec<u8>, idle: Duration) -> Result<Bytes, DialError> {
+    let mut filter = RpingFilter::new();
+    loop {
+        let step = filter.feed(&input);
+        for _ in 0..step.echo_count {
+            io.write_all(RPING).await?;
+        }
+        if let Some(from) = step.passthrough_from {
+            let mut h2 = Vec::with_capacity(step.replay.len() + input.len() - from);
+            h2.extend_from_slice(step.replay);
+            h2.extend_from_slice(&input[from..]);
+            return Ok(Bytes::from(h2));
+        }
+        input.clear();
+        let read = monoio::time::timeout(idle, io.read_buf(&mut input))
+            .await
+            .map_err(|_| DialError::Timeout(idle))?;
+        if read? == 0 {
+            return Err(DialError::Closed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let max = Duration::from_secs(4);
+        let mut b = Duration::from_secs(1);
+        let waits: Vec<_> = (0..5).map(|_| next_backoff(&mut b, max)).collect();
+        assert!(waits.iter().all(|w| *w <= max));
+        assert!(waits[0] >= Duration::from_millis(750) && waits[0] <= Duration::from_millis(1250));
+        assert_eq!(b, max);
+        assert!(waits[4] >= Duration::from_secs(3));
+    }
+}
