@@ -1,1 +1,108 @@
-//! Configuration: schema, `rc://` parsing, durations, errors with line and column.
+//! Configuration: the YAML schema, `rc://` parsing, durations, ids, and errors with file, line
+//! and column (DESIGN §6).
+//!
+//! This module owns turning a file into a validated, immutable [`Config`] that every shard shares
+//! read-only. [`load`] reads a file, [`parse`] checks text; both return every problem they can
+//! find as `FILE:LINE:COLUMN: message` lines ([`ConfigError`]).
+//!
+//! Layout: `schema` (types and defaults), `de` (validating deserializers), `duration`, `ids`,
+//! `rc`, `xref` (cross-reference checks and how they keep locations), `summary`, `error`.
+
+mod de;
+mod duration;
+mod error;
+mod ids;
+mod rc;
+mod schema;
+mod summary;
+mod xref;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::rc::Rc;
+
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use error::{ConfigError, Diagnostic};
+pub use ids::{validate_id, IdError, MAX_ID_LEN};
+pub use rc::{parse_rc_address, RcAddressError, RcReason, RC_SCHEME};
+pub use schema::{
+    AdminConfig, ClientTlsConfig, ClusterConfig, Config, EgressListenerConfig, EgressRoute,
+    InitiatorConfig, InitiatorRoute, NodeIdentity, Protocol, ResponderConfig, ServerTlsConfig,
+    Shards, TunnelListenerConfig, TunnelSpec, DEFAULT_INITIAL_RECONNECT_BACKOFF,
+    DEFAULT_REQUEST_PATH,
+};
+
+use schema::RawConfig;
+
+/// Most errors reported for one file.
+const MAX_ERRORS: usize = 32;
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&source, &file)
+}
+
+/// Parses and validates configuration text; `file_name` is used in error messages.
+pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
+    let invalid = |d: Diagnostic| ConfigError::Invalid(vec![d]);
+    if is_empty_document(source) {
+        return Err(invalid(Diagnostic::at_start(
+            file_name,
+            "the configuration is empty: it needs an `initiator:` and/or a `responder:` section",
+        )));
+    }
+
+    // Pass 1: syntax, types, values.
+    let first: RawConfig =
+        serde_yaml::from_str(source).map_err(|e| invalid(Diagnostic::from_yaml(file_name, &e)))?;
+    let first = Rc::new(first);
+
+    // Pass 2 (repeated): cross-references, each error at its value (see `xref`).
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    for skip in 0..MAX_ERRORS {
+        let pass = xref::run(Rc::clone(&first), skip, || {
+            serde_yaml::from_str::<RawConfig>(source)
+        });
+        match pass {
+            Ok(_) => break,
+            Err(e) => {
+                let d = Diagnostic::from_yaml(file_name, &e);
+                if diagnostics.last() == Some(&d) {
+                    break;
+                }
+                diagnostics.push(d);
+            }
+        }
+    }
+
+    if first.initiator.is_none() && first.responder.is_none() {
+        diagnostics.push(Diagnostic::at_start(
+            file_name,
+            "nothing to run: the configuration needs an `initiator:` and/or a `responder:` section",
+        ));
+    }
+    if !diagnostics.is_empty() {
+        return Err(ConfigError::Invalid(diagnostics));
+    }
+    Rc::unwrap_or_clone(first).into_config().ok_or_else(|| {
+        invalid(Diagnostic::at_start(
+            file_name,
+            "a tunnel `{ cluster: ... }` needs the top-level `node:` identity",
+        ))
+    })
+}
+
+/// True for text with no YAML content (only whitespace, comments, `---`, or `null`).
+fn is_empty_document(source: &str) -> bool {
+    matches!(
+        serde_yaml::from_str::<serde_yaml::Value>(source),
+        Ok(serde_yaml::Value::Null)
+    )
+}

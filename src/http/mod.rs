@@ -1,1 +1,3 @@
 //! HTTP plumbing shared by both roles.
+
+pub mod host_id;
