@@ -1,139 +1,108 @@
-//! STUB (replaced by the config branch): types only, so the engine compiles meanwhile.
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+//! Configuration: the YAML schema, `rc://` parsing, durations, ids, and errors with file, line
+//! and column (DESIGN §6).
+//!
+//! This module owns turning a file into a validated, immutable [`Config`] that every shard shares
+//! read-only. [`load`] reads a file, [`parse`] checks text; both return every problem they can
+//! find as `FILE:LINE:COLUMN: message` lines ([`ConfigError`]).
+//!
+//! Layout: `schema` (types and defaults), `de` (validating deserializers), `duration`, `ids`,
+//! `rc`, `xref` (cross-reference checks and how they keep locations), `summary`, `error`.
 
-use crate::http::host_id::HostIdFormat;
+mod de;
+mod duration;
+mod error;
+mod ids;
+mod rc;
+mod schema;
+mod summary;
+mod xref;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+#[cfg(test)]
+mod tests;
 
-pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-    Err(ConfigError(format!("{}: stub", path.display())))
+use std::path::Path;
+use std::rc::Rc;
+
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use error::{ConfigError, Diagnostic};
+pub use ids::{validate_id, IdError, MAX_ID_LEN};
+pub use rc::{parse_rc_address, RcAddressError, RcReason, RC_SCHEME};
+pub use schema::{
+    AdminConfig, ClientTlsConfig, ClusterConfig, Config, EgressListenerConfig, EgressRoute,
+    InitiatorConfig, InitiatorRoute, NodeIdentity, Protocol, ResponderConfig, ServerTlsConfig,
+    Shards, TunnelListenerConfig, TunnelSpec, DEFAULT_INITIAL_RECONNECT_BACKOFF,
+    DEFAULT_REQUEST_PATH,
+};
+
+use schema::RawConfig;
+
+/// Most errors reported for one file.
+const MAX_ERRORS: usize = 32;
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&source, &file)
 }
-pub fn parse(_source: &str, file_name: &str) -> Result<Config, ConfigError> {
-    Err(ConfigError(format!("{file_name}: stub")))
-}
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub shards: Shards,
-    pub admin: Option<AdminConfig>,
-    pub node: Option<NodeIdentity>,
-    pub clusters: BTreeMap<String, ClusterConfig>,
-    pub initiator: Option<InitiatorConfig>,
-    pub responder: Option<ResponderConfig>,
-    pub drain_timeout: Duration,
-}
-impl Config {
-    pub fn summary(&self) -> String {
-        String::new()
+/// Parses and validates configuration text; `file_name` is used in error messages.
+pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
+    let invalid = |d: Diagnostic| ConfigError::Invalid(vec![d]);
+    if is_empty_document(source) {
+        return Err(invalid(Diagnostic::at_start(
+            file_name,
+            "the configuration is empty: it needs an `initiator:` and/or a `responder:` section",
+        )));
     }
-}
-#[derive(Debug, Clone)]
-pub enum Shards {
-    Auto,
-    Count(std::num::NonZeroUsize),
-}
-impl Shards {
-    pub fn resolve(&self) -> usize {
-        match self {
-            Shards::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Shards::Count(n) => n.get(),
+
+    // Pass 1: syntax, types, values.
+    let first: RawConfig =
+        serde_yaml::from_str(source).map_err(|e| invalid(Diagnostic::from_yaml(file_name, &e)))?;
+    let first = Rc::new(first);
+
+    // Pass 2 (repeated): cross-references, each error at its value (see `xref`).
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    for skip in 0..MAX_ERRORS {
+        let pass = xref::run(Rc::clone(&first), skip, || {
+            serde_yaml::from_str::<RawConfig>(source)
+        });
+        match pass {
+            Ok(_) => break,
+            Err(e) => {
+                let d = Diagnostic::from_yaml(file_name, &e);
+                if diagnostics.last() == Some(&d) {
+                    break;
+                }
+                diagnostics.push(d);
+            }
         }
     }
+
+    if first.initiator.is_none() && first.responder.is_none() {
+        diagnostics.push(Diagnostic::at_start(
+            file_name,
+            "nothing to run: the configuration needs an `initiator:` and/or a `responder:` section",
+        ));
+    }
+    if !diagnostics.is_empty() {
+        return Err(ConfigError::Invalid(diagnostics));
+    }
+    Rc::unwrap_or_clone(first).into_config().ok_or_else(|| {
+        invalid(Diagnostic::at_start(
+            file_name,
+            "a tunnel `{ cluster: ... }` needs the top-level `node:` identity",
+        ))
+    })
 }
-#[derive(Debug, Clone)]
-pub struct AdminConfig {
-    pub listen: SocketAddr,
-}
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeIdentity {
-    pub id: String,
-    pub cluster: String,
-    pub tenant: String,
-}
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http1,
-    Http2,
-}
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub endpoints: Vec<String>,
-    pub protocol: Protocol,
-    pub connect_timeout: Duration,
-    pub tls: Option<ClientTlsConfig>,
-    pub max_idle_per_shard: usize,
-}
-#[derive(Debug, Clone)]
-pub struct ClientTlsConfig {
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub ca: Option<PathBuf>,
-    pub spki_pins: Vec<String>,
-    pub sni: Option<String>,
-}
-#[derive(Debug, Clone)]
-pub struct InitiatorConfig {
-    pub tunnels: Vec<TunnelSpec>,
-    pub routes: Vec<InitiatorRoute>,
-    pub max_reconnect_backoff: Duration,
-    pub initial_reconnect_backoff: Duration,
-    pub request_path: String,
-    pub handshake_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub extra_handshake_headers: Vec<(String, String)>,
-}
-#[derive(Debug, Clone)]
-pub struct TunnelSpec {
-    pub identity: NodeIdentity,
-    pub remote_cluster: String,
-    pub connections: u32,
-}
-#[derive(Debug, Clone)]
-pub struct InitiatorRoute {
-    pub prefix: String,
-    pub cluster: String,
-    pub timeout: Option<Duration>,
-}
-#[derive(Debug, Clone)]
-pub struct ResponderConfig {
-    pub tunnel_listener: TunnelListenerConfig,
-    pub egress_listener: EgressListenerConfig,
-    pub cleanup_interval: Duration,
-}
-#[derive(Debug, Clone)]
-pub struct TunnelListenerConfig {
-    pub listen: SocketAddr,
-    pub request_path: String,
-    pub ping_interval: Duration,
-    pub ping_failure_threshold: u32,
-    pub handshake_timeout: Duration,
-    pub max_tunnels: u32,
-    pub max_tunnels_per_node: u32,
-    pub max_concurrent_streams: u32,
-    pub tls: Option<ServerTlsConfig>,
-}
-#[derive(Debug, Clone)]
-pub struct ServerTlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-}
-#[derive(Debug, Clone)]
-pub struct EgressListenerConfig {
-    pub listen: SocketAddr,
-    pub host_id_format: Vec<HostIdFormat>,
-    pub routes: Vec<EgressRoute>,
-    pub pending_timeout: Option<Duration>,
-    pub max_request_headers_kb: u32,
-    pub request_timeout: Option<Duration>,
-}
-#[derive(Debug, Clone)]
-pub struct EgressRoute {
-    pub prefix: String,
-    pub timeout: Option<Duration>,
+
+/// True for text with no YAML content (only whitespace, comments, `---`, or `null`).
+fn is_empty_document(source: &str) -> bool {
+    matches!(
+        serde_yaml::from_str::<serde_yaml::Value>(source),
+        Ok(serde_yaml::Value::Null)
+    )
 }

@@ -1,9 +1,11 @@
-//! HTTP plumbing shared by both roles.
-pub mod host_id;
+//! HTTP plumbing shared by both roles: body bridging between h1 and h2, the host_id formatter,
+//! route matching, proxy headers, local replies, and hyper's runtime hooks on a shard.
+
 pub mod body;
+pub mod host_id;
 pub mod io;
+pub mod keepalive;
+pub mod local_reply;
 pub mod proxy_headers;
 pub mod route;
 pub mod rt;
-pub mod keepalive;
-pub mod local_reply;

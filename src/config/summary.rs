@@ -1,0 +1,162 @@
+//! A human-readable description of a [`Config`]: what `rtun validate` prints.
+
+use std::fmt::Write;
+
+use super::duration::format_duration as dur;
+use super::schema::{Config, Shards};
+
+impl Config {
+    /// Describes, in a few lines, what this configuration would run: shards, roles, listeners,
+    /// clusters, tunnels with counts, routes.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_summary(&mut out);
+        out
+    }
+
+    fn write_summary(&self, out: &mut String) -> std::fmt::Result {
+        let roles: Vec<&str> = [
+            self.initiator.as_ref().map(|_| "initiator"),
+            self.responder.as_ref().map(|_| "responder"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        writeln!(out, "roles: {}", roles.join(" + "))?;
+        match self.shards {
+            Shards::Auto => writeln!(
+                out,
+                "shards: auto ({} on this machine)",
+                self.shards.resolve()
+            )?,
+            Shards::Count(n) => writeln!(out, "shards: {n}")?,
+        }
+        writeln!(out, "drain timeout: {}", dur(self.drain_timeout))?;
+        match &self.admin {
+            Some(admin) => writeln!(out, "admin: http://{}", admin.listen)?,
+            None => writeln!(out, "admin: off")?,
+        }
+        if let Some(node) = &self.node {
+            writeln!(
+                out,
+                "node: {} (cluster {}, tenant {:?})",
+                node.id, node.cluster, node.tenant
+            )?;
+        }
+        if !self.clusters.is_empty() {
+            writeln!(out, "clusters:")?;
+        }
+        for (name, c) in &self.clusters {
+            let tls = match &c.tls {
+                Some(t) if t.cert.is_some() => ", mTLS",
+                Some(_) => ", TLS",
+                None => "",
+            };
+            writeln!(
+                out,
+                "  {name}: {} {} (connect timeout {}, {} idle per shard{tls})",
+                c.protocol.as_str(),
+                c.endpoints.join(", "),
+                dur(c.connect_timeout),
+                c.max_idle_per_shard
+            )?;
+        }
+        if let Some(i) = &self.initiator {
+            writeln!(out, "initiator:")?;
+            let total: u64 = i.tunnels.iter().map(|t| u64::from(t.connections)).sum();
+            writeln!(out, "  tunnels ({total} connections):")?;
+            for t in &i.tunnels {
+                let id = &t.identity;
+                writeln!(
+                    out,
+                    "    {}:{}:{} -> {} x{}",
+                    id.id, id.cluster, id.tenant, t.remote_cluster, t.connections
+                )?;
+            }
+            writeln!(out, "  routes:")?;
+            for r in &i.routes {
+                let timeout = r
+                    .timeout
+                    .map(|t| format!(" (timeout {})", dur(t)))
+                    .unwrap_or_default();
+                writeln!(out, "    {}* -> {}{timeout}", r.prefix, r.cluster)?;
+            }
+            writeln!(
+                out,
+                "  handshake: GET {} (timeout {}{}), redial backoff {}..{}, idle timeout {}",
+                i.request_path,
+                dur(i.handshake_timeout),
+                if i.extra_handshake_headers.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = i
+                        .extra_handshake_headers
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    format!(", extra headers: {}", names.join(", "))
+                },
+                dur(i.initial_reconnect_backoff),
+                dur(i.max_reconnect_backoff),
+                dur(i.idle_timeout)
+            )?;
+        }
+        if let Some(r) = &self.responder {
+            let t = &r.tunnel_listener;
+            writeln!(out, "responder:")?;
+            writeln!(
+                out,
+                "  tunnel listener: {} ({}), path {}, handshake timeout {}",
+                t.listen,
+                match &t.tls {
+                    Some(tls) if tls.client_ca.is_some() => "mTLS",
+                    Some(_) => "TLS",
+                    None => "plaintext",
+                },
+                t.request_path,
+                dur(t.handshake_timeout)
+            )?;
+            writeln!(
+                out,
+                "    ping every {}, dead after {} missed; max {} tunnels, {} per node, {} streams per tunnel",
+                dur(t.ping_interval),
+                t.ping_failure_threshold,
+                t.max_tunnels,
+                t.max_tunnels_per_node,
+                t.max_concurrent_streams
+            )?;
+            let e = &r.egress_listener;
+            let formats: Vec<&str> = e.host_id_format.iter().map(|f| f.as_str()).collect();
+            let prefixes: Vec<String> = e
+                .routes
+                .iter()
+                .map(|r| match r.timeout {
+                    Some(t) => format!("{}* (timeout {})", r.prefix, dur(t)),
+                    None => format!("{}*", r.prefix),
+                })
+                .collect();
+            writeln!(out, "  egress listener: {}", e.listen)?;
+            writeln!(
+                out,
+                "    host_id: first non-empty of {}",
+                formats.join(", ")
+            )?;
+            writeln!(out, "    routes: {}", prefixes.join(", "))?;
+            writeln!(
+                out,
+                "    unknown host: {}; request headers up to {} KiB{}",
+                match e.pending_timeout {
+                    Some(p) if !p.is_zero() => format!("wait up to {} for a tunnel", dur(p)),
+                    _ => "503 at once".to_owned(),
+                },
+                e.max_request_headers_kb,
+                e.request_timeout
+                    .map(|t| format!("; request timeout {}", dur(t)))
+                    .unwrap_or_default()
+            )?;
+            writeln!(out, "  cleanup every {}", dur(r.cleanup_interval))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! Whole-file tests: examples, defaults, both tunnel forms, and located errors.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+const MINIMAL_RESPONDER: &str = "\
+responder:
+  tunnel_listener:
+    listen: 127.0.0.1:9000
+  egress_listener:
+    listen: 127.0.0.1:8085
+";
+
+fn ok(source: &str) -> Config {
+    match parse(source, "t.yaml") {
+        Ok(config) => config,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+/// The diagnostics of an invalid source.
+fn errors(source: &str) -> Vec<Diagnostic> {
+    match parse(source, "t.yaml") {
+        Ok(config) => panic!("expected errors, got {config:#?}"),
+        Err(e) => {
+            let diagnostics = e.diagnostics().to_vec();
+            assert!(!diagnostics.is_empty(), "{e}");
+            diagnostics
+        }
+    }
+}
+
+/// The single diagnostic of an invalid source, as (line, column, message).
+fn error(source: &str) -> (usize, usize, String) {
+    let diagnostics = errors(source);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    let d = &diagnostics[0];
+    assert_eq!(d.file, "t.yaml");
+    (d.line, d.column, d.message.clone())
+}
+
+fn assert_contains(message: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    }
+}
+
+/// An initiator config with `tunnels` and `routes` bodies spliced in.
+fn initiator(extra_top: &str, tunnels: &str, routes: &str) -> String {
+    format!(
+        "{extra_top}clusters:
+  app:
+    endpoints: [\"127.0.0.1:8080\"]
+  cloud:
+    endpoints: [\"cloud.example.com:9000\"]
+initiator:
+  tunnels:
+{tunnels}  routes:
+{routes}"
+    )
+}
+
+#[test]
+fn example_files_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.summary().is_empty());
+            count += 1;
+        }
+    }
+    assert!(
+        count >= 3,
+        "expected the example files in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn demo_config_matches_the_demo() {
+    let config = ok(include_str!("../../config/demo.yaml"));
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert_eq!(config.admin.unwrap().listen, addr("127.0.0.1:19901"));
+    assert_eq!(config.clusters["local-app"].endpoints, ["127.0.0.1:18080"]);
+    assert_eq!(config.clusters["local-app"].protocol, Protocol::Http1);
+    assert_eq!(config.clusters["responder"].endpoints, ["127.0.0.1:19000"]);
+    let initiator = config.initiator.unwrap();
+    assert_eq!(
+        initiator.tunnels,
+        [parse_rc_address("rc://demo-node:demo-cluster:demo@responder:2").unwrap()]
+    );
+    assert_eq!(initiator.routes[0].prefix, "/");
+    assert_eq!(initiator.routes[0].cluster, "local-app");
+    let responder = config.responder.unwrap();
+    assert_eq!(responder.tunnel_listener.listen, addr("127.0.0.1:19000"));
+    assert_eq!(responder.egress_listener.listen, addr("127.0.0.1:18085"));
+}
+
+#[test]
+fn defaults() {
+    let config = ok(MINIMAL_RESPONDER);
+    assert_eq!(config.shards, Shards::Auto);
+    assert!(config.shards.resolve() >= 1);
+    assert_eq!(config.admin, None);
+    assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    let r = config.responder.unwrap();
+    assert_eq!(r.cleanup_interval, Duration::from_secs(60));
+    let t = r.tunnel_listener;
+    assert_eq!(t.request_path, "/reverse_connections/request");
+    assert_eq!(t.ping_interval, Duration::from_secs(2));
+    assert_eq!(t.ping_failure_threshold, 3);
+    assert_eq!(t.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(t.max_tunnels, 10_000);
+    assert_eq!(t.max_tunnels_per_node, 64);
+    assert_eq!(t.max_concurrent_streams, 1_000);
+    assert_eq!(t.tls, None);
+    let e = r.egress_listener;
+    let formats: Vec<&str> = e.host_id_format.iter().map(|f| f.as_str()).collect();
+    assert_eq!(formats, ["%REQ(x-node-id)%", "%REQ(x-cluster-id)%"]);
+    assert_eq!(e.routes.len(), 1);
+    assert_eq!(e.routes[0].prefix, "/");
+    assert_eq!(e.pending_timeout, None);
+    assert_eq!(e.max_request_headers_kb, 60);
+    assert_eq!(e.request_timeout, None);
+
+    let config = ok(&initiator(
+        "",
+        "    - rc://n:c:@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n",
+    ));
+    let i = config.initiator.unwrap();
+    assert_eq!(i.max_reconnect_backoff, Duration::from_secs(30));
+    assert_eq!(i.initial_reconnect_backoff, Duration::from_millis(250));
+    assert_eq!(i.request_path, "/reverse_connections/request");
+    assert_eq!(i.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(i.idle_timeout, Duration::from_secs(30));
+    assert!(i.extra_handshake_headers.is_empty());
+    let app = &config.clusters["app"];
+    assert_eq!(app.protocol, Protocol::Http1);
+    assert_eq!(app.connect_timeout, Duration::from_secs(5));
+    assert_eq!(app.max_idle_per_shard, 64);
+    assert_eq!(app.tls, None);
+}
+
+#[test]
+fn admin_without_listen_uses_default() {
+    for admin in ["admin:\n", "admin: {}\n"] {
+        let config = ok(&format!("{admin}{MINIMAL_RESPONDER}"));
+        assert_eq!(
+            config.admin.unwrap().listen,
+            "127.0.0.1:9901".parse::<SocketAddr>().unwrap()
+        );
+    }
+}
+
+#[test]
+fn shards_auto_or_count() {
+    let config = ok(&format!("shards: 3\n{MINIMAL_RESPONDER}"));
+    assert_eq!(config.shards.resolve(), 3);
+    let config = ok(&format!("shards: auto\n{MINIMAL_RESPONDER}"));
+    assert_eq!(config.shards, Shards::Auto);
+    for bad in ["0", "-1", "many", "1.5"] {
+        let (line, column, message) = error(&format!("shards: {bad}\n{MINIMAL_RESPONDER}"));
+        assert_eq!((line, column), (1, 9), "{bad}: {message}");
+        assert_contains(&message, &["shards"]);
+    }
+}
+
+#[test]
+fn both_tunnel_forms() {
+    let config = ok(&initiator(
+        "node: { id: edge-42, cluster: edge-west }\n",
+        "    - rc://edge-1:edge-east:acme@cloud:2\n    - { cluster: cloud, connections: 3 }\n    - cluster: cloud\n",
+        "    - { prefix: /, cluster: app }\n",
+    ));
+    let tunnels = config.initiator.unwrap().tunnels;
+    let node = NodeIdentity {
+        id: "edge-42".into(),
+        cluster: "edge-west".into(),
+        tenant: String::new(),
+    };
+    assert_eq!(
+        tunnels,
+        [
+            TunnelSpec {
+                identity: NodeIdentity {
+                    id: "edge-1".into(),
+                    cluster: "edge-east".into(),
+                    tenant: "acme".into()
+                },
+                remote_cluster: "cloud".into(),
+                connections: 2,
+            },
+            TunnelSpec {
+                identity: node.clone(),
+                remote_cluster: "cloud".into(),
+                connections: 3,
+            },
+            TunnelSpec {
+                identity: node,
+                remote_cluster: "cloud".into(),
+                connections: 1,
+            },
+        ]
+    );
+}
+
+#[test]
+fn map_form_tunnel_without_node() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n    - { cluster: cloud, connections: 3 }\n",
+        "    - { prefix: /, cluster: app }\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (9, 7), "{message}");
+    assert_contains(&message, &["initiator.tunnels[1]", "node:"]);
+}
+
+#[test]
+fn unknown_key_at_nested_level() {
+    let source = "\
+responder:
+  tunnel_listener:
+    listen: 127.0.0.1:9000
+    ping_intervall: 2s
+  egress_listener:
+    listen: 127.0.0.1:8085
+";
+    let (line, column, message) = error(source);
+    assert_eq!((line, column), (4, 5), "{message}");
+    assert_contains(
+        &message,
+        &[
+            "responder.tunnel_listener",
+            "unknown field `ping_intervall`",
+            "ping_interval",
+        ],
+    );
+}
+
+#[test]
+fn unknown_key_in_flow_mapping() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - { prefix: /, cluster: app, timout: 1s }\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (10, 34), "{message}");
+    assert_contains(&message, &["unknown field `timout`"]);
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let (line, column, message) = error(&format!("{MINIMAL_RESPONDER}respnder: {{}}\n"));
+    assert_eq!((line, column), (6, 1), "{message}");
+    assert_contains(&message, &["unknown field `respnder`"]);
+}
+
+#[test]
+fn bad_duration() {
+    let source = format!("{MINIMAL_RESPONDER}  cleanup_interval: 10\n");
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (6, 21), "{message}");
+    assert_contains(
+        &message,
+        &[
+            "responder.cleanup_interval",
+            "durations need a unit: ms, s, m, h",
+        ],
+    );
+
+    let source = format!("{MINIMAL_RESPONDER}  cleanup_interval: 10d\n");
+    let (_, _, message) = error(&source);
+    assert_contains(&message, &["unknown unit", "10d"]);
+
+    let source = format!("{MINIMAL_RESPONDER}  cleanup_interval: 0s\n");
+    let (_, _, message) = error(&source);
+    assert_contains(&message, &["greater than zero"]);
+
+    let config = ok(&format!("drain_timeout: 0s\n{MINIMAL_RESPONDER}"));
+    assert_eq!(config.drain_timeout, Duration::ZERO);
+    let config = ok(&format!("drain_timeout: 1.5s\n{MINIMAL_RESPONDER}"));
+    assert_eq!(config.drain_timeout, Duration::from_millis(1500));
+}
+
+#[test]
+fn bad_rc_address_points_at_the_list_item() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n    - rc://n:c@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (9, 7), "{message}");
+    assert_contains(
+        &message,
+        &["initiator.tunnels[1]", "rc://n:c@cloud:1", "three"],
+    );
+}
+
+#[test]
+fn tunnel_to_unknown_cluster() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@clod:1\n",
+        "    - { prefix: /, cluster: app }\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (8, 7), "{message}");
+    assert_contains(&message, &["unknown cluster `clod`", "app, cloud"]);
+}
+
+#[test]
+fn route_to_unknown_cluster() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - prefix: /a\n      cluster: ap\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (11, 16), "{message}");
+    assert_contains(
+        &message,
+        &["initiator.routes[0].cluster", "unknown cluster `ap`"],
+    );
+}
+
+#[test]
+fn several_cross_reference_errors_are_all_reported() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@nope:1\n    - { cluster: cloud }\n",
+        "    - { prefix: /, cluster: gone }\n",
+    );
+    let found: Vec<(usize, usize)> = errors(&source).iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(found, [(8, 7), (9, 7), (11, 29)]);
+    let text = parse(&source, "t.yaml").unwrap_err().to_string();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("t.yaml:")), "{text}");
+}
+
+#[test]
+fn type_errors() {
+    let source = format!("shards: [1]\n{MINIMAL_RESPONDER}");
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (1, 9), "{message}");
+    assert_contains(&message, &["shards", "invalid type"]);
+
+    let source = "\
+responder:
+  tunnel_listener:
+    listen: 127.0.0.1:9000
+    max_tunnels: lots
+  egress_listener:
+    listen: 127.0.0.1:8085
+";
+    let (line, column, message) = error(source);
+    assert_eq!((line, column), (4, 18), "{message}");
+    assert_contains(&message, &["max_tunnels", "invalid type"]);
+
+    let (line, column, message) = error("responder: 5\n");
+    assert_eq!((line, column), (1, 12), "{message}");
+    assert_contains(&message, &["invalid type", "responder mapping"]);
+
+    let (line, column, message) = error("- a\n- b\n");
+    assert_eq!((line, column), (1, 1), "{message}");
+    assert_contains(&message, &["invalid type"]);
+}
+
+#[test]
+fn missing_required_key() {
+    let source = "responder:\n  tunnel_listener:\n    listen: 127.0.0.1:9000\n";
+    let (line, column, message) = error(source);
+    assert_eq!((line, column), (2, 3), "{message}");
+    assert_contains(&message, &["missing field `egress_listener`"]);
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let source = "responder:\n  tunnel_listener: [\n";
+    let (line, _, message) = error(source);
+    assert!(line >= 2, "{message}");
+    let text = parse(source, "t.yaml").unwrap_err().to_string();
+    assert!(text.starts_with(&format!("t.yaml:{line}:")), "{text}");
+}
+
+#[test]
+fn empty_file() {
+    for source in ["", "\n\n", "# only a comment\n", "---\n"] {
+        let (line, column, message) = error(source);
+        assert_eq!((line, column), (1, 1));
+        assert_contains(&message, &["empty"]);
+    }
+}
+
+#[test]
+fn neither_role() {
+    let (line, column, message) = error("shards: 2\n");
+    assert_eq!((line, column), (1, 1));
+    assert_contains(&message, &["initiator", "responder"]);
+}
+
+#[test]
+fn bad_addresses() {
+    let source = "\
+responder:
+  tunnel_listener:
+    listen: localhost:9000
+  egress_listener:
+    listen: 127.0.0.1:8085
+";
+    let (line, column, message) = error(source);
+    assert_eq!((line, column), (3, 13), "{message}");
+    assert_contains(&message, &["localhost:9000", "listen address"]);
+
+    for endpoint in [
+        "127.0.0.1",
+        "::1:80",
+        "host:0",
+        "host:99999",
+        ":80",
+        "a b:80",
+    ] {
+        let source = initiator(
+            "",
+            "    - rc://n:c:t@cloud:1\n",
+            "    - { prefix: /, cluster: app }\n",
+        )
+        .replace("127.0.0.1:8080", endpoint);
+        let (line, column, message) = error(&source);
+        assert_eq!((line, column), (3, 17), "{endpoint}: {message}");
+        assert_contains(&message, &[endpoint]);
+    }
+}
+
+#[test]
+fn listeners_must_not_overlap() {
+    let source = "\
+admin: { listen: 127.0.0.1:9000 }
+responder:
+  tunnel_listener:
+    listen: 0.0.0.0:9000
+  egress_listener:
+    listen: 0.0.0.0:9000
+";
+    let found: Vec<(usize, usize)> = errors(source).iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(found, [(4, 13), (6, 13)]);
+}
+
+#[test]
+fn node_ids_are_validated() {
+    let source = format!("node: {{ id: \"a:b\", cluster: c }}\n{MINIMAL_RESPONDER}");
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (1, 13), "{message}");
+    assert_contains(&message, &["node.id", "node id `a:b`", "`:`"]);
+
+    let source = format!("node: {{ id: a, cluster: \"\" }}\n{MINIMAL_RESPONDER}");
+    let (_, _, message) = error(&source);
+    assert_contains(&message, &["cluster id", "empty"]);
+
+    let config = ok(&format!(
+        "node: {{ id: a, cluster: c, tenant: \"\" }}\n{MINIMAL_RESPONDER}"
+    ));
+    assert_eq!(config.node.unwrap().tenant, "");
+}
+
+#[test]
+fn host_id_format_string_or_list() {
+    let source = MINIMAL_RESPONDER.replace(
+        "    listen: 127.0.0.1:8085\n",
+        "    listen: 127.0.0.1:8085\n    host_id_format: \"%REQ(x-tenant)%/%REQ(x-node-id)%\"\n",
+    );
+    let config = ok(&source);
+    let formats = &config.responder.unwrap().egress_listener.host_id_format;
+    assert_eq!(formats.len(), 1);
+    assert_eq!(formats[0].as_str(), "%REQ(x-tenant)%/%REQ(x-node-id)%");
+
+    let source = MINIMAL_RESPONDER.replace(
+        "    listen: 127.0.0.1:8085\n",
+        "    listen: 127.0.0.1:8085\n    host_id_format: [\"%REQ(x-node-id)%\", \"%BOGUS%\"]\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (6, 42), "{message}");
+    assert_contains(&message, &["unknown operator `%BOGUS%`"]);
+}
+
+#[test]
+fn empty_lists_are_rejected() {
+    let source = initiator("", "    []\n", "    - { prefix: /, cluster: app }\n")
+        .replace("  tunnels:\n    []", "  tunnels: []");
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (7, 12), "{message}");
+    assert_contains(&message, &["initiator.tunnels", "empty"]);
+}
+
+#[test]
+fn handshake_headers_keep_order_and_reject_reserved() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n  handshake_headers:\n    Authorization: \"Bearer x\"\n    x-extra: y\n",
+    );
+    let config = ok(&source);
+    assert_eq!(
+        config.initiator.unwrap().extra_handshake_headers,
+        [
+            ("authorization".to_owned(), "Bearer x".to_owned()),
+            ("x-extra".to_owned(), "y".to_owned())
+        ]
+    );
+    let source = source.replace("x-extra", "x-envoy-reverse-tunnel-node-id");
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (13, 5), "{message}");
+    assert_contains(&message, &["written by the handshake"]);
+}
+
+#[test]
+fn backoffs_must_be_ordered() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n  initial_reconnect_backoff: 1m\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (11, 30), "{message}");
+    assert_contains(
+        &message,
+        &["initial_reconnect_backoff 1m", "max_reconnect_backoff 30s"],
+    );
+
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n  max_reconnect_backoff: 100ms\n",
+    );
+    let (_, _, message) = error(&source);
+    assert_contains(&message, &["max_reconnect_backoff 100ms"]);
+}
+
+#[test]
+fn io_error() {
+    let err = load(std::path::Path::new("/nonexistent/rtun.yaml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/rtun.yaml: cannot read: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn summary_describes_what_runs() {
+    let summary = ok(include_str!("../../config/demo.yaml")).summary();
+    assert_contains(
+        &summary,
+        &[
+            "roles: initiator + responder",
+            "shards: auto",
+            "admin: http://127.0.0.1:19901",
+            "demo-node:demo-cluster:demo -> responder x2",
+            "/* -> local-app",
+            "tunnel listener: 127.0.0.1:19000",
+            "egress listener: 127.0.0.1:18085",
+            "%REQ(x-node-id)%, %REQ(x-cluster-id)%",
+        ],
+    );
+}
