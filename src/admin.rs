@@ -21,7 +21,12 @@ use crate::shard::shutdown::ShutdownSignal;
 use crate::stats::Stats;
 
 /// Serves the admin endpoint until shutdown.
-pub async fn run(cfg: AdminConfig, stats: Stats, responder: Option<Arc<Responder>>, shutdown: ShutdownSignal) {
+pub async fn run(
+    cfg: AdminConfig,
+    stats: Stats,
+    responder: Option<Arc<Responder>>,
+    shutdown: ShutdownSignal,
+) {
     let listener = match monoio::net::TcpListener::bind(cfg.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -35,7 +40,9 @@ pub async fn run(cfg: AdminConfig, stats: Stats, responder: Option<Arc<Responder
             _ = shutdown.wait() => return,
         };
         let Ok((stream, _)) = accepted else { continue };
-        let Ok(io) = stream.try_into_poll_io() else { continue };
+        let Ok(io) = stream.try_into_poll_io() else {
+            continue;
+        };
         let (stats, responder) = (stats.clone(), responder.clone());
         monoio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
@@ -49,7 +56,11 @@ pub async fn run(cfg: AdminConfig, stats: Stats, responder: Option<Arc<Responder
     }
 }
 
-fn page(req: &Request<Incoming>, stats: &Stats, responder: Option<&Responder>) -> Response<Full<Bytes>> {
+fn page(
+    req: &Request<Incoming>,
+    stats: &Stats,
+    responder: Option<&Responder>,
+) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/stats" => {
             let mut out = String::new();
@@ -63,13 +74,19 @@ fn page(req: &Request<Incoming>, stats: &Stats, responder: Option<&Responder>) -
         }
         "/tunnels" => {
             let mut out = String::new();
-            for (host, per_shard) in responder.map(|r| r.directory.snapshot()).unwrap_or_default() {
+            for (host, per_shard) in responder
+                .map(|r| r.directory.snapshot())
+                .unwrap_or_default()
+            {
                 let total: u32 = per_shard.iter().sum();
                 out.push_str(&format!("{host} {total} {per_shard:?}\n"));
             }
             text(StatusCode::OK, out.trim_end())
         }
         "/ready" => text(StatusCode::OK, "ready"),
-        other => text(StatusCode::NOT_FOUND, format!("Unknown admin path '{other}': try /stats, /tunnels, /ready")),
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("Unknown admin path '{other}': try /stats, /tunnels, /ready"),
+        ),
     }
 }

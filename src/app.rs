@@ -76,10 +76,11 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let shards = config.shards.resolve();
     let stats = Stats::new(shards);
     let (shutdown, signal) = Shutdown::new();
-    let (responder, inboxes) = match Responder::new(config.clone(), shards, stats.clone(), signal.clone()) {
-        Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
-        None => (None, Vec::new()),
-    };
+    let (responder, inboxes) =
+        match Responder::new(config.clone(), shards, stats.clone(), signal.clone()) {
+            Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
+            None => (None, Vec::new()),
+        };
     let inboxes = Arc::new(Mutex::new(inboxes));
     let body = {
         let (config, stats, responder) = (config.clone(), stats.clone(), responder.clone());
@@ -100,7 +101,13 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     };
     let threads = spawn_shards(shards, body)?;
     tracing::info!(shards, "rtun started");
-    Ok(Running { config, stats, responder, shutdown, threads })
+    Ok(Running {
+        config,
+        stats,
+        responder,
+        shutdown,
+        threads,
+    })
 }
 
 async fn run_shard(
@@ -109,13 +116,24 @@ async fn run_shard(
     shards: usize,
     stats: Stats,
     signal: ShutdownSignal,
-    responder: Option<(Arc<Responder>, crate::shard::mesh::Inbox<responder::ShardMsg>)>,
+    responder: Option<(
+        Arc<Responder>,
+        crate::shard::mesh::Inbox<responder::ShardMsg>,
+    )>,
 ) {
     let admin = (shard == 0)
         .then(|| config.admin.clone())
         .flatten()
-        .map(|admin| monoio::spawn(crate::admin::run(admin, stats.clone(), responder.as_ref().map(|r| r.0.clone()), signal.clone())));
-    let responder = responder.map(|(r, inbox)| monoio::spawn(responder::run_shard(r, shard, inbox)));
+        .map(|admin| {
+            monoio::spawn(crate::admin::run(
+                admin,
+                stats.clone(),
+                responder.as_ref().map(|r| r.0.clone()),
+                signal.clone(),
+            ))
+        });
+    let responder =
+        responder.map(|(r, inbox)| monoio::spawn(responder::run_shard(r, shard, inbox)));
     crate::initiator::run_shard(config, shard, shards, stats, signal).await;
     if let Some(r) = responder {
         r.await;

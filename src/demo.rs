@@ -57,7 +57,9 @@ pub fn main(check: bool) -> ExitCode {
     println!("rtun demo: responder egress on http://{egress}, a service on {service} behind the initiator.");
     println!("Reach the service through the tunnel with:");
     println!("  curl -H 'x-node-id: demo-node' http://{egress}/hello");
-    println!("  curl --http2-prior-knowledge -H 'x-cluster-id: demo-cluster' http://{egress}/hello");
+    println!(
+        "  curl --http2-prior-knowledge -H 'x-cluster-id: demo-cluster' http://{egress}/hello"
+    );
     println!("  curl -H 'x-node-id: demo-node' --data-binary @README.md http://{egress}/echo");
     if !check {
         println!("Serving until Ctrl-C.");
@@ -81,7 +83,13 @@ pub fn main(check: bool) -> ExitCode {
 }
 
 fn addresses(config: &Config) -> Option<(SocketAddr, SocketAddr)> {
-    let service = config.clusters.get("local-app")?.endpoints.first()?.parse().ok()?;
+    let service = config
+        .clusters
+        .get("local-app")?
+        .endpoints
+        .first()?
+        .parse()
+        .ok()?;
     let egress = config.responder.as_ref()?.egress_listener.listen;
     Some((service, egress))
 }
@@ -103,13 +111,19 @@ async fn serve_demo_service(addr: SocketAddr, ready: std::sync::mpsc::Sender<std
     };
     while let Ok((stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
-        let Ok(io) = stream.try_into_poll_io() else { continue };
+        let Ok(io) = stream.try_into_poll_io() else {
+            continue;
+        };
         monoio::spawn(async move {
             let service = service_fn(|req: Request<Incoming>| async move {
                 let resp: Response<DemoBody> = if req.uri().path() == "/echo" {
                     Response::new(Either::Right(req.into_body()))
                 } else {
-                    let msg = format!("Hello from the service behind the initiator: {} {}\n", req.method(), req.uri());
+                    let msg = format!(
+                        "Hello from the service behind the initiator: {} {}\n",
+                        req.method(),
+                        req.uri()
+                    );
                     Response::new(Either::Left(Full::new(Bytes::from(msg))))
                 };
                 Ok::<_, Infallible>(resp)
@@ -133,7 +147,9 @@ pub async fn request(
 ) -> Result<(StatusCode, Bytes), Box<dyn std::error::Error>> {
     let stream = monoio::net::TcpStream::connect(addr).await?;
     let io = HyperIo(stream.try_into_poll_io().map_err(|(e, _)| e)?);
-    let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -150,7 +166,9 @@ pub async fn request(
         monoio::spawn(conn);
         let (mut parts, body) = req.into_parts();
         parts.uri = path.parse()?;
-        parts.headers.insert(http::header::HOST, addr.to_string().parse()?);
+        parts
+            .headers
+            .insert(http::header::HOST, addr.to_string().parse()?);
         send.send_request(Request::from_parts(parts, body)).await?
     };
     let status = resp.status();
@@ -171,15 +189,91 @@ async fn run_checks(egress: SocketAddr) -> usize {
             }
         }
     }
-    let big = Bytes::from((0..1024 * 1024).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-    let checks: Vec<(&str, bool, Method, &str, Vec<(&str, &str)>, Bytes, StatusCode, Option<Bytes>)> = vec![
-        ("HTTP/1.1 by node id", false, Method::GET, "/hello", node.to_vec(), Bytes::new(), StatusCode::OK, None),
-        ("h2c by node id", true, Method::GET, "/hello", node.to_vec(), Bytes::new(), StatusCode::OK, None),
-        ("h2c by cluster id", true, Method::GET, "/hello", vec![("x-cluster-id", "demo-cluster")], Bytes::new(), StatusCode::OK, None),
-        ("1 MiB echoed over HTTP/1.1", false, Method::POST, "/echo", node.to_vec(), big.clone(), StatusCode::OK, Some(big.clone())),
-        ("1 MiB echoed over h2c", true, Method::POST, "/echo", node.to_vec(), big.clone(), StatusCode::OK, Some(big)),
-        ("400 without a host id", false, Method::GET, "/hello", vec![], Bytes::new(), StatusCode::BAD_REQUEST, None),
-        ("503 for an unknown host", false, Method::GET, "/hello", vec![("x-node-id", "nobody")], Bytes::new(), StatusCode::SERVICE_UNAVAILABLE, None),
+    let big = Bytes::from(
+        (0..1024 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let checks: Vec<(
+        &str,
+        bool,
+        Method,
+        &str,
+        Vec<(&str, &str)>,
+        Bytes,
+        StatusCode,
+        Option<Bytes>,
+    )> = vec![
+        (
+            "HTTP/1.1 by node id",
+            false,
+            Method::GET,
+            "/hello",
+            node.to_vec(),
+            Bytes::new(),
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "h2c by node id",
+            true,
+            Method::GET,
+            "/hello",
+            node.to_vec(),
+            Bytes::new(),
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "h2c by cluster id",
+            true,
+            Method::GET,
+            "/hello",
+            vec![("x-cluster-id", "demo-cluster")],
+            Bytes::new(),
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "1 MiB echoed over HTTP/1.1",
+            false,
+            Method::POST,
+            "/echo",
+            node.to_vec(),
+            big.clone(),
+            StatusCode::OK,
+            Some(big.clone()),
+        ),
+        (
+            "1 MiB echoed over h2c",
+            true,
+            Method::POST,
+            "/echo",
+            node.to_vec(),
+            big.clone(),
+            StatusCode::OK,
+            Some(big),
+        ),
+        (
+            "400 without a host id",
+            false,
+            Method::GET,
+            "/hello",
+            vec![],
+            Bytes::new(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            "503 for an unknown host",
+            false,
+            Method::GET,
+            "/hello",
+            vec![("x-node-id", "nobody")],
+            Bytes::new(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+        ),
     ];
     let mut failures = 0;
     for (name, h2, method, path, headers, body, want, want_body) in checks {
@@ -189,7 +283,10 @@ async fn run_checks(egress: SocketAddr) -> usize {
             }
             Ok((status, got)) => {
                 failures += 1;
-                println!("FAIL {name}: {status} ({} bytes), expected {want}", got.len());
+                println!(
+                    "FAIL {name}: {status} ({} bytes), expected {want}",
+                    got.len()
+                );
             }
             Err(e) => {
                 failures += 1;

@@ -4,14 +4,14 @@
 //! tunnels open; the responder's clients reach the initiator's local services through h2 streams
 //! on those tunnels.
 
+pub mod admin;
+pub mod app;
 pub mod config;
+pub mod demo;
 pub mod http;
+pub mod initiator;
+pub mod net;
 pub mod protocol;
+pub mod responder;
 pub mod shard;
 pub mod stats;
-pub mod net;
-pub mod app;
-pub mod responder;
-pub mod initiator;
-pub mod admin;
-pub mod demo;

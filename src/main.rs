@@ -7,7 +7,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rtun", version, about = "Reverse-tunnel proxy on thread-per-core io_uring shards")]
+#[command(
+    name = "rtun",
+    version,
+    about = "Reverse-tunnel proxy on thread-per-core io_uring shards"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

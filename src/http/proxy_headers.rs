@@ -38,7 +38,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let keeps_trailers = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
@@ -73,10 +76,16 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_fields() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-node-id", HeaderValue::from_static("n1"));
         strip_hop_by_hop(&mut h);
@@ -89,7 +98,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.get(header::TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ mod tests {
     #[test]
     fn first_match_wins() {
         let routes = [R("/api/v2"), R("/api"), R("/")];
-        assert_eq!(match_route(&routes, "/api/v2/x").map(|r| r.0), Some("/api/v2"));
+        assert_eq!(
+            match_route(&routes, "/api/v2/x").map(|r| r.0),
+            Some("/api/v2")
+        );
         assert_eq!(match_route(&routes, "/api/v1").map(|r| r.0), Some("/api"));
         assert_eq!(match_route(&routes, "/other").map(|r| r.0), Some("/"));
         assert!(match_route(&routes[..2], "/other").is_none());

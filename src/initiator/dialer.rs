@@ -15,7 +15,9 @@ use tracing::Instrument;
 use super::InitiatorShard;
 use crate::config::TunnelSpec;
 use crate::http::io::Rewind;
-use crate::protocol::{parse_response, HandshakeRequest, RpingFilter, TunnelIdentity, MAX_HANDSHAKE_BYTES, RPING};
+use crate::protocol::{
+    parse_response, HandshakeRequest, RpingFilter, TunnelIdentity, MAX_HANDSHAKE_BYTES, RPING,
+};
 use crate::stats::inc;
 
 /// A tunnel that lived at least this long resets the backoff.
@@ -28,7 +30,10 @@ pub type TunnelIo = Rewind<TcpStreamPoll>;
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
     #[error("connect to {endpoint}: {source}")]
-    Connect { endpoint: String, source: std::io::Error },
+    Connect {
+        endpoint: String,
+        source: std::io::Error,
+    },
     #[error("handshake I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("no handshake response within {0:?}")]
@@ -38,7 +43,11 @@ pub enum DialError {
     #[error("responder closed the connection during the handshake")]
     Closed,
     #[error("responder rejected the handshake: {status} {body}")]
-    Rejected { status: u16, body: String, retry_after: Option<Duration> },
+    Rejected {
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// Keeps one tunnel slot alive until shutdown.
@@ -67,9 +76,16 @@ pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: St
                     }
                     next_backoff(&mut backoff, cfg.max_reconnect_backoff)
                 }
-                Err(DialError::Rejected { status, body, retry_after: Some(after) }) => {
+                Err(DialError::Rejected {
+                    status,
+                    body,
+                    retry_after: Some(after),
+                }) => {
                     inc(&ctx.stats().initiator_handshake_rejected);
-                    tracing::warn!(status, "handshake rejected, retrying after {after:?}: {body}");
+                    tracing::warn!(
+                        status,
+                        "handshake rejected, retrying after {after:?}: {body}"
+                    );
                     after
                 }
                 Err(e) => {
@@ -102,14 +118,23 @@ fn next_backoff(backoff: &mut Duration, max: Duration) -> Duration {
 }
 
 /// Connects and completes the handshake; returns the connection positioned at HTTP/2.
-pub async fn establish(ctx: &InitiatorShard, spec: &TunnelSpec, endpoint: &str) -> Result<TunnelIo, DialError> {
+pub async fn establish(
+    ctx: &InitiatorShard,
+    spec: &TunnelSpec,
+    endpoint: &str,
+) -> Result<TunnelIo, DialError> {
     let cfg = ctx.cfg();
     let remote = ctx.config.clusters.get(&spec.remote_cluster);
     let connect_timeout = remote.map_or(Duration::from_secs(30), |c| c.connect_timeout);
     let stream = crate::net::connect(endpoint, connect_timeout)
         .await
-        .map_err(|source| DialError::Connect { endpoint: endpoint.to_owned(), source })?;
-    let mut io = stream.try_into_poll_io().map_err(|(e, _)| DialError::Io(e))?;
+        .map_err(|source| DialError::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+    let mut io = stream
+        .try_into_poll_io()
+        .map_err(|(e, _)| DialError::Io(e))?;
     let identity = TunnelIdentity {
         node_id: spec.identity.id.clone(),
         cluster_id: spec.identity.cluster.clone(),
@@ -148,7 +173,9 @@ async fn read_response(io: &mut TcpStreamPoll) -> Result<Vec<u8>, DialError> {
             return Ok(buf.split_off(consumed));
         }
         if buf.len() > MAX_HANDSHAKE_BYTES {
-            return Err(DialError::Malformed(crate::protocol::HandshakeError::TooLarge));
+            return Err(DialError::Malformed(
+                crate::protocol::HandshakeError::TooLarge,
+            ));
         }
     }
 }
@@ -156,7 +183,11 @@ async fn read_response(io: &mut TcpStreamPoll) -> Result<Vec<u8>, DialError> {
 /// Echoes each complete leading `RPING` (Envoy's pre-h2 keepalive) and returns the first bytes
 /// of HTTP/2 once a non-RPING byte arrives. Each read may wait up to `idle`: an Envoy responder
 /// starts HTTP/2 only when it first needs the tunnel and pings with RPING meanwhile.
-async fn skip_rpings(io: &mut TcpStreamPoll, mut input: Vec<u8>, idle: Duration) -> Result<Bytes, DialError> {
+async fn skip_rpings(
+    io: &mut TcpStreamPoll,
+    mut input: Vec<u8>,
+    idle: Duration,
+) -> Result<Bytes, DialError> {
     let mut filter = RpingFilter::new();
     loop {
         let step = filter.feed(&input);

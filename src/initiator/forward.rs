@@ -15,15 +15,25 @@ use crate::http::route::match_route;
 use crate::stats::inc;
 
 /// Handles one stream the responder opened.
-pub async fn handle(ctx: Rc<InitiatorShard>, req: Request<h2::RecvStream>, respond: h2::server::SendResponse<Bytes>) {
+pub async fn handle(
+    ctx: Rc<InitiatorShard>,
+    req: Request<h2::RecvStream>,
+    respond: h2::server::SendResponse<Bytes>,
+) {
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), stream = ?respond.stream_id());
     forward(ctx, req, respond).instrument(span).await
 }
 
-async fn forward(ctx: Rc<InitiatorShard>, req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+async fn forward(
+    ctx: Rc<InitiatorShard>,
+    req: Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
     inc(&ctx.stats().initiator_requests);
     let route = match_route(&ctx.cfg().routes, req.uri().path());
-    let Some((route, cluster)) = route.and_then(|r| Some((r, ctx.clusters.get(&r.cluster)?.clone()))) else {
+    let Some((route, cluster)) =
+        route.and_then(|r| Some((r, ctx.clusters.get(&r.cluster)?.clone())))
+    else {
         inc(&ctx.stats().initiator_404_no_route);
         let msg = format!("No local route for path '{}'", req.uri().path());
         return local_reply(&mut respond, StatusCode::NOT_FOUND, &msg);
@@ -43,7 +53,10 @@ async fn forward(ctx: Rc<InitiatorShard>, req: Request<h2::RecvStream>, mut resp
         }
         Err(t) => {
             inc(&ctx.stats().initiator_504_timeout);
-            let msg = format!("Local cluster '{}' did not answer within {t:?}", cluster.name);
+            let msg = format!(
+                "Local cluster '{}' did not answer within {t:?}",
+                cluster.name
+            );
             return local_reply(&mut respond, StatusCode::GATEWAY_TIMEOUT, &msg);
         }
     };

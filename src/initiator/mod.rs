@@ -49,14 +49,25 @@ pub fn shard_quota(count: u32, shard: ShardId, shards: usize) -> u32 {
 }
 
 /// Runs this shard's share of every tunnel until shutdown.
-pub async fn run_shard(config: Arc<Config>, shard: ShardId, shards: usize, stats: Stats, shutdown: ShutdownSignal) {
-    let Some(cfg) = config.initiator.as_ref() else { return };
+pub async fn run_shard(
+    config: Arc<Config>,
+    shard: ShardId,
+    shards: usize,
+    stats: Stats,
+    shutdown: ShutdownSignal,
+) {
+    let Some(cfg) = config.initiator.as_ref() else {
+        return;
+    };
     let clusters = cfg
         .routes
         .iter()
         .filter_map(|r| {
             let c = config.clusters.get(&r.cluster)?;
-            Some((r.cluster.clone(), Rc::new(LocalCluster::new(r.cluster.clone(), c.clone()))))
+            Some((
+                r.cluster.clone(),
+                Rc::new(LocalCluster::new(r.cluster.clone(), c.clone())),
+            ))
         })
         .collect();
     let ctx = Rc::new(InitiatorShard {
@@ -95,8 +106,14 @@ mod tests {
 
     #[test]
     fn quota_splits_count_over_shards() {
-        assert_eq!((0..3).map(|s| shard_quota(5, s, 3)).collect::<Vec<_>>(), [2, 2, 1]);
-        assert_eq!((0..2).map(|s| shard_quota(1, s, 2)).collect::<Vec<_>>(), [1, 0]);
+        assert_eq!(
+            (0..3).map(|s| shard_quota(5, s, 3)).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(
+            (0..2).map(|s| shard_quota(1, s, 2)).collect::<Vec<_>>(),
+            [1, 0]
+        );
         assert_eq!((0..4).map(|s| shard_quota(0, s, 4)).sum::<u32>(), 0);
         assert_eq!((0..7).map(|s| shard_quota(100, s, 7)).sum::<u32>(), 100);
     }

@@ -8,7 +8,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-
 use http::Request;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -27,7 +26,10 @@ pub enum UpstreamError {
     #[error("cluster has no endpoints")]
     NoEndpoints,
     #[error("connect to {endpoint}: {source}")]
-    Connect { endpoint: String, source: std::io::Error },
+    Connect {
+        endpoint: String,
+        source: std::io::Error,
+    },
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
 }
@@ -36,7 +38,9 @@ impl UpstreamError {
     /// 503 when the service could not be reached at all, 502 when it failed mid-exchange.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            UpstreamError::NoEndpoints | UpstreamError::Connect { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::NoEndpoints | UpstreamError::Connect { .. } => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamError::Http(_) => http::StatusCode::BAD_GATEWAY,
         }
     }
@@ -63,14 +67,20 @@ impl LocalCluster {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head.
-    pub async fn send(self: &Rc<Self>, req: Request<LocalBody>) -> Result<http::Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        self: &Rc<Self>,
+        req: Request<LocalBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
         match self.config.protocol {
             Protocol::Http1 => self.send_http1(req).await,
             Protocol::Http2 => self.send_http2(req).await,
         }
     }
 
-    async fn send_http1(self: &Rc<Self>, req: Request<LocalBody>) -> Result<http::Response<Incoming>, UpstreamError> {
+    async fn send_http1(
+        self: &Rc<Self>,
+        req: Request<LocalBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
         let mut req = req;
         // One retry with a pooled connection, then a fresh one.
         for attempt in 0..2 {
@@ -127,7 +137,10 @@ impl LocalCluster {
         Ok(sender)
     }
 
-    async fn send_http2(&self, req: Request<LocalBody>) -> Result<http::Response<Incoming>, UpstreamError> {
+    async fn send_http2(
+        &self,
+        req: Request<LocalBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
         let current = self.h2.borrow().clone();
         let mut sender = match current {
             Some(s) if !s.is_closed() => s,
@@ -152,7 +165,9 @@ impl LocalCluster {
         Ok(sender.send_request(req).await?)
     }
 
-    async fn connect(&self) -> Result<HyperIo<monoio::net::tcp::stream_poll::TcpStreamPoll>, UpstreamError> {
+    async fn connect(
+        &self,
+    ) -> Result<HyperIo<monoio::net::tcp::stream_poll::TcpStreamPoll>, UpstreamError> {
         let endpoints = &self.config.endpoints;
         if endpoints.is_empty() {
             return Err(UpstreamError::NoEndpoints);
@@ -160,7 +175,10 @@ impl LocalCluster {
         let i = self.next_endpoint.get();
         self.next_endpoint.set(i.wrapping_add(1));
         let endpoint = &endpoints[i % endpoints.len()];
-        let connect_err = |source| UpstreamError::Connect { endpoint: endpoint.clone(), source };
+        let connect_err = |source| UpstreamError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
         let stream = crate::net::connect(endpoint, self.config.connect_timeout)
             .await
             .map_err(connect_err)?;
@@ -168,4 +186,3 @@ impl LocalCluster {
         Ok(HyperIo(io))
     }
 }
-

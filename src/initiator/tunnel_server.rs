@@ -52,7 +52,15 @@ impl std::fmt::Display for TunnelEnd {
 }
 
 enum Event {
-    Stream(Result<(http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>), h2::Error>),
+    Stream(
+        Result<
+            (
+                http::Request<h2::RecvStream>,
+                h2::server::SendResponse<bytes::Bytes>,
+            ),
+            h2::Error,
+        >,
+    ),
     Closed,
     Dead,
     Shutdown,
@@ -73,7 +81,11 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> TunnelEnd {
     };
     let ping_interval = cfg.idle_timeout / PING_FAILURE_THRESHOLD;
     let mut keepalive = match conn.ping_pong() {
-        Some(pp) => Some(Box::pin(keepalive::watch(pp, ping_interval, PING_FAILURE_THRESHOLD))),
+        Some(pp) => Some(Box::pin(keepalive::watch(
+            pp,
+            ping_interval,
+            PING_FAILURE_THRESHOLD,
+        ))),
         None => None,
     };
     let mut shutdown = pin!(ctx.shutdown.wait());
@@ -90,7 +102,8 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> TunnelEnd {
             if shutdown.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Shutdown);
             }
-            conn.poll_accept(cx).map(|s| s.map_or(Event::Closed, Event::Stream))
+            conn.poll_accept(cx)
+                .map(|s| s.map_or(Event::Closed, Event::Stream))
         })
         .await;
         match event {
@@ -106,10 +119,9 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> TunnelEnd {
                 // period ends; the keepalive no longer matters.
                 let grace = ctx.config.drain_timeout;
                 let _ = monoio::time::timeout(grace, async {
-                    while let Some(next) = conn.accept().await {
-                        if let Ok((request, respond)) = next {
-                            monoio::spawn(super::forward::handle(ctx.clone(), request, respond));
-                        }
+                    // An error ends the connection: h2 would repeat it on every accept.
+                    while let Some(Ok((request, respond))) = conn.accept().await {
+                        monoio::spawn(super::forward::handle(ctx.clone(), request, respond));
                     }
                 })
                 .await;

@@ -6,12 +6,13 @@
 
 use std::rc::Rc;
 
-
 use monoio::net::{TcpListener, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ResponderShard, ShardMsg};
-use crate::protocol::{encode_response, parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES};
+use crate::protocol::{
+    encode_response, parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES,
+};
 use crate::shard::directory::PlaceError;
 use crate::stats::inc;
 
@@ -48,12 +49,17 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::Sock
             return;
         }
     };
-    let outcome = monoio::time::timeout(cfg.handshake_timeout, read_handshake(&mut io, &cfg.request_path)).await;
+    let outcome = monoio::time::timeout(
+        cfg.handshake_timeout,
+        read_handshake(&mut io, &cfg.request_path),
+    )
+    .await;
     let hs = match outcome {
         Err(_elapsed) => {
             inc(&ctx.stats().handshake_timeout);
             tracing::debug!(%peer, "handshake timed out");
-            let reply = encode_response(408, "Handshake not received within handshake_timeout", None);
+            let reply =
+                encode_response(408, "Handshake not received within handshake_timeout", None);
             let _ = io.write_all(&reply).await;
             return;
         }
@@ -62,7 +68,10 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::Sock
         Ok(Ok(Some(hs))) => hs,
     };
     if ctx.shared.shutdown.is_triggered() {
-        let r = Rejection { status: 503, reason: "The responder is shutting down".into() };
+        let r = Rejection {
+            status: 503,
+            reason: "The responder is shutting down".into(),
+        };
         return reject(&ctx, &mut io, peer, r, None).await;
     }
     let node = &hs.identity.node_id;
@@ -70,11 +79,17 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::Sock
     let target = match ctx.shared.directory.place(node, cluster, ctx.shard) {
         Ok(shard) => shard,
         Err(e @ PlaceError::TooManyTunnels(_)) => {
-            let r = Rejection { status: 429, reason: e.to_string().into() };
+            let r = Rejection {
+                status: 429,
+                reason: e.to_string().into(),
+            };
             return reject(&ctx, &mut io, peer, r, Some(RETRY_AFTER_SECS)).await;
         }
         Err(e @ PlaceError::TooManyForNode { .. }) => {
-            let r = Rejection { status: 403, reason: e.to_string().into() };
+            let r = Rejection {
+                status: 403,
+                reason: e.to_string().into(),
+            };
             return reject(&ctx, &mut io, peer, r, None).await;
         }
     };
@@ -94,7 +109,12 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::Sock
 }
 
 /// Moves the socket to `target` before HTTP/2 starts there.
-async fn hand_over(ctx: Rc<ResponderShard>, stream: TcpStream, hs: AcceptedHandshake, target: usize) {
+async fn hand_over(
+    ctx: Rc<ResponderShard>,
+    stream: TcpStream,
+    hs: AcceptedHandshake,
+    target: usize,
+) {
     let (node, cluster) = (hs.identity.node_id.clone(), hs.identity.cluster_id.clone());
     let detached = match super::tunnel::detach(stream) {
         Ok(s) => s,
@@ -104,7 +124,10 @@ async fn hand_over(ctx: Rc<ResponderShard>, stream: TcpStream, hs: AcceptedHands
             return;
         }
     };
-    let msg = ShardMsg::Adopt { stream: detached, handshake: hs };
+    let msg = ShardMsg::Adopt {
+        stream: detached,
+        handshake: hs,
+    };
     if ctx.shared.mesh.send(target, msg).await.is_err() {
         // The target stopped (shutdown): the socket dropped with the message.
         ctx.shared.directory.release(&node, &cluster, target);
@@ -119,14 +142,20 @@ async fn read_handshake<S: tokio::io::AsyncRead + Unpin>(
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() > MAX_HANDSHAKE_BYTES {
-            return Err(Rejection { status: 400, reason: "Handshake larger than 16 KiB".into() });
+            return Err(Rejection {
+                status: 400,
+                reason: "Handshake larger than 16 KiB".into(),
+            });
         }
         let n = match io.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {
                 // A truncated handshake is answered too, so a broken initiator learns why.
                 return match buf.is_empty() {
                     true => Ok(None),
-                    false => Err(Rejection { status: 400, reason: "Truncated handshake".into() }),
+                    false => Err(Rejection {
+                        status: 400,
+                        reason: "Truncated handshake".into(),
+                    }),
                 };
             }
             Ok(n) => n,

@@ -5,8 +5,8 @@
 //! given a host id by `host_id_format`, and sent through the reverse cluster.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
@@ -177,12 +177,19 @@ async fn serve_until_shutdown<C: GracefulConnection>(
     }
 }
 
-async fn handle(ctx: &Rc<ResponderShard>, req: Request<Incoming>, peer: SocketAddr) -> Response<EgressBody> {
+async fn handle(
+    ctx: &Rc<ResponderShard>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<EgressBody> {
     inc(&ctx.stats().egress_requests);
     let cfg = &ctx.shared.cfg().egress_listener;
     let Some(route) = match_route(&cfg.routes, req.uri().path()) else {
         inc(&ctx.stats().egress_404_no_route);
-        return reply(StatusCode::NOT_FOUND, format!("No route for path '{}'", req.uri().path()));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("No route for path '{}'", req.uri().path()),
+        );
     };
     let Some(host_id) = first_host_id(&cfg.host_id_format, req.headers(), Some(peer)) else {
         inc(&ctx.stats().egress_400_no_host_id);
@@ -204,7 +211,10 @@ async fn handle(ctx: &Rc<ResponderShard>, req: Request<Incoming>, peer: SocketAd
             Ok(resp) => resp,
             Err(_) => {
                 inc(&ctx.stats().egress_504_timeout);
-                reply(StatusCode::GATEWAY_TIMEOUT, format!("No response within {t:?}"))
+                reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("No response within {t:?}"),
+                )
             }
         },
     }

@@ -106,7 +106,11 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<Shar
     let tunnel_listener = match crate::shard::bind_reuseport(cfg.tunnel_listener.listen) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(shard, "cannot bind tunnel listener {}: {e}", cfg.tunnel_listener.listen);
+            tracing::error!(
+                shard,
+                "cannot bind tunnel listener {}: {e}",
+                cfg.tunnel_listener.listen
+            );
             ctx.shared.shutdown_on_fatal();
             return;
         }
@@ -114,7 +118,11 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<Shar
     let egress_listener = match crate::shard::bind_reuseport(cfg.egress_listener.listen) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(shard, "cannot bind egress listener {}: {e}", cfg.egress_listener.listen);
+            tracing::error!(
+                shard,
+                "cannot bind egress listener {}: {e}",
+                cfg.egress_listener.listen
+            );
             ctx.shared.shutdown_on_fatal();
             return;
         }

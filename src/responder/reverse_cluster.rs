@@ -35,7 +35,11 @@ pub struct ForwardedRequest {
 const PENDING_POLL: Duration = Duration::from_millis(20);
 
 /// Sends `request` to `host_id` through a tunnel on this shard or another.
-pub async fn proxy(ctx: &Rc<ResponderShard>, host_id: String, request: Request<Incoming>) -> Response<EgressBody> {
+pub async fn proxy(
+    ctx: &Rc<ResponderShard>,
+    host_id: String,
+    request: Request<Incoming>,
+) -> Response<EgressBody> {
     let pending_until = ctx
         .shared
         .cfg()
@@ -80,13 +84,20 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Response<EgressBody> {
     let (tx, rx) = oneshot::channel();
-    let msg = ShardMsg::Forward(ForwardedRequest { host_id: host_id.clone(), request, reply: tx });
+    let msg = ShardMsg::Forward(ForwardedRequest {
+        host_id: host_id.clone(),
+        request,
+        reply: tx,
+    });
     if ctx.shared.mesh.send(target, msg).await.is_err() {
         return no_tunnel(ctx, &host_id);
     }
     match rx.await {
         Ok(resp) => resp,
-        Err(_) => reply(StatusCode::BAD_GATEWAY, format!("Shard {target} dropped the request for '{host_id}'")),
+        Err(_) => reply(
+            StatusCode::BAD_GATEWAY,
+            format!("Shard {target} dropped the request for '{host_id}'"),
+        ),
     }
 }
 
@@ -102,7 +113,11 @@ pub async fn serve_forwarded(ctx: Rc<ResponderShard>, fwd: ForwardedRequest) {
 
 /// Opens a stream on `tunnel`, streams the request body up and returns the response head with
 /// its body still streaming.
-async fn send_on_tunnel<B>(ctx: &ResponderShard, tunnel: &Rc<TunnelHandle>, request: Request<B>) -> Response<EgressBody>
+async fn send_on_tunnel<B>(
+    ctx: &ResponderShard,
+    tunnel: &Rc<TunnelHandle>,
+    request: Request<B>,
+) -> Response<EgressBody>
 where
     B: Body<Data = Bytes> + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -116,7 +131,8 @@ where
     }
     let (parts, body) = request.into_parts();
     let end_of_stream = body.is_end_stream();
-    let (response, stream) = match send.send_request(Request::from_parts(parts, ()), end_of_stream) {
+    let (response, stream) = match send.send_request(Request::from_parts(parts, ()), end_of_stream)
+    {
         Ok(pair) => pair,
         Err(e) => return tunnel_error(ctx, tunnel, &e.to_string()),
     };
@@ -142,6 +158,9 @@ fn tunnel_error(ctx: &ResponderShard, tunnel: &TunnelHandle, detail: &str) -> Re
     tracing::debug!(tunnel = tunnel.id, "tunnel error: {detail}");
     reply(
         StatusCode::BAD_GATEWAY,
-        format!("Tunnel to node '{}' failed: {detail}", tunnel.identity.node_id),
+        format!(
+            "Tunnel to node '{}' failed: {detail}",
+            tunnel.identity.node_id
+        ),
     )
 }

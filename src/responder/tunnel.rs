@@ -2,13 +2,12 @@
 //! register, keep it alive with PINGs, and take it out of the registry the moment it dies.
 
 use std::future::poll_fn;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::future::Future;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
-
 
 use monoio::net::TcpStream;
 use tokio::io::AsyncWriteExt;

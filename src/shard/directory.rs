@@ -50,7 +50,12 @@ impl Directory {
 
     /// Reserves a slot for a tunnel of `node` in `cluster` on the shard holding the fewest
     /// tunnels of that node (`preferred` on ties, to avoid a needless move).
-    pub fn place(&self, node: &str, cluster: &str, preferred: ShardId) -> Result<ShardId, PlaceError> {
+    pub fn place(
+        &self,
+        node: &str,
+        cluster: &str,
+        preferred: ShardId,
+    ) -> Result<ShardId, PlaceError> {
         let mut inner = self.lock();
         if inner.total >= self.max_tunnels {
             return Err(PlaceError::TooManyTunnels(self.max_tunnels));
@@ -87,7 +92,11 @@ impl Directory {
     /// Releases a slot taken by [`Directory::place`].
     pub fn release(&self, node: &str, cluster: &str, shard: ShardId) {
         let mut inner = self.lock();
-        let hosts: &[&str] = if node == cluster { &[node] } else { &[node, cluster] };
+        let hosts: &[&str] = if node == cluster {
+            &[node]
+        } else {
+            &[node, cluster]
+        };
         for &host in hosts {
             if let Some(counts) = inner.hosts.get_mut(host) {
                 if let Some(c) = counts.get_mut(shard) {
@@ -122,7 +131,11 @@ impl Directory {
     /// (host id, tunnels per shard), sorted by host id, for the admin page.
     pub fn snapshot(&self) -> Vec<(String, Vec<u32>)> {
         let inner = self.lock();
-        let mut hosts: Vec<_> = inner.hosts.iter().map(|(h, c)| (h.clone(), c.clone())).collect();
+        let mut hosts: Vec<_> = inner
+            .hosts
+            .iter()
+            .map(|(h, c)| (h.clone(), c.clone()))
+            .collect();
         hosts.sort();
         hosts
     }
@@ -137,7 +150,11 @@ mod tests {
         let d = Directory::new(2, 100, 10);
         assert_eq!(d.place("n", "c", 0), Ok(0));
         assert_eq!(d.place("n", "c", 0), Ok(1));
-        assert_eq!(d.place("n", "c", 1), Ok(1), "ties go to the preferred shard");
+        assert_eq!(
+            d.place("n", "c", 1),
+            Ok(1),
+            "ties go to the preferred shard"
+        );
         assert_eq!(d.shards_for("c", 5).len(), 2);
         assert_eq!(d.total(), 3);
     }
@@ -165,7 +182,10 @@ mod tests {
     fn limits() {
         let d = Directory::new(1, 2, 1);
         d.place("a", "c", 0).expect("first");
-        assert!(matches!(d.place("a", "c", 0), Err(PlaceError::TooManyForNode { .. })));
+        assert!(matches!(
+            d.place("a", "c", 0),
+            Err(PlaceError::TooManyForNode { .. })
+        ));
         d.place("b", "c", 0).expect("second");
         assert_eq!(d.place("c", "c", 0), Err(PlaceError::TooManyTunnels(2)));
     }
