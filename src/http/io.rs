@@ -129,6 +129,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
+/// The HTTP/2 client preface; a connection that starts with it speaks h2c.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the first bytes either match the h2 preface whole or diverge from it.
+/// Returns whether the peer speaks h2c, with the stream rewound to its first byte; `None` if
+/// the peer closed first.
+pub async fn sniff_h2<T: AsyncRead + Unpin>(mut io: T) -> Option<(bool, Rewind<T>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(H2_PREFACE.len());
+    while head.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&head) {
+        let mut chunk = [0u8; 24];
+        let want = H2_PREFACE.len() - head.len();
+        match io.read(&mut chunk[..want]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let is_h2 = head == H2_PREFACE;
+    Some((is_h2, Rewind::new(Bytes::from(head), io)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

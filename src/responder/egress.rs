@@ -12,26 +12,21 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, uri, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 
 use monoio::net::{TcpListener, TcpStream};
-use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use super::reverse_cluster::{self, reply, EgressBody};
 use super::ResponderShard;
 use crate::http::host_id::{expected_headers, first_host_id};
-use crate::http::io::{HyperIo, Rewind};
+use crate::http::io::{sniff_h2, HyperIo};
 use crate::http::proxy_headers;
 use crate::http::route::match_route;
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::stats::inc;
-
-/// The HTTP/2 client preface; a connection that starts with it speaks h2c.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A client must send its request head within this time (slowloris defence).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,32 +52,17 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
 
 async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let mut io = match stream.try_into_poll_io() {
+    let io = match stream.try_into_poll_io() {
         Ok(io) => io,
         Err((e, _)) => {
             tracing::warn!(%peer, "poll io: {e}");
             return;
         }
     };
-    // Sniff: read until the bytes diverge from the h2 preface or match it whole.
-    let mut head = Vec::with_capacity(H2_PREFACE.len());
-    let sniff = async {
-        while head.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&head) {
-            let mut chunk = [0u8; 24];
-            let want = H2_PREFACE.len() - head.len();
-            match io.read(&mut chunk[..want]).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
-        }
-        true
+    let Ok(Some((is_h2, io))) = monoio::time::timeout(HEADER_READ_TIMEOUT, sniff_h2(io)).await else {
+        return;
     };
-    match monoio::time::timeout(HEADER_READ_TIMEOUT, sniff).await {
-        Ok(true) => {}
-        _ => return,
-    }
-    let is_h2 = head == H2_PREFACE;
-    let io = HyperIo(Rewind::new(Bytes::from(head), io));
+    let io = HyperIo(io);
     let service = {
         let ctx = ctx.clone();
         service_fn(move |req: Request<Incoming>| {
