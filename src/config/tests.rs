@@ -571,3 +571,25 @@ fn summary_describes_what_runs() {
         ],
     );
 }
+
+#[test]
+fn client_tls_cert_and_key_go_together() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n",
+    )
+    .replace(
+        "cloud.example.com:9000\"]\n",
+        "cloud.example.com:9000\"]\n    tls: { cert: a.pem }\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (6, 10), "{message}");
+    assert_contains(&message, &["clusters.cloud.tls", "`cert` and `key`"]);
+}
+
+#[test]
+fn config_can_be_shared_between_shards() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Config>();
+}
