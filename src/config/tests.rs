@@ -593,3 +593,33 @@ fn config_can_be_shared_between_shards() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<Config>();
 }
+
+#[test]
+fn summary_of_an_initiator() {
+    let summary = ok(include_str!("../../config/initiator.yaml")).summary();
+    assert_contains(
+        &summary,
+        &[
+            "roles: initiator\n",
+            "shards: 2",
+            "node: edge-42 (cluster edge-west",
+            "tunnels (5 connections)",
+            "edge-42:edge-west:acme -> cloud x2",
+            "edge-42:edge-west:acme -> cloud-b x3",
+            "/downstream_service* -> local-app (timeout 30s)",
+            "extra headers: authorization",
+            "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard, mTLS)",
+        ],
+    );
+    assert!(
+        !summary.contains("Bearer"),
+        "secrets stay out of the summary"
+    );
+    let zero = ok(&initiator(
+        "",
+        "    - rc://n:c:t@cloud:0\n",
+        "    - { prefix: /, cluster: app }\n",
+    ))
+    .summary();
+    assert_contains(&zero, &["n:c:t -> cloud x0 (dials nothing)"]);
+}
