@@ -19,7 +19,7 @@ use super::duration;
 use super::ids::validate_id;
 use super::rc::parse_rc_address;
 use super::schema::{
-    AdminConfig, ClusterConfig, EgressRoute, InitiatorRoute, Shards, TunnelEntry,
+    AdminConfig, ClientTlsConfig, ClusterConfig, EgressRoute, InitiatorRoute, Shards, TunnelEntry,
     DEFAULT_INITIAL_RECONNECT_BACKOFF,
 };
 use super::xref::{self, Listener};
@@ -617,4 +617,60 @@ impl<'de> Deserialize<'de> for TunnelEntry {
         }
         d.deserialize_any(EntryVisitor)
     }
+}
+
+/// Deserializes a mapping as `T`, then runs `check` on it inside the visitor, so a failed check
+/// is reported at the mapping's line and column. `null` is `None`.
+fn checked_map<'de, D, T, F>(d: D, expecting: &'static str, check: F) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+    F: FnOnce(&T) -> Result<(), String>,
+{
+    struct MapVisitor<T, F> {
+        expecting: &'static str,
+        check: F,
+        marker: PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>, F: FnOnce(&T) -> Result<(), String>> Visitor<'de>
+        for MapVisitor<T, F>
+    {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let value = T::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            (self.check)(&value).map_err(de::Error::custom)?;
+            Ok(Some(value))
+        }
+    }
+    d.deserialize_any(MapVisitor {
+        expecting,
+        check,
+        marker: PhantomData,
+    })
+}
+
+/// `clusters.*.tls`: `cert` and `key` together; `sni` not empty.
+pub(crate) fn client_tls<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ClientTlsConfig>, D::Error> {
+    checked_map(d, "a client tls mapping", |tls: &ClientTlsConfig| {
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(
+                "`cert` and `key` must be given together (a client certificate needs its key)"
+                    .to_owned(),
+            );
+        }
+        if tls.sni.as_deref().is_some_and(|s| s.is_empty()) {
+            return Err(
+                "`sni` must not be empty; leave it out to use the endpoint host".to_owned(),
+            );
+        }
+        Ok(())
+    })
 }

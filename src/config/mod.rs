@@ -5,6 +5,9 @@
 //! read-only. [`load`] reads a file, [`parse`] checks text; both return every problem they can
 //! find as `FILE:LINE:COLUMN: message` lines ([`ConfigError`]).
 //!
+//! Syntax, type and value errors stop deserialization, so only the first of those is reported
+//! (a serde limitation); once the file deserializes, every cross-reference error is reported.
+//!
 //! Layout: `schema` (types and defaults), `de` (validating deserializers), `duration`, `ids`,
 //! `rc`, `xref` (cross-reference checks and how they keep locations), `summary`, `error`.
 

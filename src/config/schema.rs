@@ -139,7 +139,7 @@ pub struct ClusterConfig {
     #[serde(default = "secs::<5>", deserialize_with = "duration::positive")]
     pub connect_timeout: Duration,
     /// Client TLS settings; plaintext when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::client_tls")]
     pub tls: Option<ClientTlsConfig>,
     /// Idle keep-alive connections kept per shard (default 64; 0 disables pooling).
     #[serde(default = "default_max_idle")]
@@ -147,6 +147,7 @@ pub struct ClusterConfig {
 }
 
 /// Client side of TLS / mTLS. Paths are used as written (relative to the working directory).
+/// `cert` and `key` are given together or not at all.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "a client tls mapping")]
 pub struct ClientTlsConfig {

@@ -70,8 +70,17 @@ impl Config {
                 let id = &t.identity;
                 writeln!(
                     out,
-                    "    {}:{}:{} -> {} x{}",
-                    id.id, id.cluster, id.tenant, t.remote_cluster, t.connections
+                    "    {}:{}:{} -> {} x{}{}",
+                    id.id,
+                    id.cluster,
+                    id.tenant,
+                    t.remote_cluster,
+                    t.connections,
+                    if t.connections == 0 {
+                        " (dials nothing)"
+                    } else {
+                        ""
+                    }
                 )?;
             }
             writeln!(out, "  routes:")?;

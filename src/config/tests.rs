@@ -571,3 +571,55 @@ fn summary_describes_what_runs() {
         ],
     );
 }
+
+#[test]
+fn client_tls_cert_and_key_go_together() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n",
+    )
+    .replace(
+        "cloud.example.com:9000\"]\n",
+        "cloud.example.com:9000\"]\n    tls: { cert: a.pem }\n",
+    );
+    let (line, column, message) = error(&source);
+    assert_eq!((line, column), (6, 10), "{message}");
+    assert_contains(&message, &["clusters.cloud.tls", "`cert` and `key`"]);
+}
+
+#[test]
+fn config_can_be_shared_between_shards() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Config>();
+}
+
+#[test]
+fn summary_of_an_initiator() {
+    let summary = ok(include_str!("../../config/initiator.yaml")).summary();
+    assert_contains(
+        &summary,
+        &[
+            "roles: initiator\n",
+            "shards: 2",
+            "node: edge-42 (cluster edge-west",
+            "tunnels (5 connections)",
+            "edge-42:edge-west:acme -> cloud x2",
+            "edge-42:edge-west:acme -> cloud-b x3",
+            "/downstream_service* -> local-app (timeout 30s)",
+            "extra headers: authorization",
+            "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard, mTLS)",
+        ],
+    );
+    assert!(
+        !summary.contains("Bearer"),
+        "secrets stay out of the summary"
+    );
+    let zero = ok(&initiator(
+        "",
+        "    - rc://n:c:t@cloud:0\n",
+        "    - { prefix: /, cluster: app }\n",
+    ))
+    .summary();
+    assert_contains(&zero, &["n:c:t -> cloud x0 (dials nothing)"]);
+}

@@ -21,7 +21,7 @@
 //! Formats are parsed once into segments with header names already converted to
 //! [`HeaderName`], so evaluating one costs a few map lookups and one `String`.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::str::FromStr;
 
@@ -140,14 +140,15 @@ impl HostIdFormat {
                     };
                     out.push_str(value);
                 }
+                // Writing to a String cannot fail.
                 Segment::RemoteAddress => {
                     if let Some(addr) = remote {
-                        out.push_str(&addr.to_string());
+                        let _ = write!(out, "{addr}");
                     }
                 }
                 Segment::RemoteAddressWithoutPort => {
                     if let Some(addr) = remote {
-                        out.push_str(&addr.ip().to_string());
+                        let _ = write!(out, "{}", addr.ip());
                     }
                 }
                 Segment::Unavailable => {}
@@ -251,7 +252,6 @@ fn parse_command(command: &str) -> Result<Segment, String> {
             needs_args()?;
             Segment::Unavailable
         }
-        "" => return Err("empty operator `%%` inside an operator".to_owned()),
         other => return Err(format!("unknown operator `%{other}%`; {SUPPORTED}")),
     };
     if max_len.is_some() && !matches!(segment, Segment::Header { .. }) {
@@ -263,6 +263,11 @@ fn parse_command(command: &str) -> Result<Segment, String> {
 }
 
 fn header_name(name: &str) -> Result<HeaderName, String> {
+    if name.starts_with(':') {
+        return Err(format!(
+            "pseudo-header `{name}` is not supported; use a regular header such as `host`"
+        ));
+    }
     HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
         .map_err(|_| format!("`{name}` is not a valid header name"))
 }
@@ -411,6 +416,7 @@ mod tests {
             "%DYNAMIC_METADATA(ns)%",
             "%FILTER_STATE()%",
             "%DYNAMIC_METADATA(ns:k):3%",
+            "%REQ(:authority)%",
         ] {
             let e = HostIdFormat::parse(bad);
             assert!(e.is_err(), "{bad} was accepted");
