@@ -4,17 +4,14 @@
 //! through the tunnel (HTTP/1.1 and h2c, by node id and by cluster id, a streamed body, and the
 //! error replies) and exits non-zero if any answer is wrong.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 
 use crate::config::Config;
 use crate::http::io::HyperIo;
@@ -42,7 +39,12 @@ pub fn main(check: bool) -> ExitCode {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("demo-service".into())
-        .spawn(move || crate::shard::runtime::block_on(0, serve_demo_service(service, ready_tx)));
+        .spawn(move || {
+            crate::shard::runtime::block_on(
+                0,
+                crate::service::serve(service, "demo-service".into(), ready_tx),
+            )
+        });
     if spawned.is_err() || !matches!(ready_rx.recv_timeout(Duration::from_secs(5)), Ok(Ok(()))) {
         eprintln!("rtun demo: cannot start the demo service on {service}");
         return ExitCode::FAILURE;
@@ -92,48 +94,6 @@ fn addresses(config: &Config) -> Option<(SocketAddr, SocketAddr)> {
         .ok()?;
     let egress = config.responder.as_ref()?.egress_listener.listen;
     Some((service, egress))
-}
-
-type DemoBody = Either<Full<Bytes>, Incoming>;
-
-/// The service behind the initiator: `/echo` streams the request body back, anything else says
-/// hello with the method and path.
-async fn serve_demo_service(addr: SocketAddr, ready: std::sync::mpsc::Sender<std::io::Result<()>>) {
-    let listener = match monoio::net::TcpListener::bind(addr) {
-        Ok(l) => {
-            let _ = ready.send(Ok(()));
-            l
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    while let Ok((stream, _)) = listener.accept().await {
-        let _ = stream.set_nodelay(true);
-        let Ok(io) = stream.try_into_poll_io() else {
-            continue;
-        };
-        monoio::spawn(async move {
-            let service = service_fn(|req: Request<Incoming>| async move {
-                let resp: Response<DemoBody> = if req.uri().path() == "/echo" {
-                    Response::new(Either::Right(req.into_body()))
-                } else {
-                    let msg = format!(
-                        "Hello from the service behind the initiator: {} {}\n",
-                        req.method(),
-                        req.uri()
-                    );
-                    Response::new(Either::Left(Full::new(Bytes::from(msg))))
-                };
-                Ok::<_, Infallible>(resp)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(ShardTimer)
-                .serve_connection(HyperIo(io), service)
-                .await;
-        });
-    }
 }
 
 /// One request through the egress listener; returns status and body.

@@ -13,5 +13,6 @@ pub mod initiator;
 pub mod net;
 pub mod protocol;
 pub mod responder;
+pub mod service;
 pub mod shard;
 pub mod stats;

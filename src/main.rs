@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use tracing::Instrument;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +29,17 @@ enum Command {
     Validate {
         #[arg(short, long)]
         config: PathBuf,
+    },
+    /// Serve a small HTTP service (h1 + h2c): /echo, /bytes/N, /delay/MS, /status/CODE, hello.
+    Service {
+        #[arg(short, long, default_value = "127.0.0.1:18080")]
+        listen: std::net::SocketAddr,
+        /// Sent back in `x-served-by`.
+        #[arg(long, default_value = "rtun-service")]
+        name: String,
+        /// Threads, each with its own SO_REUSEPORT listener.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Run a responder, an initiator and a small service on loopback and show how to reach it.
     Demo {
@@ -84,5 +96,33 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { check } => rtun::demo::main(check),
+        Command::Service {
+            listen,
+            name,
+            threads,
+        } => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = rtun::shard::runtime::spawn_shards(threads.max(1), move |shard| {
+                rtun::service::serve(listen, name.clone(), tx.clone())
+                    .instrument(tracing::info_span!("service", shard))
+            });
+            if let Err(e) = spawned {
+                eprintln!("rtun service: cannot start threads: {e}");
+                return ExitCode::FAILURE;
+            }
+            match rx.recv() {
+                Ok(Ok(())) => {
+                    println!("rtun service listening on {listen}");
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Ok(Err(e)) => {
+                    eprintln!("rtun service: cannot listen on {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
     }
 }

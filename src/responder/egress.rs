@@ -59,7 +59,8 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
             return;
         }
     };
-    let Ok(Some((is_h2, io))) = monoio::time::timeout(HEADER_READ_TIMEOUT, sniff_h2(io)).await else {
+    let Ok(Some((is_h2, io))) = monoio::time::timeout(HEADER_READ_TIMEOUT, sniff_h2(io)).await
+    else {
         return;
     };
     let io = HyperIo(io);
