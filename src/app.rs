@@ -32,6 +32,31 @@ pub fn failed() -> bool {
     FATAL.load(Ordering::SeqCst)
 }
 
+/// Refuses configurations that ask for what this build cannot do yet, rather than silently
+/// running without it (a `tls:` section run as plaintext would be a security hole).
+pub fn check_supported(config: &Config) -> Result<(), String> {
+    let mut unsupported: Vec<String> = config
+        .clusters
+        .iter()
+        .filter(|(_, c)| c.tls.is_some())
+        .map(|(name, _)| format!("clusters.{name}.tls"))
+        .collect();
+    if config
+        .responder
+        .as_ref()
+        .is_some_and(|r| r.tunnel_listener.tls.is_some())
+    {
+        unsupported.push("responder.tunnel_listener.tls".into());
+    }
+    match unsupported.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "TLS is not supported by this build yet; remove {} to run in plaintext",
+            unsupported.join(", ")
+        )),
+    }
+}
+
 /// A running rtun: its shards and how to stop them.
 pub struct Running {
     pub config: Arc<Config>,

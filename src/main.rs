@@ -60,10 +60,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match rtun::config::load(&config) {
-            Ok(cfg) => {
-                println!("{}: OK\n{}", config.display(), cfg.summary());
-                ExitCode::SUCCESS
-            }
+            Ok(cfg) => match rtun::app::check_supported(&cfg) {
+                Ok(()) => {
+                    println!("{}: OK\n{}", config.display(), cfg.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
@@ -77,6 +83,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Err(e) = rtun::app::check_supported(&cfg) {
+                eprintln!("{}: {e}", config.display());
+                return ExitCode::FAILURE;
+            }
             rtun::app::block_signals();
             let running = match rtun::app::start(cfg) {
                 Ok(r) => r,

@@ -51,16 +51,13 @@ impl std::fmt::Display for TunnelEnd {
     }
 }
 
+type Accepted = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<bytes::Bytes>,
+);
+
 enum Event {
-    Stream(
-        Result<
-            (
-                http::Request<h2::RecvStream>,
-                h2::server::SendResponse<bytes::Bytes>,
-            ),
-            h2::Error,
-        >,
-    ),
+    Stream(Box<Result<Accepted, h2::Error>>),
     Closed,
     Dead,
     Shutdown,
@@ -80,14 +77,9 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> TunnelEnd {
         Err(_) => return TunnelEnd::Dead,
     };
     let ping_interval = cfg.idle_timeout / PING_FAILURE_THRESHOLD;
-    let mut keepalive = match conn.ping_pong() {
-        Some(pp) => Some(Box::pin(keepalive::watch(
-            pp,
-            ping_interval,
-            PING_FAILURE_THRESHOLD,
-        ))),
-        None => None,
-    };
+    let mut keepalive = conn
+        .ping_pong()
+        .map(|pp| Box::pin(keepalive::watch(pp, ping_interval, PING_FAILURE_THRESHOLD)));
     let mut shutdown = pin!(ctx.shutdown.wait());
     loop {
         let event = poll_fn(|cx| {
@@ -103,14 +95,16 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> TunnelEnd {
                 return Poll::Ready(Event::Shutdown);
             }
             conn.poll_accept(cx)
-                .map(|s| s.map_or(Event::Closed, Event::Stream))
+                .map(|s| s.map_or(Event::Closed, |s| Event::Stream(Box::new(s))))
         })
         .await;
         match event {
-            Event::Stream(Ok((request, respond))) => {
-                monoio::spawn(super::forward::handle(ctx.clone(), request, respond));
-            }
-            Event::Stream(Err(e)) => return TunnelEnd::Failed(e),
+            Event::Stream(accepted) => match *accepted {
+                Ok((request, respond)) => {
+                    monoio::spawn(super::forward::handle(ctx.clone(), request, respond));
+                }
+                Err(e) => return TunnelEnd::Failed(e),
+            },
             Event::Closed => return TunnelEnd::Closed,
             Event::Dead => return TunnelEnd::Dead,
             Event::Shutdown => {
