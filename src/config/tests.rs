@@ -608,7 +608,7 @@ fn summary_of_an_initiator() {
             "edge-42:edge-west:acme -> cloud-b x3",
             "/downstream_service* -> local-app (timeout 30s)",
             "extra headers: authorization",
-            "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard, mTLS)",
+            "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard)",
         ],
     );
     assert!(
