@@ -39,8 +39,20 @@ where
         .collect()
 }
 
-/// Runs `fut` on a fresh monoio runtime on the current thread.
+/// Environment variable that forces the epoll driver (`RTUN_IO_DRIVER=epoll`), for hosts whose
+/// io_uring misbehaves and for testing the fallback path.
+pub const DRIVER_ENV: &str = "RTUN_IO_DRIVER";
+
+/// Runs `fut` on a fresh monoio runtime on the current thread: io_uring when it starts, else
+/// (or when forced by [`DRIVER_ENV`]) the legacy epoll driver.
 pub fn block_on<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
+    if std::env::var(DRIVER_ENV).is_ok_and(|v| v == "epoll") {
+        FALLBACK_LOGGED.call_once(|| tracing::info!("{DRIVER_ENV}=epoll: shards run on the epoll driver"));
+        return match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+            Ok(mut rt) => rt.block_on(fut),
+            Err(e) => tracing::error!(shard, "cannot start a runtime: {e}"),
+        };
+    }
     let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .with_entries(URING_ENTRIES)
         .enable_timer()
