@@ -221,26 +221,21 @@ impl Drop for ConnectingGuard<'_> {
 impl ConnSlot {
     async fn acquire(&self, cfg: &RunConfig) -> Result<Sender, ErrorKind> {
         loop {
-            {
-                let mut cur = self.current.borrow_mut();
-                match cur.take() {
-                    Some(Sender::H2(s)) if !s.is_closed() => {
-                        let clone = s.clone();
-                        *cur = Some(Sender::H2(s));
-                        return Ok(Sender::H2(clone));
-                    }
-                    Some(Sender::H1(s)) if !s.is_closed() => {
-                        drop(cur);
-                        let mut s = s;
-                        // An idle keep-alive connection the server closed fails here: open
-                        // a new one instead of counting an error.
-                        if s.ready().await.is_ok() {
-                            return Ok(Sender::H1(s));
-                        }
-                        continue;
-                    }
-                    _ => {}
+            let taken = self.current.borrow_mut().take();
+            match taken {
+                Some(Sender::H2(s)) if !s.is_closed() => {
+                    *self.current.borrow_mut() = Some(Sender::H2(s.clone()));
+                    return Ok(Sender::H2(s));
                 }
+                Some(Sender::H1(mut s)) if !s.is_closed() => {
+                    // An idle keep-alive connection the server closed fails here: open a
+                    // new one instead of counting an error.
+                    if s.ready().await.is_ok() {
+                        return Ok(Sender::H1(s));
+                    }
+                    continue;
+                }
+                _ => {}
             }
             if self.connecting.get() {
                 monoio::time::sleep(Duration::from_millis(1)).await;
@@ -264,14 +259,9 @@ impl ConnSlot {
     }
 
     /// Hands an HTTP/1.1 connection back for the lane's next request.
-    fn release(&self, s: Sender) {
-        if let Sender::H1(ref h1) = s {
-            if h1.is_closed() {
-                return;
-            }
-        }
-        if let Sender::H1(_) = s {
-            *self.current.borrow_mut() = Some(s);
+    fn give_back(&self, s: http1::SendRequest<ReqBody>) {
+        if !s.is_closed() {
+            *self.current.borrow_mut() = Some(Sender::H1(s));
         }
     }
 }
@@ -316,7 +306,7 @@ async fn exchange(shard: &Shard, slot: &ConnSlot) -> Result<Response, ErrorKind>
             let resp = s.send_request(req).await.map_err(|e| classify_hyper(&e))?;
             let out = read_body(resp).await?;
             if !shard.cfg.connect_per_request {
-                slot.release(Sender::H1(s));
+                slot.give_back(s);
             }
             out
         }
