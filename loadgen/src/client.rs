@@ -69,6 +69,9 @@ pub struct ShardResult {
     pub bytes_sent: u64,
     /// Completion time of the last measured request.
     pub last_done: Option<Instant>,
+    /// Open loop with a duration: measured slots whose send never happened because
+    /// the run ended while lanes were still busy.
+    pub unsent: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +84,8 @@ struct Shard {
     cfg: Arc<RunConfig>,
     clock: Clock,
     remaining: Cell<Option<u64>>,
+    requests_cap: Option<u64>,
+    measured_issued: Cell<u64>,
     interval_nanos: Option<u128>,
     next_slot: Cell<u64>,
     stopped: Cell<bool>,
@@ -105,7 +110,9 @@ impl Shard {
             None => Instant::now(),
         };
         if let Some(end) = self.clock.issue_end {
-            if intended >= end {
+            // Open loop: also stop at the wall-clock end, so a backlog of late slots
+            // does not stretch the run (the shortfall shows as a missed target rate).
+            if intended >= end || Instant::now() >= end {
                 self.stopped.set(true);
                 return None;
             }
@@ -119,8 +126,22 @@ impl Shard {
                 }
                 self.remaining.set(Some(left - 1));
             }
+            self.measured_issued.set(self.measured_issued.get() + 1);
         }
         Some(Ticket { intended, measured })
+    }
+
+    /// Open loop with an end: how many slots fall in the measured window.
+    fn scheduled_measured(&self) -> u64 {
+        let (Some(iv), Some(end)) = (self.interval_nanos, self.clock.issue_end) else {
+            return 0;
+        };
+        let slots_before = |t: Instant| -> u64 {
+            let nanos = t.saturating_duration_since(self.clock.start).as_nanos();
+            nanos.div_ceil(iv.max(1)).min(u64::MAX as u128) as u64
+        };
+        let n = slots_before(end).saturating_sub(slots_before(self.clock.measure_start));
+        self.requests_cap.map_or(n, |cap| n.min(cap))
     }
 
     fn finish(
@@ -378,6 +399,8 @@ pub async fn run_shard(
             .filter(|r| *r > 0.0)
             .map(|r| (1e9 / r).round().max(1.0) as u128),
         remaining: Cell::new(plan.requests),
+        requests_cap: plan.requests,
+        measured_issued: Cell::new(0),
         next_slot: Cell::new(0),
         stopped: Cell::new(false),
         headers: RefCell::new(headers),
@@ -388,6 +411,7 @@ pub async fn run_shard(
             bytes_received: 0,
             bytes_sent: 0,
             last_done: None,
+            unsent: 0,
         }),
         progress,
         clock,
@@ -422,5 +446,8 @@ fn take_result(shard: &Shard) -> ShardResult {
         bytes_received: r.bytes_received,
         bytes_sent: r.bytes_sent,
         last_done: r.last_done,
+        unsent: shard
+            .scheduled_measured()
+            .saturating_sub(shard.measured_issued.get()),
     }
 }

@@ -176,20 +176,25 @@ fn merge(
     let mut errors = ErrorCounts::default();
     let (mut ok, mut received, mut sent) = (0u64, 0u64, 0u64);
     let mut last_done: Option<Instant> = None;
+    let mut unsent = 0u64;
     for r in &results {
         latency.merge(&r.latency);
         errors.merge(&r.errors);
         ok += r.ok;
         received += r.bytes_received;
         sent += r.bytes_sent;
+        unsent += r.unsent;
         last_done = match (last_done, r.last_done) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
     }
+    // A timed run lasts at least its duration; requests in flight at the end may
+    // stretch it. A counted run lasts until its last response.
     let duration = last_done
         .map(|d| d.saturating_duration_since(measure_start))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .max(cfg.duration.unwrap_or_default());
     let requests = ok + errors.total();
     let secs = duration.as_secs_f64();
     let per_sec = |v: u64| if secs > 0.0 { v as f64 / secs } else { 0.0 };
@@ -216,7 +221,15 @@ fn merge(
         bytes_sent: sent,
         received_bytes_per_s: per_sec(received),
         sent_bytes_per_s: per_sec(sent),
-        rate: cfg.rate.map(|target| RateReport::new(target, rps)),
+        // Achieved rate = requests sent per second of the sending window (-d), so the
+        // drain of requests still in flight at the end does not count against it.
+        rate: cfg.rate.map(|target| {
+            let achieved = match cfg.duration {
+                Some(d) if !d.is_zero() => requests as f64 / d.as_secs_f64(),
+                _ => rps,
+            };
+            RateReport::new(target, achieved, unsent)
+        }),
         latency_us: crate::summary::LatencyReport::of(&latency),
     };
     Ok(RunOutput { summary, latency })

@@ -16,13 +16,17 @@ pub struct RateReport {
     pub target: f64,
     pub achieved: f64,
     pub reached: bool,
+    /// Requests scheduled in the measured window but never sent, because every lane
+    /// was still busy when the run ended.
+    pub unsent: u64,
 }
 
 impl RateReport {
-    pub fn new(target: f64, achieved: f64) -> Self {
+    pub fn new(target: f64, achieved: f64, unsent: u64) -> Self {
         RateReport {
             target,
             achieved,
+            unsent,
             reached: achieved >= target * RATE_REACHED_FRACTION,
         }
     }
@@ -154,6 +158,13 @@ impl Summary {
                     " -- target rate NOT reached"
                 }
             );
+            if rate.unsent > 0 {
+                let _ = writeln!(
+                    o,
+                    "  unsent      {} scheduled requests were never sent (all connections busy); their latency is not in the histograms",
+                    rate.unsent
+                );
+            }
         }
         let c = &self.latency_us.corrected;
         let u = &self.latency_us.uncorrected;
@@ -214,18 +225,19 @@ mod tests {
 
     #[test]
     fn rate_reached_threshold() {
-        assert!(RateReport::new(100.0, 95.0).reached);
-        assert!(!RateReport::new(100.0, 94.9).reached);
+        assert!(RateReport::new(100.0, 95.0, 0).reached);
+        assert!(!RateReport::new(100.0, 94.9, 0).reached);
     }
 
     #[test]
     fn renders_counts_and_rate_warning() {
-        let text = summary(Some(RateReport::new(500.0, 10.0))).render();
+        let text = summary(Some(RateReport::new(500.0, 10.0, 7))).render();
         assert!(text.contains("requests    10 in 1.000s"), "{text}");
         assert!(
             text.contains("errors      1 (connect 0, timeout 0, reset 0, 4xx 0, 5xx 1, other 0)")
         );
         assert!(text.contains("target rate NOT reached"));
+        assert!(text.contains("unsent      7 scheduled requests were never sent"));
         assert!(text.contains("p99.99"));
         assert!(text.contains("2.00 KiB"));
         let closed = summary(None).render();
@@ -234,7 +246,8 @@ mod tests {
 
     #[test]
     fn json_has_machine_fields() {
-        let v = serde_json::to_value(summary(Some(RateReport::new(500.0, 499.0)))).expect("json");
+        let v =
+            serde_json::to_value(summary(Some(RateReport::new(500.0, 499.0, 0)))).expect("json");
         assert_eq!(v["requests"], 10);
         assert_eq!(v["errors"]["5xx"], 1);
         assert_eq!(v["rate"]["reached"], true);
