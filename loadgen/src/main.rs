@@ -159,7 +159,10 @@ fn cmd_serve(args: ServeArgs) -> Result<()> {
         pin: !args.no_pin,
     };
     let (addr, listeners) = serve::bind(&cfg)?;
-    println!("loadgen serve: listening on http://{addr} ({threads} threads, HTTP/1.1 and h2c)");
+    println!(
+        "loadgen serve: listening on http://{addr} ({threads} threads, {}, HTTP/1.1 and h2c)",
+        shard::driver_name()
+    );
     std::io::stdout()
         .flush()
         .context("cannot write to stdout")?;

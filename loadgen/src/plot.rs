@@ -105,6 +105,7 @@ where
         .configure_mesh()
         .x_labels(6)
         .x_label_formatter(&|x| x_label(*x))
+        .y_labels(12)
         .x_desc("Percentile")
         .y_desc("Latency (ms)")
         .draw()

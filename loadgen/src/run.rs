@@ -204,6 +204,7 @@ fn merge(
         protocol: cfg.protocol.name().to_string(),
         mode: if cfg.rate.is_some() { "open" } else { "closed" }.to_string(),
         threads: results.len(),
+        driver: shard::driver_name().to_string(),
         connections: cfg.connections,
         streams_per_connection: match cfg.protocol {
             Protocol::Http1 => 1,

@@ -32,6 +32,15 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// The I/O driver the shards use on this machine: "io_uring" or "epoll" (fallback).
+pub fn driver_name() -> &'static str {
+    if monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "epoll"
+    }
+}
+
 /// Runs `make(index)` on `threads` shards and returns their outputs in index order.
 /// `pin` pins shard `i` to core `i % cores`.
 pub fn run_shards<T, F, Fut>(threads: usize, pin: bool, make: F) -> Result<Vec<T>, ShardError>

@@ -57,6 +57,8 @@ pub struct Summary {
     /// "closed" or "open".
     pub mode: String,
     pub threads: usize,
+    /// "io_uring" or "epoll".
+    pub driver: String,
     pub connections: u64,
     pub streams_per_connection: u64,
     pub connect_per_request: bool,
@@ -113,8 +115,8 @@ impl Summary {
         };
         let _ = writeln!(
             o,
-            "loadgen run {} ({}, {} threads, {}, {} loop)",
-            self.url, self.protocol, self.threads, shape, self.mode
+            "loadgen run {} ({}, {} threads on {}, {}, {} loop)",
+            self.url, self.protocol, self.threads, self.driver, shape, self.mode
         );
         let _ = writeln!(
             o,
@@ -201,6 +203,7 @@ mod tests {
             protocol: "http1".into(),
             mode: if rate.is_some() { "open" } else { "closed" }.into(),
             threads: 1,
+            driver: "epoll".into(),
             connections: 4,
             streams_per_connection: 1,
             connect_per_request: false,
