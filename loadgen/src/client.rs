@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use monoio::io::IntoPollIo;
 
+use crate::h2_client::{self, H2Conn};
 use crate::header_template::HeaderSource;
-use crate::hyper_io::{HyperIo, LocalExec};
+use crate::hyper_io::HyperIo;
 use crate::latency::{HistogramError, LatencyPair};
 use crate::outcome::{classify_hyper, classify_status, ErrorCounts, ErrorKind};
 use crate::run::{Protocol, RunConfig};
@@ -187,7 +188,7 @@ impl Shard {
         }
     }
 
-    fn build_request(&self) -> Result<Request<ReqBody>, ErrorKind> {
+    fn build_request(&self) -> Result<Request<()>, ErrorKind> {
         let cfg = &self.cfg;
         let uri = match cfg.protocol {
             Protocol::Http1 => http::Uri::from(cfg.target.path_and_query.clone()),
@@ -196,7 +197,7 @@ impl Shard {
         let mut req = Request::builder()
             .method(cfg.method.clone())
             .uri(uri)
-            .body(Full::new(cfg.body.clone()))
+            .body(())
             .map_err(|_| ErrorKind::Other)?;
         let headers = req.headers_mut();
         self.headers.borrow_mut().apply(headers);
@@ -219,7 +220,7 @@ struct Response {
 
 enum Sender {
     H1(http1::SendRequest<ReqBody>),
-    H2(http2::SendRequest<ReqBody>),
+    H2(H2Conn),
 }
 
 /// One logical connection: taken whole by its HTTP/1.1 lane for each request, or
@@ -287,34 +288,22 @@ impl ConnSlot {
     }
 }
 
-/// Opens a connection and runs its hyper connection task on this shard.
+/// Opens a connection and runs its connection task on this shard.
 async fn connect(addr: SocketAddr, protocol: Protocol) -> Result<Sender, ErrorKind> {
-    let stream = monoio::net::TcpStream::connect_addr(addr)
-        .await
-        .map_err(|_| ErrorKind::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let io = HyperIo::new(stream.into_poll_io().map_err(|_| ErrorKind::Connect)?);
     match protocol {
         Protocol::Http1 => {
+            let stream = monoio::net::TcpStream::connect_addr(addr)
+                .await
+                .map_err(|_| ErrorKind::Connect)?;
+            let _ = stream.set_nodelay(true);
+            let io = HyperIo::new(stream.into_poll_io().map_err(|_| ErrorKind::Connect)?);
             let (sender, conn) = http1::handshake(io).await.map_err(|_| ErrorKind::Connect)?;
             monoio::spawn(async move {
                 let _ = conn.await;
             });
             Ok(Sender::H1(sender))
         }
-        Protocol::H2c => {
-            let (sender, conn) = http2::Builder::new(LocalExec)
-                .initial_stream_window_size(1 << 20)
-                .initial_connection_window_size(16 << 20)
-                .max_frame_size(1 << 16)
-                .handshake(io)
-                .await
-                .map_err(|_| ErrorKind::Connect)?;
-            monoio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(Sender::H2(sender))
-        }
+        Protocol::H2c => Ok(Sender::H2(h2_client::connect(addr).await?)),
     }
 }
 
@@ -324,6 +313,7 @@ async fn exchange(shard: &Shard, slot: &ConnSlot) -> Result<Response, ErrorKind>
     let sender = slot.acquire(&shard.cfg).await?;
     let resp = match sender {
         Sender::H1(mut s) => {
+            let req = req.map(|()| Full::new(shard.cfg.body.clone()));
             let resp = s.send_request(req).await.map_err(|e| classify_hyper(&e))?;
             let out = read_body(resp).await?;
             if !shard.cfg.connect_per_request {
@@ -331,9 +321,9 @@ async fn exchange(shard: &Shard, slot: &ConnSlot) -> Result<Response, ErrorKind>
             }
             out
         }
-        Sender::H2(mut s) => {
-            let resp = s.send_request(req).await.map_err(|e| classify_hyper(&e))?;
-            read_body(resp).await?
+        Sender::H2(conn) => {
+            let (status, body_bytes) = h2_client::exchange(&conn, req, &shard.cfg.body).await?;
+            Response { status, body_bytes }
         }
     };
     Ok(resp)

@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod compare;
+mod h2_client;
 mod header_template;
 mod hgrm;
 mod histfile;

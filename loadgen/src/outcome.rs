@@ -102,13 +102,7 @@ fn classify_source(mut source: Option<&(dyn StdError + 'static)>) -> ErrorKind {
             return classify_io(ioe);
         }
         if let Some(h2e) = e.downcast_ref::<h2::Error>() {
-            if h2e.is_reset() || h2e.is_go_away() || h2e.is_io() {
-                if let Some(ioe) = h2e.get_io() {
-                    return classify_io(ioe);
-                }
-                return ErrorKind::Reset;
-            }
-            return ErrorKind::Other;
+            return crate::h2_client::classify_h2(h2e);
         }
         source = e.source();
     }

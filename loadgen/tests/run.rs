@@ -203,3 +203,42 @@ fn server_errors_are_counted_by_kind() {
         "{text}"
     );
 }
+
+#[test]
+fn large_bodies_echo_through_both_protocols() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = server.url("/echo");
+    for proto in ["--http1", "--h2c"] {
+        let prefix = dir.path().join(proto.trim_start_matches('-'));
+        let prefix_arg = prefix.to_string_lossy().into_owned();
+        let out = loadgen(&[
+            "run",
+            &url,
+            proto,
+            "-n",
+            "10",
+            "-c",
+            "2",
+            "-m",
+            "2",
+            "--no-pin",
+            "--method",
+            "PUT",
+            "--body-size",
+            "3000000",
+            "--out",
+            &prefix_arg,
+        ]);
+        assert!(
+            out.status.success(),
+            "{proto}: {} {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let json = read_json(&common::with_ext(&prefix, "json"));
+        assert_eq!(json["errors_total"], 0, "{proto}: {json}");
+        assert_eq!(json["bytes_sent"], 30_000_000u64, "{proto}");
+        assert_eq!(json["bytes_received"], 30_000_000u64, "{proto}");
+    }
+}

@@ -106,3 +106,11 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 pub fn curl_available() -> bool {
     Path::new("/usr/bin/curl").exists()
 }
+
+/// `prefix` + "." + `ext` (the files `--out PREFIX` writes).
+pub fn with_ext(prefix: &Path, ext: &str) -> std::path::PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    s.into()
+}
