@@ -1,0 +1,217 @@
+//! Command-line surface: the `run`, `serve` and `compare` subcommands and their flags,
+//! plus parsing of human durations such as `10s`, `250ms`, `2m`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::header_template::Pick;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "HTTP load generator with HDR latency histograms, a fast benchmark service, and histogram comparison"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive load at a URL and report latency percentiles.
+    Run(RunArgs),
+    /// Serve HTTP/1.1 and h2c (prior knowledge) fast, for benchmarks.
+    Serve(ServeArgs),
+    /// Compare .hdr/.hgrm histograms side by side, optionally as an SVG plot.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Target URL (http:// only).
+    pub url: String,
+    /// Use HTTP/1.1 (the default for http://).
+    #[arg(long, conflicts_with = "h2c")]
+    pub http1: bool,
+    /// Use HTTP/2 over cleartext with prior knowledge.
+    #[arg(long)]
+    pub h2c: bool,
+    /// Worker threads (one monoio runtime each); default: available cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Total connections, spread over the threads.
+    #[arg(short = 'c', long = "connections", default_value_t = 16)]
+    pub connections: u64,
+    /// Concurrent streams per HTTP/2 connection (HTTP/1.1: always one in flight).
+    #[arg(short = 'm', long = "streams", default_value_t = 1)]
+    pub streams: u64,
+    /// Measured duration, e.g. 10s (default 10s unless -n is given).
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Total measured requests.
+    #[arg(short = 'n', long = "requests")]
+    pub requests: Option<u64>,
+    /// Warmup before measuring, excluded from results.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// Open loop: total requests per second across all threads; latency is measured
+    /// from each request's intended send time (coordinated-omission corrected).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Request body of this many bytes.
+    #[arg(long, default_value_t = 0)]
+    pub body_size: usize,
+    /// Request header 'name: value' (repeatable). A value may hold one range
+    /// template, e.g. 'x-node-id: edge-{0..9999}', picked per request (see --pick).
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// How templated header values are picked: round-robin (each thread walks the
+    /// range from its own offset) or random (uniform).
+    #[arg(long, value_enum, default_value_t = Pick::RoundRobin)]
+    pub pick: Pick,
+    /// Per-request timeout (from send to the end of the response body).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+    /// Open a new connection for every request (HTTP/1.1 only; connection churn).
+    #[arg(long)]
+    pub connect_per_request: bool,
+    /// Write PREFIX.hgrm, PREFIX.hdr, PREFIX.json (and PREFIX.uncorrected.{hgrm,hdr}).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not pin threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Threads (one SO_REUSEPORT listener each); default: available cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Size of the fixed response body.
+    #[arg(long, default_value_t = 64)]
+    pub body_size: usize,
+    /// Delay before each response.
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    pub delay: Duration,
+    /// Do not pin threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum YScale {
+    Linear,
+    Log,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Histogram files (.hdr or .hgrm); the first is the baseline for ratios.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write an SVG plot of latency by percentile.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Latency axis scale of the plot.
+    #[arg(long, value_enum, default_value_t = YScale::Log)]
+    pub y_scale: YScale,
+}
+
+/// Parses `10s`, `250ms`, `1.5s`, `2m`, `500us`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 10s, 250ms, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?} (use us, ms, s, m, h)"
+            ))
+        }
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "run",
+            "http://127.0.0.1:1/",
+            "--h2c",
+            "-c",
+            "2",
+            "-m",
+            "8",
+            "-n",
+            "2000",
+            "-H",
+            "x-node-id: edge-{0..9}",
+            "-H",
+            "a: b",
+            "--rate",
+            "500",
+            "--warmup",
+            "2s",
+        ])
+        .expect("parses");
+        let Command::Run(r) = cli.command else {
+            panic!("expected run");
+        };
+        assert!(r.h2c);
+        assert_eq!(r.connections, 2);
+        assert_eq!(r.streams, 8);
+        assert_eq!(r.requests, Some(2000));
+        assert_eq!(r.headers.len(), 2);
+        assert_eq!(r.rate, Some(500.0));
+        assert!(Cli::try_parse_from(["loadgen", "run", "http://x/", "--http1", "--h2c"]).is_err());
+    }
+}

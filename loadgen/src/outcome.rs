@@ -1,0 +1,178 @@
+//! What happened to one request: success or an error of a given kind, the counts of
+//! each kind, and the mapping from hyper/io errors to kinds.
+
+use std::error::Error as StdError;
+use std::io;
+
+use serde::Serialize;
+
+/// Kinds of failed requests reported in the summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Could not open the TCP connection (or the HTTP/2 handshake failed).
+    Connect,
+    /// No complete response within `--timeout`.
+    Timeout,
+    /// The connection or stream was closed/reset before the response completed.
+    Reset,
+    /// Response status 400..=499.
+    Status4xx,
+    /// Response status 500..=599.
+    Status5xx,
+    /// Anything else (protocol errors, unexpected statuses such as 1xx finals).
+    Other,
+}
+
+/// Error counts by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorCounts {
+    pub connect: u64,
+    pub timeout: u64,
+    pub reset: u64,
+    #[serde(rename = "4xx")]
+    pub status_4xx: u64,
+    #[serde(rename = "5xx")]
+    pub status_5xx: u64,
+    pub other: u64,
+}
+
+impl ErrorCounts {
+    pub fn add(&mut self, kind: ErrorKind) {
+        let slot = match kind {
+            ErrorKind::Connect => &mut self.connect,
+            ErrorKind::Timeout => &mut self.timeout,
+            ErrorKind::Reset => &mut self.reset,
+            ErrorKind::Status4xx => &mut self.status_4xx,
+            ErrorKind::Status5xx => &mut self.status_5xx,
+            ErrorKind::Other => &mut self.other,
+        };
+        *slot += 1;
+    }
+
+    pub fn merge(&mut self, o: &ErrorCounts) {
+        self.connect += o.connect;
+        self.timeout += o.timeout;
+        self.reset += o.reset;
+        self.status_4xx += o.status_4xx;
+        self.status_5xx += o.status_5xx;
+        self.other += o.other;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.connect + self.timeout + self.reset + self.status_4xx + self.status_5xx + self.other
+    }
+
+    /// `(label, count)` pairs in report order.
+    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
+        [
+            ("connect", self.connect),
+            ("timeout", self.timeout),
+            ("reset", self.reset),
+            ("4xx", self.status_4xx),
+            ("5xx", self.status_5xx),
+            ("other", self.other),
+        ]
+    }
+}
+
+/// Classifies a response status: None for success (1xx-3xx), else the error kind.
+pub fn classify_status(status: http::StatusCode) -> Option<ErrorKind> {
+    match status.as_u16() {
+        400..=499 => Some(ErrorKind::Status4xx),
+        500..=599 => Some(ErrorKind::Status5xx),
+        200..=399 => None,
+        _ => Some(ErrorKind::Other),
+    }
+}
+
+/// Classifies a hyper error from sending a request or reading its response.
+pub fn classify_hyper(err: &hyper::Error) -> ErrorKind {
+    if err.is_timeout() {
+        return ErrorKind::Timeout;
+    }
+    if err.is_incomplete_message() || err.is_closed() || err.is_canceled() {
+        return ErrorKind::Reset;
+    }
+    classify_source(err.source())
+}
+
+fn classify_source(mut source: Option<&(dyn StdError + 'static)>) -> ErrorKind {
+    while let Some(e) = source {
+        if let Some(ioe) = e.downcast_ref::<io::Error>() {
+            return classify_io(ioe);
+        }
+        if let Some(h2e) = e.downcast_ref::<h2::Error>() {
+            return crate::h2_client::classify_h2(h2e);
+        }
+        source = e.source();
+    }
+    ErrorKind::Other
+}
+
+/// Classifies an I/O error seen on an established connection.
+pub fn classify_io(err: &io::Error) -> ErrorKind {
+    match err.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::NotConnected => ErrorKind::Reset,
+        io::ErrorKind::TimedOut => ErrorKind::Timeout,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Describes an I/O error for humans, without Rust's " (os error N)" suffix:
+/// "Connection refused".
+pub fn describe_io_error(err: &io::Error) -> String {
+    let s = err.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_kind() {
+        let mut c = ErrorCounts::default();
+        c.add(ErrorKind::Connect);
+        c.add(ErrorKind::Status5xx);
+        c.add(ErrorKind::Status5xx);
+        let mut d = ErrorCounts::default();
+        d.add(ErrorKind::Timeout);
+        c.merge(&d);
+        assert_eq!(c.total(), 4);
+        assert_eq!(c.status_5xx, 2);
+        let json = serde_json::to_value(c).expect("serializes");
+        assert_eq!(json["5xx"], 2);
+        assert_eq!(json["timeout"], 1);
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(classify_status(http::StatusCode::OK), None);
+        assert_eq!(classify_status(http::StatusCode::FOUND), None);
+        assert_eq!(
+            classify_status(http::StatusCode::NOT_FOUND),
+            Some(ErrorKind::Status4xx)
+        );
+        assert_eq!(
+            classify_status(http::StatusCode::BAD_GATEWAY),
+            Some(ErrorKind::Status5xx)
+        );
+    }
+
+    #[test]
+    fn io_errors() {
+        let e = io::Error::from_raw_os_error(111);
+        assert_eq!(describe_io_error(&e), "Connection refused");
+        assert_eq!(
+            classify_io(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            ErrorKind::Reset
+        );
+    }
+}
