@@ -138,7 +138,12 @@ fn cross_shard_fallback_single_tunnel_two_shards() {
     assert!(failures.is_empty(), "{} of 100 failed: {failures:?}", failures.len());
     // With 100 fresh connections over 2 SO_REUSEPORT listeners, some land on the other shard.
     let cross = admin_stat(s.r.admin, "egress_cross_shard");
-    assert!(cross > 0, "egress_cross_shard = 0 after 100 fresh connections");
+    assert!(
+        cross > 0,
+        "egress_cross_shard = 0 after 100 fresh connections; /tunnels {:?}; /stats {:?}",
+        admin_get(s.r.admin, "/tunnels"),
+        admin_stats(s.r.admin)
+    );
     assert_eq!(tunnels_of(s.r.admin, "n1"), 1);
 }
 
