@@ -9,6 +9,7 @@ use http_body::Body;
 use tracing::Instrument;
 
 use super::InitiatorShard;
+use crate::config::Protocol;
 use crate::http::body::{pump_body, RecvBody};
 use crate::http::proxy_headers::strip_hop_by_hop;
 use crate::http::route::match_route;
@@ -38,7 +39,7 @@ async fn forward(
         let msg = format!("No local route for path '{}'", req.uri().path());
         return local_reply(&mut respond, StatusCode::NOT_FOUND, &msg);
     };
-    let req = to_local_request(req);
+    let req = to_local_request(req, cluster.protocol());
     let sent = cluster.send(req);
     let result = match route.timeout {
         None => Ok(sent.await),
@@ -75,18 +76,22 @@ async fn forward(
     }
 }
 
-/// Rewrites a tunnel request for the local hop: origin-form URI, `Host` from `:authority`.
-fn to_local_request(req: Request<h2::RecvStream>) -> Request<RecvBody> {
+/// Rewrites a tunnel request for the local hop. HTTP/1.1 gets an origin-form URI with `Host`
+/// from `:authority`; HTTP/2 keeps the absolute URI (its `:scheme` and `:authority`).
+fn to_local_request(req: Request<h2::RecvStream>, protocol: Protocol) -> Request<RecvBody> {
     let (mut parts, recv) = req.into_parts();
-    if let Some(authority) = parts.uri.authority() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(header::HOST, host);
+    if protocol == Protocol::Http1 {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
         }
-    }
-    if let Some(pq) = parts.uri.path_and_query() {
-        if let Ok(uri) = pq.as_str().parse() {
-            parts.uri = uri;
+        if let Some(pq) = parts.uri.path_and_query() {
+            if let Ok(uri) = pq.as_str().parse() {
+                parts.uri = uri;
+            }
         }
+        parts.version = http::Version::HTTP_11;
     }
     strip_hop_by_hop(&mut parts.headers);
     Request::from_parts(parts, RecvBody::new(recv, ()))

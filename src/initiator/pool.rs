@@ -66,7 +66,12 @@ impl LocalCluster {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) and returns the response head.
+    pub fn protocol(&self) -> Protocol {
+        self.config.protocol
+    }
+
+    /// Sends `req` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2) and
+    /// returns the response head.
     pub async fn send(
         self: &Rc<Self>,
         req: Request<LocalBody>,
