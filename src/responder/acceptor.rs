@@ -29,7 +29,7 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(handle(ctx.clone(), stream, peer));
+                ctx.tasks.spawn(handle(ctx.clone(), stream, peer));
             }
             Err(e) => {
                 tracing::warn!("tunnel listener accept: {e}");

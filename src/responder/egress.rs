@@ -40,7 +40,7 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(serve_connection(ctx.clone(), stream, peer));
+                ctx.tasks.spawn(serve_connection(ctx.clone(), stream, peer));
             }
             Err(e) => {
                 tracing::warn!("egress accept: {e}");

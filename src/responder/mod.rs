@@ -17,6 +17,7 @@ use crate::protocol::AcceptedHandshake;
 use crate::shard::directory::Directory;
 use crate::shard::mesh::{Inbox, Mesh};
 use crate::shard::shutdown::ShutdownSignal;
+use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
 
@@ -87,6 +88,8 @@ pub struct ResponderShard {
     pub shard: ShardId,
     pub shared: Arc<Responder>,
     pub registry: RefCell<Registry>,
+    /// Connections, tunnels and forwarded requests in flight: the drain waits for them.
+    pub tasks: Rc<Tracker>,
 }
 
 impl ResponderShard {
@@ -101,6 +104,7 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<Shar
         shard,
         shared,
         registry: RefCell::new(Registry::default()),
+        tasks: Tracker::new(),
     });
     let cfg = ctx.shared.cfg();
     let tunnel_listener = match crate::shard::bind_reuseport(cfg.tunnel_listener.listen) {
@@ -133,6 +137,18 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<Shar
     let egress = egress::run(ctx.clone(), egress_listener);
     egress.await;
     acceptor.await;
+    // Listeners are closed; in-flight requests and tunnels finish within the grace period.
+    let grace = ctx.shared.config.drain_timeout;
+    if monoio::time::timeout(grace, ctx.tasks.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            shard,
+            left = ctx.tasks.active(),
+            "drain timeout: dropping what is left"
+        );
+    }
 }
 
 impl Responder {
@@ -147,10 +163,12 @@ async fn inbox_loop(ctx: Rc<ResponderShard>, inbox: Inbox<ShardMsg>) {
     while let Ok(msg) = inbox.recv().await {
         match msg {
             ShardMsg::Adopt { stream, handshake } => {
-                monoio::spawn(tunnel::adopt(ctx.clone(), stream, handshake));
+                ctx.tasks
+                    .spawn(tunnel::adopt(ctx.clone(), stream, handshake));
             }
             ShardMsg::Forward(forwarded) => {
-                monoio::spawn(reverse_cluster::serve_forwarded(ctx.clone(), forwarded));
+                ctx.tasks
+                    .spawn(reverse_cluster::serve_forwarded(ctx.clone(), forwarded));
             }
         }
     }

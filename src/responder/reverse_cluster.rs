@@ -137,7 +137,7 @@ where
         Err(e) => return tunnel_error(ctx, tunnel, &e.to_string()),
     };
     if !end_of_stream {
-        monoio::spawn(async move {
+        ctx.tasks.spawn(async move {
             if let Err(e) = pump_body(body, stream).await {
                 tracing::debug!("request body: {e}");
             }

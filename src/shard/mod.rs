@@ -9,6 +9,7 @@ pub mod directory;
 pub mod mesh;
 pub mod runtime;
 pub mod shutdown;
+pub mod tracker;
 
 use std::io;
 use std::net::SocketAddr;

@@ -47,8 +47,12 @@ pub const DRIVER_ENV: &str = "RTUN_IO_DRIVER";
 /// (or when forced by [`DRIVER_ENV`]) the legacy epoll driver.
 pub fn block_on<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
     if std::env::var(DRIVER_ENV).is_ok_and(|v| v == "epoll") {
-        FALLBACK_LOGGED.call_once(|| tracing::info!("{DRIVER_ENV}=epoll: shards run on the epoll driver"));
-        return match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+        FALLBACK_LOGGED
+            .call_once(|| tracing::info!("{DRIVER_ENV}=epoll: shards run on the epoll driver"));
+        return match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+        {
             Ok(mut rt) => rt.block_on(fut),
             Err(e) => tracing::error!(shard, "cannot start a runtime: {e}"),
         };

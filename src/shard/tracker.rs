@@ -1,0 +1,91 @@
+//! Counting a shard's in-flight work so that a drain can wait for it.
+//!
+//! Connection and tunnel tasks are spawned detached; when the shard's main future returns, the
+//! runtime drops whatever is left. A [`Tracker`] lets the shard wait, bounded by the drain
+//! timeout, until every tracked task has finished.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+/// Single-shard task counter (never crosses threads).
+#[derive(Debug, Default)]
+pub struct Tracker {
+    active: Cell<usize>,
+    idle_waiters: RefCell<Vec<Waker>>,
+}
+
+/// Keeps one task counted until dropped.
+#[derive(Debug)]
+pub struct Tracked(Rc<Tracker>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let left = self.0.active.get() - 1;
+        self.0.active.set(left);
+        if left == 0 {
+            for waker in self.0.idle_waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Tracker {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Self::default())
+    }
+
+    /// Counts the caller's task until the returned guard drops.
+    pub fn enter(self: &Rc<Self>) -> Tracked {
+        self.active.set(self.active.get() + 1);
+        Tracked(self.clone())
+    }
+
+    /// Spawns `fut` on this shard, counted while it runs.
+    pub fn spawn<F: Future<Output = ()> + 'static>(self: &Rc<Self>, fut: F) {
+        let guard = self.enter();
+        monoio::spawn(async move {
+            fut.await;
+            drop(guard);
+        });
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.get()
+    }
+
+    /// Resolves when no tracked task is running.
+    pub async fn idle(&self) {
+        poll_fn(|cx| {
+            if self.active.get() == 0 {
+                return Poll::Ready(());
+            }
+            self.idle_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[monoio::test(timer_enabled = true)]
+    async fn idle_waits_for_spawned_tasks() {
+        let tracker = Tracker::new();
+        let done = Rc::new(Cell::new(false));
+        let flag = done.clone();
+        tracker.spawn(async move {
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            flag.set(true);
+        });
+        assert_eq!(tracker.active(), 1);
+        tracker.idle().await;
+        assert!(done.get());
+        assert_eq!(tracker.active(), 0);
+    }
+}
