@@ -79,7 +79,11 @@ fn validate_rejects_malformed_files_with_location() {
         let path = dir.write(name, contents);
         let out = validate(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{name} accepted:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "{name} accepted:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         // FILE:LINE:COLUMN
         let file = path.display().to_string();
         let located = stderr.lines().find_map(|l| {
@@ -89,14 +93,18 @@ fn validate_rejects_malformed_files_with_location() {
             let col: usize = it.next()?.parse().ok()?;
             Some((ln, col))
         });
-        let (ln, col) = located.unwrap_or_else(|| panic!("{name}: no {file}:LINE:COLUMN in stderr:\n{stderr}"));
+        let (ln, col) =
+            located.unwrap_or_else(|| panic!("{name}: no {file}:LINE:COLUMN in stderr:\n{stderr}"));
         if *line > 0 {
             assert_eq!(ln, *line, "{name}: wrong line in\n{stderr}");
         }
         if let Some(c) = column {
             assert_eq!(col, *c, "{name}: wrong column in\n{stderr}");
         }
-        assert!(stderr.contains(word), "{name}: message does not name {word:?}:\n{stderr}");
+        assert!(
+            stderr.contains(word),
+            "{name}: message does not name {word:?}:\n{stderr}"
+        );
     }
     // A missing file is an error too, not a panic.
     let out = validate(&dir.join("does-not-exist.yaml"));
@@ -114,12 +122,18 @@ fn demo_check_passes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run rtun demo --check");
-    let ok = wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some());
+    let ok = wait_until(Duration::from_secs(30), || {
+        child.try_wait().ok().flatten().is_some()
+    });
     if !ok {
         let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(ok, "rtun demo --check still running after {:?}", started.elapsed());
+    assert!(
+        ok,
+        "rtun demo --check still running after {:?}",
+        started.elapsed()
+    );
     assert!(
         out.status.success(),
         "rtun demo --check failed ({}):\n{}{}",

@@ -26,8 +26,17 @@ fn sigkilled_initiator_leaves_registry_then_503() {
     s.initiator.kill();
     let gone = wait_until(DEAD_BOUND, || tunnels_of(s.r.admin, "n1") == 0);
     let took = killed.elapsed();
-    assert!(gone, "n1 still registered {took:?} after SIGKILL: {:?}", admin_tunnels(s.r.admin));
-    assert_eq!(tunnels_of(s.r.admin, "c1"), 0, "{:?}", admin_tunnels(s.r.admin));
+    assert!(
+        gone,
+        "n1 still registered {took:?} after SIGKILL: {:?}",
+        admin_tunnels(s.r.admin)
+    );
+    assert_eq!(
+        tunnels_of(s.r.admin, "c1"),
+        0,
+        "{:?}",
+        admin_tunnels(s.r.admin)
+    );
     let resp = get(s.r.egress, "/after", &[("x-node-id", "n1")]).unwrap();
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.text().contains("n1"), "{}", resp.text());
@@ -47,12 +56,24 @@ fn sigstopped_initiator_detected_by_pings() {
     let took = stopped.elapsed();
     let dead_ping = admin_stat(s.r.admin, "tunnels_dead_ping");
     s.initiator.signal(libc::SIGCONT);
-    assert!(gone, "frozen n1 still registered {took:?} after SIGSTOP: {:?}", admin_tunnels(s.r.admin));
-    assert!(took >= Duration::from_millis(1000), "removed after only {took:?}: not by PINGs?");
+    assert!(
+        gone,
+        "frozen n1 still registered {took:?} after SIGSTOP: {:?}",
+        admin_tunnels(s.r.admin)
+    );
+    assert!(
+        took >= Duration::from_millis(1000),
+        "removed after only {took:?}: not by PINGs?"
+    );
     assert!(dead_ping >= 1, "tunnels_dead_ping = {dead_ping}");
     let resp = get(s.r.egress, "/after", &[("x-node-id", "n1")]).unwrap();
     // The thawed initiator may already be redialing; before it is back, 503.
-    assert!(resp.status == 503 || resp.status == 200, "{} {}", resp.status, resp.text());
+    assert!(
+        resp.status == 503 || resp.status == 200,
+        "{} {}",
+        resp.status,
+        resp.text()
+    );
     // And once thawed it comes back.
     assert!(
         wait_tunnels(&s.r, "n1", 1, Duration::from_secs(5)),
@@ -72,7 +93,10 @@ fn responder_restart_initiator_reconnects_within_backoff() {
     let resp = get(s.r.egress, "/", &[("x-node-id", "n1")]);
     assert!(resp.is_err(), "egress still answering after SIGKILL");
     s.responder = spawn_rtun(&s.dir, "responder-2", &s.r.yaml());
-    assert!(wait_for_port(s.r.egress, Duration::from_secs(10)), "restarted responder not listening");
+    assert!(
+        wait_for_port(s.r.egress, Duration::from_secs(10)),
+        "restarted responder not listening"
+    );
     let listening = Instant::now();
     assert!(wait_for_port(s.r.tunnel, Duration::from_secs(10)));
     let bound = Duration::from_secs(1) + Duration::from_secs(1);
@@ -80,9 +104,17 @@ fn responder_restart_initiator_reconnects_within_backoff() {
         get(s.r.egress, "/again", &[("x-node-id", "n1")]).is_ok_and(|r| r.status == 200)
     });
     let took = listening.elapsed();
-    assert!(ok, "no 200 within {bound:?} of the responder listening (waited {took:?}): {:?}", admin_tunnels(s.r.admin));
+    assert!(
+        ok,
+        "no 200 within {bound:?} of the responder listening (waited {took:?}): {:?}",
+        admin_tunnels(s.r.admin)
+    );
     // Both tunnels come back.
-    assert!(wait_until(Duration::from_secs(3), || tunnels_of(s.r.admin, "n1") == 2), "{:?}", admin_tunnels(s.r.admin));
+    assert!(
+        wait_until(Duration::from_secs(3), || tunnels_of(s.r.admin, "n1") == 2),
+        "{:?}",
+        admin_tunnels(s.r.admin)
+    );
 }
 
 /// Starts a GET in a thread once the egress has counted it as received.
@@ -91,7 +123,10 @@ fn in_flight(s: &Stack, path: &str) -> thread::JoinHandle<std::io::Result<Respon
     let (egress, path) = (s.r.egress, path.to_owned());
     let h = thread::spawn(move || get(egress, &path, &[("x-node-id", "n1")]));
     assert!(
-        wait_until(Duration::from_secs(3), || admin_stat(s.r.admin, "egress_requests") > before),
+        wait_until(Duration::from_secs(3), || admin_stat(
+            s.r.admin,
+            "egress_requests"
+        ) > before),
         "request not received"
     );
     // Let it cross the tunnel to the service.
@@ -109,7 +144,8 @@ fn responder_drains_in_flight_request_on_sigterm() {
     let resp = h.join().unwrap();
     let resp = resp.unwrap_or_else(|e| panic!("in-flight request failed during drain: {e}"));
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let status = status.unwrap_or_else(|| panic!("responder still running {:?} after SIGTERM", sent.elapsed()));
+    let status = status
+        .unwrap_or_else(|| panic!("responder still running {:?} after SIGTERM", sent.elapsed()));
     assert!(status.success(), "responder exited with {status}");
 }
 
@@ -123,7 +159,8 @@ fn initiator_drains_in_flight_request_on_sigterm() {
     let resp = h.join().unwrap();
     let resp = resp.unwrap_or_else(|e| panic!("in-flight request failed during drain: {e}"));
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let status = status.unwrap_or_else(|| panic!("initiator still running {:?} after SIGTERM", sent.elapsed()));
+    let status = status
+        .unwrap_or_else(|| panic!("initiator still running {:?} after SIGTERM", sent.elapsed()));
     assert!(status.success(), "initiator exited with {status}");
 }
 
@@ -135,13 +172,22 @@ fn tunnel_dying_mid_request_gives_502() {
     let h1 = in_flight(&s, "/delay/3000");
     let killed = Instant::now();
     s.initiator.kill();
-    let r1 = h1.join().unwrap().unwrap_or_else(|e| panic!("h1 client got no response: {e}"));
+    let r1 = h1
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("h1 client got no response: {e}"));
     let took = killed.elapsed();
     assert_eq!(r1.status, 502, "h1: {} {}", r1.status, r1.text());
     assert_eq!(r1.header("x-rtun-local-reply"), Some("1"));
-    assert!(took < Duration::from_millis(2000), "502 came {took:?} after the initiator died");
+    assert!(
+        took < Duration::from_millis(2000),
+        "502 came {took:?} after the initiator died"
+    );
     let r2 = h2.join().unwrap();
     // h2: a 502 local reply, or the stream reset (curl error).
-    assert!(r2.status == 502 || (r2.status == 0 && r2.code != 0), "h2: {r2:?}");
+    assert!(
+        r2.status == 502 || (r2.status == 0 && r2.code != 0),
+        "h2: {r2:?}"
+    );
     assert!(admin_stat(s.r.admin, "egress_502_tunnel_error") >= 1);
 }

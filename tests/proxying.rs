@@ -16,8 +16,16 @@ fn statuses_methods_and_framing_pass_through() {
     for code in ["201", "302", "404", "418", "500", "503"] {
         let r = get(e, &format!("/status/{code}"), &n1).unwrap();
         assert_eq!(r.status.to_string(), code, "{}", r.text());
-        assert_eq!(r.header("x-served-by"), Some("svc-1"), "/status/{code} must come from the service");
-        assert_eq!(r.header("x-rtun-local-reply"), None, "/status/{code} is not a local reply");
+        assert_eq!(
+            r.header("x-served-by"),
+            Some("svc-1"),
+            "/status/{code} must come from the service"
+        );
+        assert_eq!(
+            r.header("x-rtun-local-reply"),
+            None,
+            "/status/{code} is not a local reply"
+        );
     }
     for method in ["PUT", "DELETE", "PATCH", "OPTIONS"] {
         let r = http(e, method, "/m", &n1, b"").unwrap();
@@ -33,7 +41,11 @@ fn statuses_methods_and_framing_pass_through() {
     assert!(r.body.is_empty());
     // Query strings survive.
     let r = get(e, "/q?a=1&b=two", &n1).unwrap();
-    assert!(r.text().contains("a=1&b=two") || r.text().contains("/q"), "{}", r.text());
+    assert!(
+        r.text().contains("a=1&b=two") || r.text().contains("/q"),
+        "{}",
+        r.text()
+    );
     // Keep-alive: many requests on one h1 connection.
     let url = format!("http://127.0.0.1:{e}/k");
     let mut args = vec!["--http1.1", "-H", "x-node-id: n1"];
@@ -63,11 +75,26 @@ fn request_bodies_without_content_length_reach_the_service() {
         &format!("http://127.0.0.1:{e}/echo"),
     ]);
     if out.status != 200 || out.text() != "chunked-body-123" {
-        failures.push(format!("h1 chunked upload: {} {:?}", out.status, out.text()));
+        failures.push(format!(
+            "h1 chunked upload: {} {:?}",
+            out.status,
+            out.text()
+        ));
     }
     // h2: `-T -` streams stdin with no content-length.
     let mut child = Command::new(CURL)
-        .args(["-sS", "--max-time", "10", "--http2-prior-knowledge", "-X", "POST", "-H", "x-node-id: n1", "-T", "-"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+            "-H",
+            "x-node-id: n1",
+            "-T",
+            "-",
+        ])
         .arg(format!("http://127.0.0.1:{e}/echo"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -80,9 +107,16 @@ fn request_bodies_without_content_length_reach_the_service() {
     }
     let out = child.wait_with_output().unwrap();
     if String::from_utf8_lossy(&out.stdout) != "h2-streamed-body" {
-        failures.push(format!("h2 upload without content-length echoed {:?}", String::from_utf8_lossy(&out.stdout)));
+        failures.push(format!(
+            "h2 upload without content-length echoed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
     }
-    assert!(failures.is_empty(), "bodies lost on the way to the service:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "bodies lost on the way to the service:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -93,11 +127,19 @@ fn smuggling_shaped_requests_rejected() {
     let raw = b"POST /echo HTTP/1.1\r\nhost: x\r\nx-node-id: n1\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\nx-node-id: n1\r\n\r\n";
     let reply = raw_exchange(e, raw, Duration::from_secs(3));
     let text = String::from_utf8_lossy(&reply);
-    assert!(!text.contains("/smuggled"), "smuggled request reached the service:\n{text}");
+    assert!(
+        !text.contains("/smuggled"),
+        "smuggled request reached the service:\n{text}"
+    );
     // Two different content-lengths.
     let raw = b"POST /echo HTTP/1.1\r\nhost: x\r\nx-node-id: n1\r\ncontent-length: 3\r\ncontent-length: 5\r\n\r\nabcde";
     let reply = raw_exchange(e, raw, Duration::from_secs(3));
-    assert_eq!(status_of(&reply), Some(400), "{}", String::from_utf8_lossy(&reply));
+    assert_eq!(
+        status_of(&reply),
+        Some(400),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
     // Still serving.
     assert_eq!(get(e, "/ok", &[("x-node-id", "n1")]).unwrap().status, 200);
 }
@@ -107,7 +149,12 @@ fn local_service_down_gives_5xx_not_hang() {
     let mut s = Stack::start("service-down", ResponderOpts::new(), 1, |_| {});
     s.service.kill();
     let r = get(s.r.egress, "/x", &[("x-node-id", "n1")]).unwrap();
-    assert!(r.status == 502 || r.status == 503, "{} {}", r.status, r.text());
+    assert!(
+        r.status == 502 || r.status == 503,
+        "{} {}",
+        r.status,
+        r.text()
+    );
     // The tunnel itself stays up.
     assert_eq!(tunnels_of(s.r.admin, "n1"), 1);
     // And the service coming back is used again.
@@ -128,7 +175,9 @@ fn local_cluster_over_http2() {
     let mut i = InitiatorOpts::new("n1", "c1", r.tunnel, svc);
     i.protocol = "http2".into();
     let _initiator = i.spawn(&dir, "initiator");
-    assert!(wait_until(Duration::from_secs(5), || tunnels_of(r.admin, "n1") == 1));
+    assert!(wait_until(Duration::from_secs(5), || tunnels_of(
+        r.admin, "n1"
+    ) == 1));
     let resp = get(r.egress, "/via-h2", &[("x-node-id", "n1")]).unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.header("x-served-by"), Some("svc-1"));
@@ -141,25 +190,53 @@ fn local_cluster_over_http2() {
 #[test]
 fn split_tunnels_spread_over_shards_with_bodies_and_many_connections() {
     // Three tunnels from a two-shard initiator to a two-shard responder.
-    let r = ResponderOpts { shards: 2, ..ResponderOpts::new() };
+    let r = ResponderOpts {
+        shards: 2,
+        ..ResponderOpts::new()
+    };
     let s = Stack::start("split-tunnels", r, 3, |i| {
         i.shards = 2;
     });
-    assert!(wait_until(Duration::from_secs(3), || tunnels_of(s.r.admin, "n1") == 3), "{:?}", admin_tunnels(s.r.admin));
+    assert!(
+        wait_until(Duration::from_secs(3), || tunnels_of(s.r.admin, "n1") == 3),
+        "{:?}",
+        admin_tunnels(s.r.admin)
+    );
     let tunnels = admin_get(s.r.admin, "/tunnels").unwrap();
-    let line = tunnels.lines().find(|l| l.starts_with("n1 ")).unwrap().to_owned();
+    let line = tunnels
+        .lines()
+        .find(|l| l.starts_with("n1 "))
+        .unwrap()
+        .to_owned();
     // Spread over the responder's shards: [2, 1] or [1, 2].
-    assert!(line.contains("[2, 1]") || line.contains("[1, 2]"), "tunnels not spread over shards: {line}");
+    assert!(
+        line.contains("[2, 1]") || line.contains("[1, 2]"),
+        "tunnels not spread over shards: {line}"
+    );
     let input: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     for k in 0..20 {
         let r = http(s.r.egress, "POST", "/echo", &[("x-node-id", "n1")], &input).unwrap();
         assert_eq!(r.status, 200, "{k}: {}", r.text());
-        assert!(r.body == input, "{k}: echo differs ({} bytes)", r.body.len());
+        assert!(
+            r.body == input,
+            "{k}: echo differs ({} bytes)",
+            r.body.len()
+        );
     }
     // Many h2 connections over both shards at once.
     let url = format!("http://127.0.0.1:{}/bytes/10000", s.r.egress);
     let out = Command::new(H2LOAD)
-        .args(["-n", "2000", "-c", "8", "-m", "32", "-H", "x-node-id: n1", &url])
+        .args([
+            "-n",
+            "2000",
+            "-c",
+            "8",
+            "-m",
+            "32",
+            "-H",
+            "x-node-id: n1",
+            &url,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

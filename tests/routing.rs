@@ -26,12 +26,23 @@ fn by_node_id_over_http1_and_h2c() {
     assert_eq!(h2.http_version, "2");
     assert_eq!(h2.status, 200, "h2c: {h2:?}");
     assert_eq!(h2.header("x-served-by"), Some("svc-1"));
-    assert!(h2.text().contains("/hello/world"), "h2c body: {}", h2.text());
+    assert!(
+        h2.text().contains("/hello/world"),
+        "h2c body: {}",
+        h2.text()
+    );
 
     // Bodies go both ways on both protocols.
     let echo = format!("http://127.0.0.1:{}/echo", s.r.egress);
     for proto in ["--http1.1", "--http2-prior-knowledge"] {
-        let out = curl(&[proto, "-H", "x-node-id: n1", "--data-binary", "ping-pong-body", &echo]);
+        let out = curl(&[
+            proto,
+            "-H",
+            "x-node-id: n1",
+            "--data-binary",
+            "ping-pong-body",
+            &echo,
+        ]);
         assert_eq!(out.status, 200, "{proto}: {out:?}");
         assert_eq!(out.text(), "ping-pong-body", "{proto}");
     }
@@ -41,7 +52,10 @@ fn by_node_id_over_http1_and_h2c() {
 #[test]
 fn by_cluster_id_across_three_initiators() {
     let dir = TempDir::new("cluster-share");
-    let r = ResponderOpts { shards: 2, ..ResponderOpts::new() };
+    let r = ResponderOpts {
+        shards: 2,
+        ..ResponderOpts::new()
+    };
     let responder = r.spawn(&dir, "responder");
     let mut procs = Vec::new();
     for n in 1..=3 {
@@ -58,7 +72,11 @@ fn by_cluster_id_across_three_initiators() {
             admin_tunnels(r.admin)
         );
     }
-    assert!(tunnels_of(r.admin, "shared") >= 3, "{:?}", admin_tunnels(r.admin));
+    assert!(
+        tunnels_of(r.admin, "shared") >= 3,
+        "{:?}",
+        admin_tunnels(r.admin)
+    );
 
     let mut served: HashMap<String, u32> = HashMap::new();
     for k in 0..60 {
@@ -70,7 +88,10 @@ fn by_cluster_id_across_three_initiators() {
     }
     for n in 1..=3 {
         let name = format!("svc-{n}");
-        assert!(served.get(&name).copied().unwrap_or(0) > 0, "{name} got no share: {served:?}");
+        assert!(
+            served.get(&name).copied().unwrap_or(0) > 0,
+            "{name} got no share: {served:?}"
+        );
     }
     assert_eq!(served.values().sum::<u32>(), 60);
     drop(responder);
@@ -91,17 +112,33 @@ fn local_replies_503_400_404() {
 
     let unknown = get(e, "/api/x", &[("x-node-id", "no-such-node-77")]).unwrap();
     assert_eq!(unknown.status, 503, "{}", unknown.text());
-    assert!(unknown.text().contains("no-such-node-77"), "503 body: {}", unknown.text());
+    assert!(
+        unknown.text().contains("no-such-node-77"),
+        "503 body: {}",
+        unknown.text()
+    );
     assert_eq!(unknown.header("x-rtun-local-reply"), Some("1"));
 
     let unknown_cluster = get(e, "/api/x", &[("x-cluster-id", "no-such-cluster")]).unwrap();
     assert_eq!(unknown_cluster.status, 503);
-    assert!(unknown_cluster.text().contains("no-such-cluster"), "{}", unknown_cluster.text());
+    assert!(
+        unknown_cluster.text().contains("no-such-cluster"),
+        "{}",
+        unknown_cluster.text()
+    );
 
     let none = get(e, "/api/x", &[]).unwrap();
     assert_eq!(none.status, 400, "{}", none.text());
-    assert!(none.text().contains("x-node-id"), "400 body: {}", none.text());
-    assert!(none.text().contains("x-cluster-id"), "400 body: {}", none.text());
+    assert!(
+        none.text().contains("x-node-id"),
+        "400 body: {}",
+        none.text()
+    );
+    assert!(
+        none.text().contains("x-cluster-id"),
+        "400 body: {}",
+        none.text()
+    );
     assert_eq!(none.header("x-rtun-local-reply"), Some("1"));
 
     let unrouted = get(e, "/other", &[("x-node-id", "n1")]).unwrap();
@@ -123,7 +160,10 @@ fn local_replies_503_400_404() {
 
 #[test]
 fn cross_shard_fallback_single_tunnel_two_shards() {
-    let r = ResponderOpts { shards: 2, ..ResponderOpts::new() };
+    let r = ResponderOpts {
+        shards: 2,
+        ..ResponderOpts::new()
+    };
     let s = Stack::start("cross-shard", r, 1, |_| {});
     assert_eq!(tunnels_of(s.r.admin, "n1"), 1);
     let mut failures = Vec::new();
@@ -135,7 +175,11 @@ fn cross_shard_fallback_single_tunnel_two_shards() {
             Err(e) => failures.push(format!("{k}: {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} of 100 failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of 100 failed: {failures:?}",
+        failures.len()
+    );
     // With 100 fresh connections over 2 SO_REUSEPORT listeners, some land on the other shard.
     let cross = admin_stat(s.r.admin, "egress_cross_shard");
     assert!(
@@ -148,10 +192,16 @@ fn cross_shard_fallback_single_tunnel_two_shards() {
 }
 
 fn h2load_succeeded(args: &[&str]) -> (u64, u64, String) {
-    let out = Command::new(H2LOAD).args(args).output().expect("run h2load");
+    let out = Command::new(H2LOAD)
+        .args(args)
+        .output()
+        .expect("run h2load");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     // "requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored, 0 timeout"
-    let line = text.lines().find(|l| l.starts_with("requests:")).unwrap_or("");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or("");
     let field = |name: &str| -> u64 {
         line.trim_start_matches("requests:")
             .split(',')
@@ -159,8 +209,16 @@ fn h2load_succeeded(args: &[&str]) -> (u64, u64, String) {
             .and_then(|f| f.trim().split(' ').next()?.parse().ok())
             .unwrap_or(0)
     };
-    let codes = text.lines().find(|l| l.starts_with("status codes:")).unwrap_or("").to_owned();
-    (field("succeeded"), field("total"), format!("{line}\n{codes}\n{text}"))
+    let codes = text
+        .lines()
+        .find(|l| l.starts_with("status codes:"))
+        .unwrap_or("")
+        .to_owned();
+    (
+        field("succeeded"),
+        field("total"),
+        format!("{line}\n{codes}\n{text}"),
+    )
 }
 
 #[test]
@@ -169,18 +227,39 @@ fn two_hundred_concurrent_streams_over_one_tunnel() {
     assert_eq!(tunnels_of(s.r.admin, "n1"), 1);
     let url = format!("http://127.0.0.1:{}/delay/300", s.r.egress);
     let started = Instant::now();
-    let (ok, total, report) =
-        h2load_succeeded(&["-n", "200", "-c", "1", "-m", "200", "-H", "x-node-id: n1", &url]);
+    let (ok, total, report) = h2load_succeeded(&[
+        "-n",
+        "200",
+        "-c",
+        "1",
+        "-m",
+        "200",
+        "-H",
+        "x-node-id: n1",
+        &url,
+    ]);
     let took = started.elapsed();
     assert_eq!(total, 200, "{report}");
     assert_eq!(ok, 200, "{report}");
     assert!(report.contains("200 2xx"), "{report}");
     // 200 requests of 300 ms each over one connection: concurrent, not serialised.
-    assert!(took < Duration::from_secs(5), "200 x /delay/300 took {took:?}: streams were not concurrent");
+    assert!(
+        took < Duration::from_secs(5),
+        "200 x /delay/300 took {took:?}: streams were not concurrent"
+    );
 
     let url = format!("http://127.0.0.1:{}/hello", s.r.egress);
-    let (ok, total, report) =
-        h2load_succeeded(&["-n", "2000", "-c", "1", "-m", "200", "-H", "x-node-id: n1", &url]);
+    let (ok, total, report) = h2load_succeeded(&[
+        "-n",
+        "2000",
+        "-c",
+        "1",
+        "-m",
+        "200",
+        "-H",
+        "x-node-id: n1",
+        &url,
+    ]);
     assert_eq!(total, 2000, "{report}");
     assert_eq!(ok, 2000, "{report}");
     assert_eq!(tunnels_of(s.r.admin, "n1"), 1);
@@ -188,14 +267,20 @@ fn two_hundred_concurrent_streams_over_one_tunnel() {
 
 #[test]
 fn route_timeout_gives_504() {
-    let r = ResponderOpts { routes: "[{ prefix: /, timeout: 300ms }]".into(), ..ResponderOpts::new() };
+    let r = ResponderOpts {
+        routes: "[{ prefix: /, timeout: 300ms }]".into(),
+        ..ResponderOpts::new()
+    };
     let s = Stack::start("route-timeout", r, 1, |_| {});
     let started = Instant::now();
     let resp = get(s.r.egress, "/delay/2000", &[("x-node-id", "n1")]).unwrap();
     let took = started.elapsed();
     assert_eq!(resp.status, 504, "{}", resp.text());
     assert_eq!(resp.header("x-rtun-local-reply"), Some("1"));
-    assert!(took < Duration::from_millis(1500), "504 came after {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "504 came after {took:?}"
+    );
     assert!(admin_stat(s.r.admin, "egress_504_timeout") >= 1);
     // A fast request on the same route still works.
     let ok = get(s.r.egress, "/delay/10", &[("x-node-id", "n1")]).unwrap();

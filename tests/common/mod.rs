@@ -101,7 +101,10 @@ impl Proc {
         let child = Command::new(program)
             .args(args)
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", std::env::var("RTUN_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RTUN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -168,7 +171,12 @@ impl Drop for Proc {
                 let start = lines.len().saturating_sub(80);
                 lines[start..].join("\n")
             };
-            eprintln!("----- log of {} ({}) -----\n{tail}\n----- end of {} -----", self.name, self.log.display(), self.name);
+            eprintln!(
+                "----- log of {} ({}) -----\n{tail}\n----- end of {} -----",
+                self.name,
+                self.log.display(),
+                self.name
+            );
         }
     }
 }
@@ -182,8 +190,16 @@ pub fn spawn_rtun(dir: &TempDir, name: &str, yaml: &str) -> Proc {
 /// `rtun service --listen 127.0.0.1:<port> --name <name>`, waited for.
 pub fn spawn_service(dir: &TempDir, name: &str, port: u16) -> Proc {
     let listen = format!("127.0.0.1:{port}");
-    let p = Proc::spawn(dir, name, RTUN, &["service", "--listen", &listen, "--name", name]);
-    assert!(wait_for_port(port, Duration::from_secs(10)), "service {name} did not listen on {port}");
+    let p = Proc::spawn(
+        dir,
+        name,
+        RTUN,
+        &["service", "--listen", &listen, "--name", name],
+    );
+    assert!(
+        wait_for_port(port, Duration::from_secs(10)),
+        "service {name} did not listen on {port}"
+    );
     p
 }
 
@@ -246,7 +262,8 @@ pub fn http(
     let mut s = TcpStream::connect_timeout(&addr(port), Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -274,7 +291,13 @@ pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> 
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid(format!("no response head in {} bytes: {:?}", raw.len(), String::from_utf8_lossy(&raw[..raw.len().min(200)]))))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "no response head in {} bytes: {:?}",
+                raw.len(),
+                String::from_utf8_lossy(&raw[..raw.len().min(200)])
+            ))
+        })?;
     let head = std::str::from_utf8(&raw[..end]).map_err(|_| invalid("head not utf-8"))?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
@@ -322,7 +345,11 @@ pub fn parse_response(raw: &[u8], head_only: bool) -> std::io::Result<Response> 
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Sends raw bytes to 127.0.0.1:port and reads until EOF or `timeout`; returns what was read.
@@ -401,8 +428,15 @@ pub fn curl(args: &[&str]) -> CurlOut {
     let mut lines = block.lines();
     let status_line = lines.next().unwrap_or("");
     let mut parts = status_line.split(' ');
-    let http_version = parts.next().unwrap_or("").trim_start_matches("HTTP/").to_owned();
-    let status = parts.next().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let http_version = parts
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("HTTP/")
+        .to_owned();
+    let status = parts
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -422,7 +456,10 @@ pub fn curl(args: &[&str]) -> CurlOut {
 
 /// GET an admin path; None when the admin listener does not answer.
 pub fn admin_get(port: u16, path: &str) -> Option<String> {
-    get(port, path, &[]).ok().filter(|r| r.status == 200).map(|r| r.text())
+    get(port, path, &[])
+        .ok()
+        .filter(|r| r.status == 200)
+        .map(|r| r.text())
 }
 
 /// All counters of `/stats`.
@@ -618,7 +655,10 @@ impl InitiatorOpts {
     pub fn spawn(&self, dir: &TempDir, name: &str) -> Proc {
         let p = spawn_rtun(dir, name, &self.yaml());
         if let Some(a) = self.admin {
-            assert!(wait_for_port(a, Duration::from_secs(10)), "initiator {name} admin did not listen");
+            assert!(
+                wait_for_port(a, Duration::from_secs(10)),
+                "initiator {name} admin did not listen"
+            );
         }
         p
     }
@@ -629,7 +669,8 @@ impl InitiatorOpts {
 pub fn wait_tunnels(r: &ResponderOpts, node: &str, count: u32, timeout: Duration) -> bool {
     wait_until(timeout, || {
         tunnels_of(r.admin, node) >= count
-            && get(r.egress, &r.probe_path, &[("x-node-id", node)]).is_ok_and(|resp| resp.status == 200)
+            && get(r.egress, &r.probe_path, &[("x-node-id", node)])
+                .is_ok_and(|resp| resp.status == 200)
     })
 }
 
@@ -645,7 +686,12 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn start(name: &str, r: ResponderOpts, count: u32, tweak: impl FnOnce(&mut InitiatorOpts)) -> Stack {
+    pub fn start(
+        name: &str,
+        r: ResponderOpts,
+        count: u32,
+        tweak: impl FnOnce(&mut InitiatorOpts),
+    ) -> Stack {
         let dir = TempDir::new(name);
         let svc_port = port();
         let service = spawn_service(&dir, "svc-1", svc_port);
@@ -656,8 +702,19 @@ impl Stack {
         let initiator = i.spawn(&dir, "initiator");
         let node = i.node.clone();
         let ok = wait_tunnels(&r, &node, count, Duration::from_secs(10));
-        let stack = Stack { dir, r, i, responder, initiator, service };
-        assert!(ok, "tunnels of {node} did not come up: {:?}", admin_tunnels(stack.r.admin));
+        let stack = Stack {
+            dir,
+            r,
+            i,
+            responder,
+            initiator,
+            service,
+        };
+        assert!(
+            ok,
+            "tunnels of {node} did not come up: {:?}",
+            admin_tunnels(stack.r.admin)
+        );
         stack
     }
 }
