@@ -16,7 +16,9 @@ use hyper::service::service_fn;
 use crate::config::AdminConfig;
 use crate::http::io::HyperIo;
 use crate::http::local_reply::text;
+use crate::http::rt::ShardTimer;
 use crate::responder::Responder;
+use crate::shard::accept_loop;
 use crate::shard::shutdown::ShutdownSignal;
 use crate::stats::Stats;
 
@@ -34,14 +36,9 @@ pub async fn run(
             return crate::app::fatal();
         }
     };
-    loop {
-        let accepted = monoio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
+    accept_loop(listener, &shutdown, "admin", |stream, _| {
         let Ok(io) = stream.try_into_poll_io() else {
-            continue;
+            return;
         };
         let (stats, responder) = (stats.clone(), responder.clone());
         monoio::spawn(async move {
@@ -50,10 +47,13 @@ pub async fn run(
                 async move { Ok::<_, Infallible>(page) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(ShardTimer)
+                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(HyperIo(io), service)
                 .await;
         });
-    }
+    })
+    .await
 }
 
 fn page(

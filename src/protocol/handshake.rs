@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+/// One rule for ids, shared with the configuration (DESIGN §3).
+pub use crate::config::{validate_id, IdError};
+
 /// Path of the handshake request unless `request_path` says otherwise.
 pub const DEFAULT_REQUEST_PATH: &str = "/reverse_connections/request";
 /// Upper bound of a handshake message (request or response), head and body together.
@@ -35,52 +38,12 @@ pub const TENANT_ID_HEADER: &str = "x-envoy-reverse-tunnel-tenant-id";
 /// Header naming the responder cluster in the initiator's configuration (informational).
 pub const UPSTREAM_CLUSTER_HEADER: &str = "x-envoy-reverse-tunnel-upstream-cluster-name";
 
-/// Longest node, cluster or tenant id, in bytes.
-pub const MAX_ID_BYTES: usize = 255;
-
 /// Who an initiator says it is: the keys under which the responder registers its tunnels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelIdentity {
     pub node_id: String,
     pub cluster_id: String,
     pub tenant_id: String,
-}
-
-/// Why a node, cluster or tenant id is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum IdError {
-    #[error("is empty")]
-    Empty,
-    #[error("is {0} bytes long (at most {MAX_ID_BYTES})")]
-    TooLong(usize),
-    #[error("contains ':' at byte {0}")]
-    Colon(usize),
-    #[error("contains a byte that is not visible ASCII (0x{byte:02x}) at byte {position}")]
-    NotVisibleAscii { position: usize, byte: u8 },
-}
-
-/// Checks an id: 1..=255 bytes of visible ASCII (`0x21..=0x7e`) without `:`; with `allow_empty`
-/// (the tenant id) the empty string is accepted too.
-pub fn validate_id(value: &str, allow_empty: bool) -> Result<(), IdError> {
-    if value.is_empty() {
-        return if allow_empty {
-            Ok(())
-        } else {
-            Err(IdError::Empty)
-        };
-    }
-    if value.len() > MAX_ID_BYTES {
-        return Err(IdError::TooLong(value.len()));
-    }
-    for (position, &byte) in value.as_bytes().iter().enumerate() {
-        if byte == b':' {
-            return Err(IdError::Colon(position));
-        }
-        if !(0x21..=0x7e).contains(&byte) {
-            return Err(IdError::NotVisibleAscii { position, byte });
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -477,29 +440,6 @@ mod tests {
             Ok(Some(done)) => done,
             other => panic!("expected an accepted handshake, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn validate_id_rules() {
-        assert_eq!(validate_id("edge-42", false), Ok(()));
-        assert_eq!(validate_id("", false), Err(IdError::Empty));
-        assert_eq!(validate_id("", true), Ok(()));
-        assert_eq!(validate_id("a:b", false), Err(IdError::Colon(1)));
-        assert_eq!(validate_id(&"a".repeat(255), false), Ok(()));
-        assert_eq!(
-            validate_id(&"a".repeat(256), true),
-            Err(IdError::TooLong(256))
-        );
-        assert_eq!(
-            validate_id("a b", false),
-            Err(IdError::NotVisibleAscii {
-                position: 1,
-                byte: b' '
-            })
-        );
-        assert!(validate_id("a\u{7f}", false).is_err());
-        assert!(validate_id("é", false).is_err());
-        assert!(validate_id("!~", false).is_ok());
     }
 
     #[test]

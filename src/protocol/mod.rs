@@ -9,7 +9,7 @@ pub mod rping;
 pub use handshake::{
     encode_response, parse_request, parse_response, validate_id, AcceptedHandshake, HandshakeError,
     HandshakeRequest, HandshakeResponse, IdError, Rejection, TunnelIdentity, CLUSTER_ID_HEADER,
-    DEFAULT_REQUEST_PATH, MAX_HANDSHAKE_BYTES, MAX_HEADERS, MAX_ID_BYTES, MAX_RETRY_AFTER,
-    NODE_ID_HEADER, TENANT_ID_HEADER, UPSTREAM_CLUSTER_HEADER,
+    DEFAULT_REQUEST_PATH, MAX_HANDSHAKE_BYTES, MAX_HEADERS, MAX_RETRY_AFTER, NODE_ID_HEADER,
+    TENANT_ID_HEADER, UPSTREAM_CLUSTER_HEADER,
 };
 pub use rping::{RpingFilter, RpingStep, RPING};

@@ -13,6 +13,7 @@ use super::{ResponderShard, ShardMsg};
 use crate::protocol::{
     encode_response, parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES,
 };
+use crate::shard::accept_loop;
 use crate::shard::directory::PlaceError;
 use crate::stats::inc;
 
@@ -21,23 +22,11 @@ const RETRY_AFTER_SECS: u64 = 5;
 
 /// Accepts tunnel connections until shutdown.
 pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
-    loop {
-        let accepted = monoio::select! {
-            accepted = listener.accept() => accepted,
-            _ = ctx.shared.shutdown.wait() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                ctx.tasks.spawn(handle(ctx.clone(), stream, peer));
-            }
-            Err(e) => {
-                tracing::warn!("tunnel listener accept: {e}");
-                // Out of descriptors and similar: back off instead of spinning.
-                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let shutdown = ctx.shared.shutdown.clone();
+    accept_loop(listener, &shutdown, "tunnel listener", |stream, peer| {
+        ctx.tasks.spawn(handle(ctx.clone(), stream, peer))
+    })
+    .await
 }
 
 async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::SocketAddr) {

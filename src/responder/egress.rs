@@ -26,6 +26,7 @@ use crate::http::io::{sniff_h2, HyperIo};
 use crate::http::proxy_headers;
 use crate::http::route::match_route;
 use crate::http::rt::{ShardExecutor, ShardTimer};
+use crate::shard::accept_loop;
 use crate::stats::inc;
 
 /// A client must send its request head within this time (slowloris defence).
@@ -33,25 +34,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts egress connections until shutdown.
 pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
-    loop {
-        let accepted = monoio::select! {
-            accepted = listener.accept() => accepted,
-            _ = ctx.shared.shutdown.wait() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                ctx.tasks.spawn(serve_connection(ctx.clone(), stream, peer));
-            }
-            Err(e) => {
-                tracing::warn!("egress accept: {e}");
-                monoio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let shutdown = ctx.shared.shutdown.clone();
+    accept_loop(listener, &shutdown, "egress", |stream, peer| {
+        ctx.tasks.spawn(serve_connection(ctx.clone(), stream, peer))
+    })
+    .await
 }
 
 async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
     let io = match stream.try_into_poll_io() {
         Ok(io) => io,
         Err((e, _)) => {

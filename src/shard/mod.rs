@@ -13,6 +13,11 @@ pub mod tracker;
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use monoio::net::{TcpListener, TcpStream};
+
+use shutdown::ShutdownSignal;
 
 /// Index of a shard, `0..shards`.
 pub type ShardId = usize;
@@ -25,4 +30,30 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<monoio::net::TcpListener> 
         .reuse_addr(true)
         .backlog(4096);
     monoio::net::TcpListener::bind_with_config(addr, &opts)
+}
+
+/// Accepts on `listener` until shutdown, handing each connection to `on_accept`. Accept errors
+/// (out of descriptors, aborted handshakes) are logged and briefly backed off, never fatal.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shutdown: &ShutdownSignal,
+    what: &str,
+    mut on_accept: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                on_accept(stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!("{what} accept: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
