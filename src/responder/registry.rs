@@ -138,16 +138,6 @@ impl Registry {
         self.clusters.retain(|_, e| !e.nodes.is_empty());
         before - (self.nodes.len() + self.clusters.len())
     }
-
-    pub fn tunnels(&self) -> impl Iterator<Item = &Rc<TunnelHandle>> {
-        self.nodes.values().flatten()
-    }
-
-    /// Takes every tunnel out (drain): no new streams are opened on them.
-    pub fn clear(&mut self) -> Vec<Rc<TunnelHandle>> {
-        self.clusters.clear();
-        self.nodes.drain().flat_map(|(_, ts)| ts).collect()
-    }
 }
 
 fn least_loaded(tunnels: &[Rc<TunnelHandle>]) -> Option<Rc<TunnelHandle>> {
@@ -156,4 +146,66 @@ fn least_loaded(tunnels: &[Rc<TunnelHandle>]) -> Option<Rc<TunnelHandle>> {
         .filter(|t| t.has_capacity())
         .min_by_key(|t| t.active_streams())
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tunnel handle over an in-memory pipe (no peer needed: nothing is sent).
+    async fn handle(id: u64, node: &str, cluster: &str, max_streams: usize) -> Rc<TunnelHandle> {
+        let (io, peer) = tokio::io::duplex(64 * 1024);
+        std::mem::forget(peer); // keep the pipe open for the test's lifetime
+        let (send, _conn) = h2::client::handshake(io).await.expect("client handshake");
+        let identity = TunnelIdentity {
+            node_id: node.into(),
+            cluster_id: cluster.into(),
+            tenant_id: String::new(),
+        };
+        Rc::new(TunnelHandle::new(id, identity, send, max_streams))
+    }
+
+    #[monoio::test]
+    async fn node_picks_least_loaded_tunnel_with_capacity() {
+        let mut r = Registry::default();
+        let (a, b) = (handle(1, "n", "c", 2).await, handle(2, "n", "c", 2).await);
+        r.insert(a.clone());
+        r.insert(b.clone());
+        let _busy = (a.stream_guard(), a.stream_guard());
+        assert_eq!(r.pick("n").map(|t| t.id), Some(2), "a is full");
+        let _g = b.stream_guard();
+        assert_eq!(r.pick("n").map(|t| t.id), Some(2), "b still has room");
+        let _g2 = b.stream_guard();
+        assert!(r.pick("n").is_none(), "both full");
+    }
+
+    #[monoio::test]
+    async fn cluster_round_robins_over_nodes() {
+        let mut r = Registry::default();
+        for (id, node) in [(1, "n1"), (2, "n2"), (3, "n3")] {
+            r.insert(handle(id, node, "c", 10).await);
+        }
+        let picks: Vec<u64> = (0..6).filter_map(|_| r.pick("c").map(|t| t.id)).collect();
+        assert_eq!(picks, [1, 2, 3, 1, 2, 3]);
+        assert_eq!(r.pick("n2").map(|t| t.id), Some(2), "a node id still works");
+    }
+
+    #[monoio::test]
+    async fn removal_is_immediate_and_cleans_entries() {
+        let mut r = Registry::default();
+        let t = handle(7, "n", "c", 10).await;
+        r.insert(t.clone());
+        r.remove(7, &t.identity);
+        assert!(r.pick("n").is_none());
+        assert!(r.pick("c").is_none());
+        assert_eq!(r.sweep(), 0, "nothing left to sweep");
+    }
+
+    #[test]
+    fn stream_guard_counts_until_dropped() {
+        let active = Arc::new(AtomicUsize::new(0));
+        active.fetch_add(1, Ordering::Relaxed);
+        drop(StreamGuard(active.clone()));
+        assert_eq!(active.load(Ordering::Relaxed), 0);
+    }
 }

@@ -42,12 +42,4 @@ impl<M> Mesh<M> {
             None => Err(ShardGone(shard)),
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.senders.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.senders.is_empty()
-    }
 }
