@@ -46,6 +46,9 @@ counters! {
     tunnels_closed,
     /// Requests received on the egress listener.
     egress_requests,
+    /// Egress connections closed because a request head did not arrive within
+    /// header_read_timeout (slow clients).
+    egress_header_timeout,
     /// Egress requests handed to another shard's tunnel.
     egress_cross_shard,
     /// Egress 400: no host id could be computed.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -241,4 +242,41 @@ fn split_tunnels_spread_over_shards_with_bodies_and_many_connections() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2000 succeeded, 0 failed"), "{text}");
+}
+
+#[test]
+fn oversized_headers_get_431_and_slow_clients_are_cut_off() {
+    let dir = TempDir::new("limits");
+    let r = ResponderOpts::new();
+    // The egress listener is the last section of the generated file.
+    let yaml = r.yaml() + "    header_read_timeout: 1s\n    max_request_headers_kb: 8\n";
+    let _responder = spawn_rtun(&dir, "responder", &yaml);
+    for port in [r.egress, r.admin] {
+        assert!(wait_for_port(port, Duration::from_secs(10)));
+    }
+    // 16 KiB of headers against an 8 KiB limit.
+    let big = "x".repeat(16 * 1024);
+    let resp = get(r.egress, "/hello", &[("x-node-id", "n1"), ("x-big", &big)]).expect("answer");
+    assert_eq!(resp.status, 431);
+
+    // A client that sends half a request head and stalls is closed after the timeout.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", r.egress)).expect("connect");
+    slow.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed by the responder, not our read timeout"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || admin_stat(
+            r.admin,
+            "egress_header_timeout"
+        ) >= 1),
+        "the slow client is counted: {:?}",
+        admin_stats(r.admin)
+    );
 }

@@ -323,6 +323,10 @@ pub struct EgressListenerConfig {
     /// Default whole-request timeout (> 0); none when absent.
     #[serde(default, deserialize_with = "duration::option_positive")]
     pub request_timeout: Option<Duration>,
+    /// A client must send each request head within this time, or its connection is closed
+    /// (slow-client defence; default 30s).
+    #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
+    pub header_read_timeout: Duration,
 }
 
 /// An egress route: requests whose path starts with `prefix` are carried through tunnels.

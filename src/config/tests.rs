@@ -127,6 +127,7 @@ fn defaults() {
     assert_eq!(e.pending_timeout, None);
     assert_eq!(e.max_request_headers_kb, 60);
     assert_eq!(e.request_timeout, None);
+    assert_eq!(e.header_read_timeout, Duration::from_secs(30));
 
     let config = ok(&initiator(
         "",

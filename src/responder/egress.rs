@@ -29,9 +29,6 @@ use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::shard::accept_loop;
 use crate::stats::inc;
 
-/// A client must send its request head within this time (slowloris defence).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Accepts egress connections until shutdown.
 pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
     let shutdown = ctx.shared.shutdown.clone();
@@ -49,9 +46,11 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
             return;
         }
     };
-    let Ok(Some((is_h2, io))) = monoio::time::timeout(HEADER_READ_TIMEOUT, sniff_h2(io)).await
-    else {
-        return;
+    let header_timeout = ctx.shared.cfg().egress_listener.header_read_timeout;
+    let (is_h2, io) = match monoio::time::timeout(header_timeout, sniff_h2(io)).await {
+        Ok(Some(sniffed)) => sniffed,
+        Ok(None) => return, // closed before sending anything
+        Err(_) => return inc(&ctx.stats().egress_header_timeout),
     };
     let io = HyperIo(io);
     let service = {
@@ -72,15 +71,15 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
             .initial_connection_window_size(super::tunnel::CONNECTION_WINDOW)
             .max_concurrent_streams(1024)
             .serve_connection(io, service);
-        serve_until_shutdown(conn, shutdown, drain, peer).await;
+        serve_until_shutdown(&ctx, conn, shutdown, drain, peer).await;
     } else {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(ShardTimer)
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(header_timeout)
             .max_buf_size(max_headers.max(8192))
             .keep_alive(true)
             .serve_connection(io, service);
-        serve_until_shutdown(conn, shutdown, drain, peer).await;
+        serve_until_shutdown(&ctx, conn, shutdown, drain, peer).await;
     }
 }
 
@@ -119,6 +118,7 @@ where
 /// Serves until the connection ends; on shutdown asks it to finish gracefully (GOAWAY or
 /// `connection: close` after the in-flight request) and gives it `drain` to do so.
 async fn serve_until_shutdown<C: GracefulConnection>(
+    ctx: &ResponderShard,
     conn: C,
     shutdown: crate::shard::shutdown::ShutdownSignal,
     drain: Duration,
@@ -144,6 +144,9 @@ async fn serve_until_shutdown<C: GracefulConnection>(
         }
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            inc(&ctx.stats().egress_header_timeout);
+        }
         tracing::debug!(%peer, "egress connection: {e}");
     }
 }
