@@ -286,3 +286,22 @@ fn route_timeout_gives_504() {
     let ok = get(s.r.egress, "/delay/10", &[("x-node-id", "n1")]).unwrap();
     assert_eq!(ok.status, 200);
 }
+
+#[test]
+fn pending_timeout_waits_for_a_tunnel_to_appear() {
+    let dir = TempDir::new("pending");
+    let r = ResponderOpts::new();
+    let _responder = spawn_rtun(&dir, "responder", &(r.yaml() + "    pending_timeout: 8s\n"));
+    for port in [r.egress, r.admin, r.tunnel] {
+        assert!(wait_for_port(port, Duration::from_secs(10)));
+    }
+    let egress = r.egress;
+    let waiting = std::thread::spawn(move || get(egress, "/hello", &[("x-node-id", "late")]));
+    std::thread::sleep(Duration::from_millis(300));
+    let svc = port();
+    let _service = spawn_service(&dir, "svc", svc);
+    let _initiator = InitiatorOpts::new("late", "c1", r.tunnel, svc).spawn(&dir, "initiator");
+    let resp = waiting.join().expect("thread").expect("response");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("GET /hello"));
+}
