@@ -28,6 +28,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Compare .hdr/.hgrm histograms side by side, optionally as an SVG plot.
     Compare(CompareArgs),
+    /// Open N simulated initiator nodes (rtun handshake, then an h2 service) to one responder.
+    Swarm(SwarmArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +106,55 @@ pub struct ServeArgs {
     /// Delay before each response.
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     pub delay: Duration,
+    /// Do not pin threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// The responder's tunnel listener, e.g. 127.0.0.1:9000.
+    #[arg(long)]
+    pub responder: SocketAddr,
+    /// Simulated initiator nodes; node ids are PREFIX0 .. PREFIX{N-1}.
+    #[arg(long)]
+    pub nodes: u64,
+    /// Cluster id every node announces.
+    #[arg(long, default_value = "swarm")]
+    pub cluster: String,
+    /// Tenant id every node announces (may be empty).
+    #[arg(long, default_value = "")]
+    pub tenant: String,
+    /// Node id prefix.
+    #[arg(long, default_value = "edge-")]
+    pub node_prefix: String,
+    /// Tunnels per node.
+    #[arg(long, default_value_t = 1)]
+    pub connections_per_node: u64,
+    /// Source addresses used round-robin: a range 127.0.0.2-127.0.0.20 and/or a comma list.
+    #[arg(long, default_value = "127.0.0.2-127.0.0.20")]
+    pub sources: String,
+    /// Threads (one monoio runtime each); default: available cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Concurrent dials per thread.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Connect and handshake timeout, each.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// Handshake request path (the responder's request_path).
+    #[arg(long, default_value = crate::swarm::REQUEST_PATH)]
+    pub request_path: String,
+    /// Keep the tunnels (and serve requests on them) this long after dialing, then exit.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub hold: Duration,
+    /// Size of the fixed response body.
+    #[arg(long, default_value_t = 64)]
+    pub body_size: usize,
+    /// Write the connect report as JSON to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Do not pin threads to cores.
     #[arg(long)]
     pub no_pin: bool,

@@ -19,6 +19,7 @@ mod serve;
 mod serve_body;
 mod shard;
 mod summary;
+mod swarm;
 mod target;
 
 use std::io::{IsTerminal, Write};
@@ -30,7 +31,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs};
+use crate::cli::{Cli, Command, CompareArgs, RunArgs, ServeArgs, SwarmArgs};
 use crate::header_template::HeaderSpec;
 use crate::run::{Protocol, RunConfig, RunOutput};
 use crate::target::Target;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(args),
         Command::Serve(args) => cmd_serve(args),
         Command::Compare(args) => cmd_compare(args),
+        Command::Swarm(args) => cmd_swarm(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +180,46 @@ fn cmd_compare(args: CompareArgs) -> Result<()> {
         plot::write_svg(path, &inputs, args.y_scale)
             .with_context(|| format!("cannot write plot {}", path.display()))?;
         println!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn cmd_swarm(args: SwarmArgs) -> Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.connections_per_node == 0 {
+        bail!("--connections-per-node must be at least 1");
+    }
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    for (name, value, empty_ok) in [
+        ("--cluster", &args.cluster, false),
+        ("--tenant", &args.tenant, true),
+    ] {
+        rtun::protocol::validate_id(value, empty_ok)
+            .map_err(|e| anyhow::anyhow!("{name} {value:?} {e}"))?;
+    }
+    let cfg = swarm::SwarmConfig {
+        responder: args.responder,
+        nodes: args.nodes,
+        node_prefix: args.node_prefix,
+        cluster: args.cluster,
+        tenant: args.tenant,
+        connections_per_node: args.connections_per_node,
+        sources: swarm::parse_sources(&args.sources)?,
+        threads: args.threads.unwrap_or_else(shard::default_threads),
+        concurrency: args.concurrency,
+        connect_timeout: args.connect_timeout,
+        request_path: args.request_path,
+        hold: args.hold,
+        body: Bytes::from(vec![b'x'; args.body_size]),
+        pin: !args.no_pin,
+    };
+    let report = swarm::run(cfg, args.out)?;
+    if report.tunnels_connected == 0 {
+        bail!("no tunnel connected");
     }
     Ok(())
 }

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw results (results.tsv, runs/*.json, swarm.tsv) into report.md,
+per-load latency plots (loadgen compare), and a short summary on stdout.
+Exit status 1 when a setup that should have run produced no numbers for a load."""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+LOADS = [
+    ("a", "(a) h2 multiplexed closed loop, -c 4 -m 32"),
+    ("b", "(b) HTTP/1.1 keep-alive closed loop, -c 64"),
+    ("c-h2", "(c) open loop at 50 % of direct h2 capacity, -c 4 -m 32"),
+    ("c-h1", "(c) open loop at 50 % of direct HTTP/1.1 capacity, -c 64"),
+    ("c-h2-low", "(c') open loop at 50 % of the slowest setup's h2 capacity, -c 4 -m 32"),
+    ("c-h1-low", "(c') open loop at 50 % of the slowest setup's HTTP/1.1 capacity, -c 64"),
+    ("d", "(d) connection churn: one request per new HTTP/1.1 connection, -c 32"),
+    ("e-down", "(e) bulk download: one response body streamed to the client"),
+    ("e-up", "(e) bulk upload: one request body streamed to the service"),
+    ("f", "(f) many hosts: h2 -c 4 -m 32 through one responder, 1 host vs many hosts"),
+]
+SETUP_ORDER = ["direct", "rtun", "nginx", "rathole", "rathole-nodelay"]
+PEERS = ["nginx", "rathole", "rathole-nodelay"]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt_us(us):
+    if us is None:
+        return "–"
+    if us >= 1000:
+        return f"{us / 1000:.2f} ms"
+    return f"{us:.0f} µs"
+
+
+def fmt_num(x, nd=0):
+    if x is None:
+        return "–"
+    return f"{x:,.{nd}f}"
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def fmt_bps(x):
+    if x is None:
+        return "–"
+    return f"{x / (1 << 20):,.0f} MiB/s"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--duration", default="")
+    ap.add_argument("--bulk", type=int, default=0)
+    ap.add_argument("--shards", default="")
+    ap.add_argument("--elapsed", default="")
+    ap.add_argument("--quick", default="0")
+    ap.add_argument("--expected", default="")
+    ap.add_argument("--skipped", default="")
+    a = ap.parse_args()
+    res = a.results
+
+    rows = defaultdict(list)  # (load, setup) -> [record]
+    with open(os.path.join(res, "results.tsv")) as f:
+        next(f)
+        for line in f:
+            rnd, load, setup, path, ticks, hwm, tck = line.rstrip("\n").split("\t")
+            try:
+                j = json.load(open(path))
+            except (OSError, ValueError):
+                continue
+            lat = j["latency_us"]["corrected"]
+            ticks, tck, hwm = int(ticks), int(tck), int(hwm)
+            has_pids = setup != "direct"
+            cpu_us = ticks * 1e6 / tck if has_pids else None
+            rec = {
+                "round": int(rnd),
+                "path": path,
+                "rps": j["rps"],
+                "ok": j["ok"],
+                "errors": j["errors_total"],
+                "p50": lat["p50"],
+                "p99": lat["p99"],
+                "p999": lat["p99.9"],
+                "max": lat["max"],
+                "cpu_per_req": (cpu_us / j["ok"]) if (cpu_us is not None and j["ok"]) else None,
+                "cpu_s": (cpu_us / 1e6) if cpu_us is not None else None,
+                "rss_mib": (hwm / 1024) if has_pids else None,
+                "rate": j.get("rate"),
+            }
+            if load.startswith("e-"):
+                nbytes = j["bytes_received"] if load == "e-down" else j["bytes_sent"]
+                secs = lat["max"] / 1e6 if lat["max"] else None
+                rec["bps"] = nbytes / secs if (secs and j["ok"]) else None
+                rec["cpu_per_gib"] = (rec["cpu_s"] / (nbytes / (1 << 30))) if (rec["cpu_s"] is not None and nbytes) else None
+            rows[(load, setup)].append(rec)
+
+    def agg(load, setup):
+        rs = rows.get((load, setup))
+        if not rs:
+            return None
+        m = {k: med([r.get(k) for r in rs]) for k in
+             ["rps", "p50", "p99", "p999", "cpu_per_req", "rss_mib", "bps", "cpu_per_gib", "errors"]}
+        m["n"] = len(rs)
+        # the round closest to the median req/s (or bytes/s) stands for the plot
+        key = "bps" if load.startswith("e-") else "rps"
+        target = m[key]
+        m["rep"] = min(rs, key=lambda r: abs((r.get(key) or 0) - (target or 0)))
+        m["unreached"] = sum(1 for r in rs if r["rate"] and not r["rate"]["reached"])
+        return m
+
+    setups_seen = sorted({s for (_, s) in rows}, key=lambda s: (SETUP_ORDER.index(s) if s in SETUP_ORDER else 99, s))
+    plots = os.path.join(res, "plots")
+    os.makedirs(plots, exist_ok=True)
+
+    out = []
+    w = out.append
+    w(f"# rtun benchmark{' (--quick)' if a.quick == '1' else ''}\n")
+    notes = open(os.path.join(res, "notes.txt")).read().strip() if os.path.exists(os.path.join(res, "notes.txt")) else ""
+    uname = os.uname()
+    w(f"- host: {uname.nodename}, {os.cpu_count()} cores, kernel {uname.release}; shared machine, loopback only")
+    w(f"- rtun shards: {a.shards} responder + {a.shards} initiator (two processes); service: `loadgen serve` ({a.shards} threads); client: `loadgen run`")
+    w(f"- {a.rounds} round(s), setups interleaved within each load (A B C D, A B C D, …); each cell is the median over rounds; {a.duration} s measured per run")
+    w(f"- latency is the client's (loadgen, coordinated-omission corrected for open loop); CPU is utime+stime of the proxy processes (rtun: responder + initiator; nginx: master + worker; rathole: server + client) over the run, divided by completed requests; peak RSS is VmHWM summed over those processes, reset before each run (`/proc/PID/clear_refs` 5)")
+    w(f"- bench wall time: {a.elapsed} s")
+    if a.skipped.strip():
+        w(f"- skipped setups: {a.skipped}")
+    if notes:
+        w("\nNotes from the run:\n")
+        for n in notes.splitlines():
+            w(f"- {n}")
+    rates = open(os.path.join(res, "open-loop-rates.txt")).read().split() if os.path.exists(os.path.join(res, "open-loop-rates.txt")) else []
+    w("")
+
+    summary = []
+    for load, title in LOADS:
+        present = [s for s in setups_seen if (load, s) in rows]
+        if not present:
+            continue
+        w(f"## {title}\n")
+        if load == "c-h2" and rates:
+            w(f"Target rate {rates[0]} req/s (50 % of direct (a), round 1).\n")
+        if load == "c-h1" and len(rates) > 1:
+            w(f"Target rate {rates[1]} req/s (50 % of direct (b), round 1).\n")
+        if load == "c-h2-low" and len(rates) > 2:
+            w(f"Target rate {rates[2]} req/s (50 % of the lowest (a) req/s among the setups, round 1): a rate every setup should sustain, so latency is compared below saturation.\n")
+        if load == "c-h1-low" and len(rates) > 3:
+            w(f"Target rate {rates[3]} req/s (50 % of the lowest (b) req/s among the setups, round 1).\n")
+        if load.startswith("e-"):
+            w(f"One request of {a.bulk / (1 << 20):,.0f} MiB over HTTP/1.1 at the client; throughput = bytes / request time.\n")
+        base = agg(load, "direct") if load != "f" else agg(load, "rtun-1host")
+        bulk = load.startswith("e-")
+        if bulk:
+            w("| setup | throughput | time | CPU s/GiB | peak RSS | × direct | runs |")
+            w("|---|---:|---:|---:|---:|---:|---:|")
+        else:
+            basename = "1 host" if load == "f" else "direct"
+            w(f"| setup | req/s | p50 | p99 | p99.9 | CPU µs/req | peak RSS | req/s × {basename} | p99 × {basename} | errors | runs |")
+            w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for s in present:
+            m = agg(load, s)
+            rss = f"{m['rss_mib']:.1f} MiB" if m["rss_mib"] is not None else "–"
+            if bulk:
+                t = fmt_us(m["rep"]["max"])
+                w(f"| {s} | {fmt_bps(m['bps'])} | {t} | {fmt_num(m['cpu_per_gib'], 2)} | {rss} | "
+                  f"{fmt_ratio(m['bps'], base and base['bps'])} | {m['n']} |")
+            else:
+                extra = f" ({m['unreached']} run(s) below the target rate)" if m["unreached"] else ""
+                w(f"| {s} | {fmt_num(m['rps'])}{extra} | {fmt_us(m['p50'])} | {fmt_us(m['p99'])} | {fmt_us(m['p999'])} | "
+                  f"{fmt_num(m['cpu_per_req'], 1)} | {rss} | {fmt_ratio(m['rps'], base and base['rps'])} | "
+                  f"{fmt_ratio(m['p99'], base and base['p99'])} | {fmt_num(m['errors'])} | {m['n']} |")
+        # rtun against each peer
+        r = agg(load, "rtun")
+        peer_lines = []
+        if r:
+            for p in PEERS:
+                pm = agg(load, p)
+                if not pm:
+                    continue
+                if bulk:
+                    peer_lines.append(f"rtun / {p}: throughput {fmt_ratio(r['bps'], pm['bps'])}, CPU per GiB {fmt_ratio(r['cpu_per_gib'], pm['cpu_per_gib'])}, peak RSS {fmt_ratio(r['rss_mib'], pm['rss_mib'])}")
+                else:
+                    peer_lines.append(f"rtun / {p}: req/s {fmt_ratio(r['rps'], pm['rps'])}, CPU/req {fmt_ratio(r['cpu_per_req'], pm['cpu_per_req'])}, p99 {fmt_ratio(r['p99'], pm['p99'])}, peak RSS {fmt_ratio(r['rss_mib'], pm['rss_mib'])}")
+        if peer_lines:
+            w("")
+            for l in peer_lines:
+                w(f"- {l}")
+        # plot from the representative round of each setup
+        d = os.path.join(plots, load)
+        os.makedirs(d, exist_ok=True)
+        files = []
+        for s in present:
+            src = agg(load, s)["rep"]["path"][: -len(".json")] + ".hdr"
+            if os.path.exists(src):
+                dst = os.path.join(d, f"{s}.hdr")
+                shutil.copyfile(src, dst)
+                files.append(dst)
+        if files and not bulk:
+            svg = os.path.join(plots, f"{load}.svg")
+            p = subprocess.run([a.loadgen, "compare", *files, "--plot", svg], capture_output=True, text=True)
+            if p.returncode == 0:
+                w(f"\n![{load} latency by percentile](plots/{load}.svg)\n")
+                w("```")
+                w("\n".join(l for l in p.stdout.splitlines() if not l.startswith("plot written")))
+                w("```")
+        w("")
+        line = f"{load:7s} " + "  ".join(
+            f"{s} {fmt_bps(agg(load, s)['bps']) if bulk else fmt_num(agg(load, s)['rps']) + ' req/s p99 ' + fmt_us(agg(load, s)['p99'])}"
+            for s in present)
+        summary.append(line)
+
+    # scale
+    swarm = []
+    sp = os.path.join(res, "swarm.tsv")
+    if os.path.exists(sp):
+        with open(sp) as f:
+            next(f)
+            swarm = [l.rstrip("\n").split("\t") for l in f if l.strip()]
+    if swarm:
+        w("## Scale: simulated initiators (`loadgen swarm`) against one responder\n")
+        w("Each node: one TCP connection from a 127.0.0.x source (round-robin over 127.0.0.2-20), rtun's handshake, then an h2 server answering 200. RSS is the responder's VmRSS before the swarm and 1-3 s after every tunnel connected (idle, PINGs flowing).\n")
+        w("| scenario | nodes | connected | failures | time to connect all | responder RSS before | after | RSS per idle tunnel |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for sc, n, c, fl, t, b, af, per in swarm:
+            w(f"| {sc} | {n} | {c} | {fl} | {float(t):.2f} s | {int(b)/1024:.1f} MiB | {int(af)/1024:.1f} MiB | {int(per)/1024:.1f} KiB |")
+        w("")
+
+    # targets
+    w("## Targets\n")
+    verdicts = []
+
+    def v(name, ok, detail):
+        verdicts.append((name, ok, detail))
+
+    for load in ["a", "b"]:
+        r, n = agg(load, "rtun"), agg(load, "nginx")
+        if r and n:
+            ok = r["rps"] >= n["rps"] and (r["cpu_per_req"] or 1e9) <= (n["cpu_per_req"] or 0)
+            v(f"({load}) rtun ≥ nginx req/s and ≤ nginx CPU/req", ok,
+              f"req/s {fmt_num(r['rps'])} vs {fmt_num(n['rps'])} ({fmt_ratio(r['rps'], n['rps'])}); CPU/req {fmt_num(r['cpu_per_req'], 1)} vs {fmt_num(n['cpu_per_req'], 1)} µs ({fmt_ratio(r['cpu_per_req'], n['cpu_per_req'])})")
+    for load in ["c-h2", "c-h1", "c-h2-low", "c-h1-low"]:
+        r, n = agg(load, "rtun"), agg(load, "nginx")
+        if r and n:
+            v(f"({load}) rtun p99 ≤ nginx p99 at the same rate", r["p99"] <= n["p99"],
+              f"{fmt_us(r['p99'])} vs {fmt_us(n['p99'])}")
+    r, h = agg("d", "rtun"), agg("d", "rathole")
+    if r and h:
+        v("(d) rtun ≥ 2.5× rathole req/s (churn)", r["rps"] >= 2.5 * h["rps"],
+          f"{fmt_num(r['rps'])} vs {fmt_num(h['rps'])} ({fmt_ratio(r['rps'], h['rps'])})")
+    for load in ["e-down", "e-up"]:
+        r, h = agg(load, "rtun"), agg(load, "rathole")
+        if r and h and r["bps"] and h["bps"]:
+            ok = r["bps"] >= 0.8 * h["bps"] and (r["rss_mib"] or 0) < 64
+            v(f"({load}) rtun ≥ 0.8× rathole bytes/s with rtun RSS < 64 MiB", ok,
+              f"{fmt_bps(r['bps'])} vs {fmt_bps(h['bps'])} ({fmt_ratio(r['bps'], h['bps'])}); rtun peak RSS {r['rss_mib']:.1f} MiB")
+    one = agg("f", "rtun-1host")
+    many = [s for s in setups_seen if s.startswith("rtun-") and s.endswith("hosts")]
+    if one and many:
+        m = agg("f", many[0])
+        v(f"(f) p99 with {many[0][5:]} within 1.1× of one host", m["p99"] <= 1.1 * one["p99"],
+          f"{fmt_us(m['p99'])} vs {fmt_us(one['p99'])} ({fmt_ratio(m['p99'], one['p99'])}); req/s {fmt_num(m['rps'])} vs {fmt_num(one['rps'])}")
+    for sc, n, c, fl, t, b, af, per in swarm:
+        if sc == "scale":
+            v("(scale) ≤ 16 KiB responder RSS per idle tunnel", int(per) <= 16 * 1024,
+              f"{int(per)/1024:.1f} KiB per tunnel over {c} tunnels; {c}/{n} connected in {float(t):.2f} s, {fl} failures")
+    w("| target | met | measured |")
+    w("|---|---|---|")
+    for name, ok, detail in verdicts:
+        w(f"| {name} | {'yes' if ok else '**no**'} | {detail} |")
+    w("")
+
+    with open(os.path.join(res, "report.md"), "w") as f:
+        f.write("\n".join(out) + "\n")
+
+    # stdout summary and exit status
+    print(f"bench: report {os.path.join(res, 'report.md')}")
+    for l in summary:
+        print("  " + l)
+    for sc, n, c, fl, t, b, af, per in swarm:
+        print(f"  {sc:7s} {c}/{n} tunnels in {float(t):.2f} s, {fl} failures, {int(per)/1024:.1f} KiB RSS per tunnel")
+    for name, ok, detail in verdicts:
+        print(f"  target {'MET ' if ok else 'MISSED'} {name}: {detail}")
+    missing = []
+    loads_run = sorted({l for (l, _) in rows} | set())
+    for s in a.expected.split():
+        if s.startswith("rtun-") and s != "rtun":
+            if not any(k[1] == s for k in rows):
+                missing.append(f"{s}: no numbers")
+            continue
+        if not any(k[1] == s for k in rows):
+            missing.append(f"{s}: no numbers at all")
+            continue
+        for l in loads_run:
+            if l == "f":
+                continue
+            if (l, s) not in rows:
+                missing.append(f"{s}: no numbers for load {l}")
+    if missing:
+        for m in missing:
+            print(f"bench: FAILED {m}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

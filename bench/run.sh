@@ -1,0 +1,450 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of rtun against direct access, nginx (one-hop reverse proxy) and
+# rathole (reverse tunnel). See bench/README.md for what it measures and how to read it.
+#
+#   bench/run.sh [--quick] [--no-build] [--shards N] [--rounds R] [--duration SECS]
+#                [--setups "direct rtun nginx rathole rathole-nodelay"] [--loads "a b c d e f scale"]
+#                [--no-install] [--out DIR]
+#
+# Everything listens on 127.0.0.1 (the swarm also binds 127.0.0.2-20 as sources); every
+# process started here is killed on exit; every wait is bounded.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH=$ROOT/bench
+TOOLS=$BENCH/.tools
+QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1
+SETUPS="direct rtun nginx rathole rathole-nodelay"
+LOADS="a b c d e f scale"
+OUT=""
+SWARM_NODES=1000 SCALE_NODES=10000 BULK=$((1 << 30))
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD=0 ;;
+    --no-install) INSTALL=0 ;;
+    --shards) SHARDS=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --setups) SETUPS=$2; shift ;;
+    --loads) LOADS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    *) echo "bench: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ $QUICK = 1 ]; then
+  ROUNDS=1 DURATION=2 WARMUP=0.5 BULK=$((64 << 20))
+  # Installing rathole means compiling it (minutes): --quick only uses an installed one.
+  INSTALL=0
+fi
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+RES=${OUT:-$BENCH/results/$STAMP}
+mkdir -p "$RES/runs" "$RES/logs" "$RES/conf"
+RES=$(cd "$RES" && pwd)
+START_TS=$(date +%s)
+log() { echo "bench: $*" | tee -a "$RES/bench.log" >&2; }
+note() { echo "$*" >>"$RES/notes.txt"; log "$*"; }
+
+# ---------------------------------------------------------------- processes and cleanup
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null; done
+  sleep 0.3
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+stop_pid() { kill -TERM "$1" 2>/dev/null; local i; for i in $(seq 1 30); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -KILL "$1" 2>/dev/null; }
+
+# Raise the fd limit for 10,000 tunnels (the swarm and the responder each hold one fd per tunnel).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+note "fd limit: $(ulimit -n)"
+
+# ---------------------------------------------------------------- build
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release
+if [ $BUILD = 1 ]; then
+  log "building release binaries (cargo build --release --workspace)"
+  (cd "$ROOT" && cargo build --release --workspace) >"$RES/logs/build.log" 2>&1 \
+    || { tail -20 "$RES/logs/build.log" >&2; echo "bench: build failed" >&2; exit 1; }
+fi
+for b in rtun loadgen; do
+  [ -x "$BIN/$b" ] || { echo "bench: $BIN/$b missing (build first or drop --no-build)" >&2; exit 1; }
+done
+LOADGEN=$BIN/loadgen RTUN=$BIN/rtun
+
+# ---------------------------------------------------------------- ports
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_base() {
+  # Below the ephemeral range, so outgoing connections (ours and others') never hold our ports.
+  local base i ok low
+  low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 12100 ] 2>/dev/null || low=32768
+  for _ in $(seq 1 50); do
+    base=$((10000 + (RANDOM % ((low - 10100) / 100)) * 100))
+    ok=1
+    for i in $(seq 0 19); do port_free $((base + i)) || { ok=0; break; }; done
+    [ $ok = 1 ] && { echo $base; return; }
+  done
+  echo "bench: no free port range found" >&2; exit 1
+}
+BASE=${BENCH_PORT_BASE:-$(pick_base)}
+P_SVC=$BASE P_RTUN_TUN=$((BASE+1)) P_RTUN_EGR=$((BASE+2)) P_RTUN_ADM=$((BASE+3)) P_INIT_ADM=$((BASE+4))
+P_NGX_H1=$((BASE+5)) P_NGX_H2=$((BASE+6)) P_RH_CTL=$((BASE+7)) P_RH_SVC=$((BASE+8))
+P_RHN_CTL=$((BASE+9)) P_RHN_SVC=$((BASE+10)) P_SW_TUN=$((BASE+11)) P_SW_EGR=$((BASE+12)) P_SW_ADM=$((BASE+13))
+log "results in $RES; ports $BASE-$((BASE+13)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
+
+wait_port() { # port timeout_s
+  local i
+  for i in $(seq 1 $(( $2 * 10 ))); do port_free "$1" || return 0; sleep 0.1; done
+  return 1
+}
+wait_http() { # timeout_s curl-args...
+  local t=$1 i; shift
+  for i in $(seq 1 $((t * 10))); do
+    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$@")" = 200 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- the service
+"$LOADGEN" serve --listen "127.0.0.1:$P_SVC" --threads "$SHARDS" >"$RES/logs/service.log" 2>&1 &
+PIDS+=($!)
+wait_port $P_SVC 10 || { echo "bench: loadgen serve did not start" >&2; exit 1; }
+
+declare -A URL_H1 URL_H2 HDRS SPIDS
+URL_H1[direct]=http://127.0.0.1:$P_SVC URL_H2[direct]=http://127.0.0.1:$P_SVC HDRS[direct]="" SPIDS[direct]=""
+ACTIVE=()
+EXPECTED=()   # setups that should produce numbers
+SKIPPED=()
+
+start_rtun() {
+  cat >"$RES/conf/responder.yaml" <<EOF
+shards: $SHARDS
+admin: { listen: 127.0.0.1:$P_RTUN_ADM }
+responder:
+  tunnel_listener:
+    listen: 127.0.0.1:$P_RTUN_TUN
+    max_tunnels: 20000
+  egress_listener:
+    listen: 127.0.0.1:$P_RTUN_EGR
+    routes: [{ prefix: / }]
+EOF
+  cat >"$RES/conf/initiator.yaml" <<EOF
+shards: $SHARDS
+admin: { listen: 127.0.0.1:$P_INIT_ADM }
+node: { id: bench-node, cluster: bench, tenant: bench }
+clusters:
+  service:
+    endpoints: ["127.0.0.1:$P_SVC"]
+    protocol: http1
+    max_idle_per_shard: 256
+  responder:
+    endpoints: ["127.0.0.1:$P_RTUN_TUN"]
+initiator:
+  tunnels: [{ cluster: responder, connections: $SHARDS }]
+  routes: [{ prefix: /, cluster: service }]
+EOF
+  RUST_LOG=warn "$RTUN" run -c "$RES/conf/responder.yaml" >"$RES/logs/rtun-responder.log" 2>&1 &
+  local r=$!; PIDS+=($r)
+  RUST_LOG=warn "$RTUN" run -c "$RES/conf/initiator.yaml" >"$RES/logs/rtun-initiator.log" 2>&1 &
+  local i=$!; PIDS+=($i)
+  if ! wait_http 20 -H 'x-node-id: bench-node' "http://127.0.0.1:$P_RTUN_EGR/"; then
+    note "rtun did not become ready (see logs/rtun-*.log)"; return 1
+  fi
+  URL_H1[rtun]=http://127.0.0.1:$P_RTUN_EGR URL_H2[rtun]=http://127.0.0.1:$P_RTUN_EGR
+  HDRS[rtun]="x-node-id: bench-node" SPIDS[rtun]="$r $i"
+}
+
+start_nginx() {
+  local ngx
+  ngx=$(command -v nginx || echo /usr/sbin/nginx)
+  if [ ! -x "$ngx" ] && [ $INSTALL = 1 ]; then
+    log "installing nginx (apt-get)"
+    (apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }) >"$RES/logs/nginx-install.log" 2>&1
+    ngx=$(command -v nginx || echo /usr/sbin/nginx)
+  fi
+  [ -x "$ngx" ] || { note "nginx unavailable: not installed (and --no-install, --quick, or apt-get install failed)"; return 2; }
+  local d=$RES/nginx; mkdir -p "$d"
+  local user=""; [ "$(id -u)" = 0 ] && user="user root;"
+  local loc="
+      proxy_pass http://service;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";"
+  local bulk="
+    location /bytes/ { $loc proxy_buffering off; }
+    location /upload { $loc proxy_request_buffering off; client_max_body_size 0; }"
+  cat >"$RES/conf/nginx.conf" <<EOF
+$user
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
+  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 75s;
+  http2_max_concurrent_streams 256;
+  upstream service {
+    server 127.0.0.1:$P_SVC;
+    keepalive 256;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen 127.0.0.1:$P_NGX_H1;
+    location / { $loc }$bulk
+  }
+  server {
+    listen 127.0.0.1:$P_NGX_H2 http2;
+    location / { $loc }$bulk
+  }
+}
+EOF
+  "$ngx" -c "$RES/conf/nginx.conf" -p "$d" >"$RES/logs/nginx.log" 2>&1 &
+  local m=$!; PIDS+=($m)
+  wait_port $P_NGX_H1 10 && wait_http 10 "http://127.0.0.1:$P_NGX_H1/" \
+    || { note "nginx did not start: $(tail -2 "$RES/logs/nginx.log" "$d/error.log" 2>/dev/null | tr '\n' ' ')"; return 1; }
+  local w; w=$(pgrep -P "$m" | head -1)
+  URL_H1[nginx]=http://127.0.0.1:$P_NGX_H1 URL_H2[nginx]=http://127.0.0.1:$P_NGX_H2
+  HDRS[nginx]="" SPIDS[nginx]="$m $w"
+  note "nginx: $("$ngx" -v 2>&1 | sed 's/.*version: //'), 1 worker, upstream keepalive 256"
+}
+
+RATHOLE=""
+find_rathole() {
+  for c in "$TOOLS/bin/rathole" "$HOME/.cargo/bin/rathole" "$(command -v rathole 2>/dev/null)"; do
+    [ -n "$c" ] && [ -x "$c" ] && { RATHOLE=$c; return 0; }
+  done
+  if [ $INSTALL = 0 ]; then
+    note "rathole unavailable: not installed (--quick does not compile it; run bench/run.sh once without --quick, or: cargo install rathole --root bench/.tools)"
+    return 1
+  fi
+  log "installing rathole (cargo install rathole --root bench/.tools; without --locked: its lockfile no longer builds)"
+  if timeout 1500 cargo install rathole --root "$TOOLS" >"$RES/logs/rathole-install.log" 2>&1; then
+    RATHOLE=$TOOLS/bin/rathole; return 0
+  fi
+  note "rathole unavailable: cargo install failed: $(grep -m1 '^error' "$RES/logs/rathole-install.log")"
+  return 1
+}
+
+start_rathole() { # name ctl_port svc_port nodelay(0|1)
+  local name=$1 ctl=$2 svc=$3 nd=$4
+  [ -n "$RATHOLE" ] || find_rathole || return 2
+  local extra="" pre=""
+  if [ "$nd" = 1 ]; then
+    extra="nodelay = true"
+    local so=$RES/nodelay_shim.so
+    if [ ! -f "$so" ]; then
+      cc -O2 -shared -fPIC -o "$so" "$BENCH/nodelay_shim.c" -ldl 2>"$RES/logs/shim.log" \
+        || { note "$name unavailable: cannot build the LD_PRELOAD shim (cc)"; return 2; }
+    fi
+    pre=$so
+  fi
+  cat >"$RES/conf/$name-server.toml" <<EOF
+[server]
+bind_addr = "127.0.0.1:$ctl"
+default_token = "bench"
+[server.services.service]
+bind_addr = "127.0.0.1:$svc"
+$extra
+EOF
+  cat >"$RES/conf/$name-client.toml" <<EOF
+[client]
+remote_addr = "127.0.0.1:$ctl"
+default_token = "bench"
+[client.services.service]
+local_addr = "127.0.0.1:$P_SVC"
+$extra
+EOF
+  RUST_LOG=warn LD_PRELOAD=$pre "$RATHOLE" --server "$RES/conf/$name-server.toml" >"$RES/logs/$name-server.log" 2>&1 &
+  local s=$!; PIDS+=($s)
+  RUST_LOG=warn LD_PRELOAD=$pre "$RATHOLE" --client "$RES/conf/$name-client.toml" >"$RES/logs/$name-client.log" 2>&1 &
+  local c=$!; PIDS+=($c)
+  wait_port "$svc" 15 && wait_http 10 "http://127.0.0.1:$svc/" \
+    || { note "$name did not start (see logs/$name-*.log)"; return 1; }
+  URL_H1[$name]=http://127.0.0.1:$svc URL_H2[$name]=http://127.0.0.1:$svc
+  HDRS[$name]="" SPIDS[$name]="$s $c"
+  [ "$nd" = 1 ] && note "$name: DIAGNOSTIC, rathole with TCP_NODELAY forced on every socket (LD_PRELOAD bench/nodelay_shim.c; its own nodelay options do not reach the visitor and local-service sockets in 0.5.0)"
+  [ "$nd" = 1 ] || note "rathole: $(basename "$(dirname "$(dirname "$RATHOLE")")")/bin/rathole $(ls -d ~/.cargo/registry/src/*/rathole-* 2>/dev/null | tail -1 | sed "s/.*rathole-//"), default configuration (TCP transport)"
+}
+
+for s in $SETUPS; do
+  rc=0
+  case $s in
+    direct) ;;
+    rtun) start_rtun; rc=$? ;;
+    nginx) start_nginx; rc=$? ;;
+    rathole) start_rathole rathole $P_RH_CTL $P_RH_SVC 0; rc=$? ;;
+    rathole-nodelay) start_rathole rathole-nodelay $P_RHN_CTL $P_RHN_SVC 1; rc=$? ;;
+    *) echo "bench: unknown setup $s" >&2; exit 2 ;;
+  esac
+  case $rc in
+    0) ACTIVE+=("$s"); EXPECTED+=("$s") ;;
+    2) SKIPPED+=("$s") ;;
+    *) EXPECTED+=("$s") ;;   # should have run: counts as a failure
+  esac
+done
+log "setups: ${ACTIVE[*]}${SKIPPED[*]:+ (skipped: ${SKIPPED[*]})}"
+
+# ---------------------------------------------------------------- measuring
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { local t=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+reset_hwm() { local p; for p in $1; do [ -e "/proc/$p/clear_refs" ] && echo 5 >"/proc/$p/clear_refs" 2>/dev/null; done; }
+sum_status() { local k=0 p v; for p in $1; do v=$(awk -v f="$2:" '$1==f {print $2}' "/proc/$p/status" 2>/dev/null); k=$((k + ${v:-0})); done; echo $k; }
+
+TSV=$RES/results.tsv
+printf 'round\tload\tsetup\tjson\tcpu_ticks\trss_hwm_kib\tclk_tck\n' >"$TSV"
+
+run_load() { # round load setup loadgen-args...
+  local round=$1 load=$2 setup=$3; shift 3
+  local pids=${SPIDS[$setup]} prefix=$RES/runs/$load.$setup.r$round
+  local hdr=() ; [ -n "${HDRS[$setup]}" ] && hdr=(-H "${HDRS[$setup]}")
+  reset_hwm "$pids"
+  local c0; c0=$(cpu_ticks "$pids")
+  timeout $(( ${DURATION%.*} * 4 + 200 )) "$LOADGEN" run "$@" "${hdr[@]}" --out "$prefix" >"$prefix.txt" 2>&1
+  local rc=$?
+  local c1; c1=$(cpu_ticks "$pids")
+  local hwm; hwm=$(sum_status "$pids" VmHWM)
+  if [ $rc != 0 ] || [ ! -s "$prefix.json" ]; then
+    log "  $load $setup round $round: FAILED (rc $rc): $(tail -1 "$prefix.txt")"
+    rm -f "$prefix.json"
+    return 1
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$prefix.json" $((c1 - c0)) "$hwm" "$TCK" >>"$TSV"
+  log "  $load $setup r$round: $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); l=j["latency_us"]["corrected"]; print("%.0f req/s p50 %sus p99 %sus errors %s" % (j["rps"], l["p50"], l["p99"], j["errors_total"]))' "$prefix.json")"
+}
+rps_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$1" 2>/dev/null || echo 0; }
+
+D="-d ${DURATION}s --warmup ${WARMUP}s"
+RATE_H2="" RATE_H1="" LOW_H2="" LOW_H1=""
+half_of() { # load setups...: half the lowest round-1 req/s among the setups (at least 100)
+  local load=$1 f=(); shift
+  for s in "$@"; do f+=("$RES/runs/$load.$s.r1.json"); done
+  python3 -c 'import json,sys
+v=[]
+for p in sys.argv[1:]:
+    try: v.append(json.load(open(p))["rps"])
+    except Exception: pass
+print(max(100, int(0.5*min(v))) if v else 1000)' "${f[@]}"
+}
+has() { case " $LOADS " in *" $1 "*) return 0 ;; esac; return 1; }
+for round in $(seq 1 "$ROUNDS"); do
+  log "round $round/$ROUNDS"
+  if has a; then for s in "${ACTIVE[@]}"; do run_load $round a $s --h2c -c 4 -m 32 $D "${URL_H2[$s]}/"; done; fi
+  if has b; then for s in "${ACTIVE[@]}"; do run_load $round b $s --http1 -c 64 $D "${URL_H1[$s]}/"; done; fi
+  if has c; then
+    # 50 % of direct capacity for the same protocol, fixed from round 1 ...
+    [ -z "$RATE_H2" ] && RATE_H2=$(half_of a direct)
+    [ -z "$RATE_H1" ] && RATE_H1=$(half_of b direct)
+    # ... and, since that can exceed what any proxy sustains, also 50 % of the slowest proxy's.
+    [ -z "$LOW_H2" ] && LOW_H2=$(half_of a "${ACTIVE[@]}")
+    [ -z "$LOW_H1" ] && LOW_H1=$(half_of b "${ACTIVE[@]}")
+    for s in "${ACTIVE[@]}"; do run_load $round c-h2 $s --h2c -c 4 -m 32 --rate "$RATE_H2" $D "${URL_H2[$s]}/"; done
+    for s in "${ACTIVE[@]}"; do run_load $round c-h1 $s --http1 -c 64 --rate "$RATE_H1" $D "${URL_H1[$s]}/"; done
+    for s in "${ACTIVE[@]}"; do run_load $round c-h2-low $s --h2c -c 4 -m 32 --rate "$LOW_H2" $D "${URL_H2[$s]}/"; done
+    for s in "${ACTIVE[@]}"; do run_load $round c-h1-low $s --http1 -c 64 --rate "$LOW_H1" $D "${URL_H1[$s]}/"; done
+  fi
+  if has d; then for s in "${ACTIVE[@]}"; do run_load $round d $s --http1 -c 32 --connect-per-request $D "${URL_H1[$s]}/"; done; fi
+  if has e; then
+    for s in "${ACTIVE[@]}"; do run_load $round e-down $s --http1 -c 1 -n 1 --timeout 300s "${URL_H1[$s]}/bytes/$BULK"; done
+    for s in "${ACTIVE[@]}"; do run_load $round e-up $s --http1 -c 1 -n 1 --timeout 300s --method POST --body-size "$BULK" "${URL_H1[$s]}/upload"; done
+  fi
+done
+echo "$RATE_H2 $RATE_H1 $LOW_H2 $LOW_H1" >"$RES/open-loop-rates.txt"
+
+# ---------------------------------------------------------------- (f) many hosts and scale
+SWARM_JSON=$RES/swarm.tsv
+printf 'scenario\tnodes\tconnected\tfailures\tconnect_s\trss_before_kib\trss_after_kib\tper_tunnel_b\n' >"$SWARM_JSON"
+start_swarm_responder() {
+  cat >"$RES/conf/swarm-responder.yaml" <<EOF
+shards: $SHARDS
+admin: { listen: 127.0.0.1:$P_SW_ADM }
+responder:
+  tunnel_listener:
+    listen: 127.0.0.1:$P_SW_TUN
+    max_tunnels: 20000
+    max_tunnels_per_node: 64
+    ping_interval: 2s
+  egress_listener:
+    listen: 127.0.0.1:$P_SW_EGR
+    routes: [{ prefix: / }]
+EOF
+  RUST_LOG=warn "$RTUN" run -c "$RES/conf/swarm-responder.yaml" >>"$RES/logs/swarm-responder.log" 2>&1 &
+  SW_RESP=$!; PIDS+=($SW_RESP)
+  wait_port $P_SW_EGR 10 && wait_port $P_SW_TUN 10
+}
+start_swarm() { # nodes hold_s tag
+  "$LOADGEN" swarm --responder "127.0.0.1:$P_SW_TUN" --nodes "$1" --hold "$2s" --out "$RES/swarm-$3.json" \
+    >"$RES/logs/swarm-$3.log" 2>&1 &
+  SW_PID=$!; PIDS+=($SW_PID)
+  local i
+  for i in $(seq 1 600); do
+    grep -q 'tunnels connected' "$RES/logs/swarm-$3.log" 2>/dev/null && return 0
+    kill -0 $SW_PID 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+swarm_row() { # tag nodes rss_before rss_after
+  python3 - "$RES/swarm-$1.json" "$1" "$2" "$3" "$4" >>"$SWARM_JSON" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1])); b, a, n = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[3])
+per = (a - b) * 1024 / max(1, j["tunnels_connected"])
+print(f"{sys.argv[2]}\t{n}\t{j['tunnels_connected']}\t{j['failures_total']}\t{j['connect_all_s']:.3f}\t{b}\t{a}\t{per:.0f}")
+EOF
+}
+if [[ " ${ACTIVE[*]} " == *" rtun "* ]] && { has f || has scale; }; then
+  if has f; then
+    log "(f) many hosts: $SWARM_NODES simulated initiators"
+    if start_swarm_responder; then
+      sleep 0.5; rb=$(sum_status $SW_RESP VmRSS)
+      hold=$(( (${DURATION%.*} + 3) * 2 * ROUNDS + 30 ))
+      if start_swarm $SWARM_NODES $hold f; then
+        sleep 1; ra=$(sum_status $SW_RESP VmRSS)
+        swarm_row f $SWARM_NODES "$rb" "$ra"
+        log "  $(grep 'tunnels connected' "$RES/logs/swarm-f.log")"
+        URL_H2[rtun-1host]=http://127.0.0.1:$P_SW_EGR HDRS[rtun-1host]="x-node-id: edge-0" SPIDS[rtun-1host]=$SW_RESP
+        URL_H2[rtun-${SWARM_NODES}hosts]=http://127.0.0.1:$P_SW_EGR HDRS[rtun-${SWARM_NODES}hosts]="x-node-id: edge-{0..$((SWARM_NODES-1))}"
+        SPIDS[rtun-${SWARM_NODES}hosts]=$SW_RESP
+        EXPECTED+=(rtun-1host "rtun-${SWARM_NODES}hosts")
+        for round in $(seq 1 "$ROUNDS"); do
+          for s in rtun-1host "rtun-${SWARM_NODES}hosts"; do run_load $round f $s --h2c -c 4 -m 32 $D "${URL_H2[$s]}/"; done
+        done
+      else
+        note "swarm for (f) failed: $(tail -2 "$RES/logs/swarm-f.log" | tr '\n' ' ')"; EXPECTED+=(rtun-1host)
+      fi
+      stop_pid $SW_PID; stop_pid $SW_RESP
+    else
+      note "swarm responder did not start"; EXPECTED+=(rtun-1host)
+    fi
+  fi
+  if has scale; then
+    log "scale: $SCALE_NODES idle tunnels to a fresh responder"
+    if start_swarm_responder; then
+      sleep 0.5; rb=$(sum_status $SW_RESP VmRSS)
+      if start_swarm $SCALE_NODES 20 scale; then
+        sleep 3; ra=$(sum_status $SW_RESP VmRSS)   # idle: a PING round has passed
+        swarm_row scale $SCALE_NODES "$rb" "$ra"
+        log "  $(grep 'tunnels connected' "$RES/logs/swarm-scale.log")"
+      else
+        note "swarm for the scale scenario failed: $(tail -2 "$RES/logs/swarm-scale.log" | tr '\n' ' ')"
+      fi
+      stop_pid $SW_PID; stop_pid $SW_RESP
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------- report
+ELAPSED=$(( $(date +%s) - START_TS ))
+python3 "$BENCH/report.py" --results "$RES" --loadgen "$LOADGEN" --rounds "$ROUNDS" \
+  --duration "$DURATION" --bulk "$BULK" --shards "$SHARDS" --elapsed "$ELAPSED" \
+  --quick "$QUICK" --expected "${EXPECTED[*]}" --skipped "${SKIPPED[*]:-}"
