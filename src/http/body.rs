@@ -164,3 +164,98 @@ async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    /// An h2 client and server over an in-memory pipe with small windows, so flow control
+    /// is exercised many times over.
+    async fn pair() -> (
+        h2::client::SendRequest<Bytes>,
+        h2::server::Connection<tokio::io::DuplexStream, Bytes>,
+    ) {
+        let (a, b) = tokio::io::duplex(16 * 1024);
+        let server = monoio::spawn(async move {
+            h2::server::Builder::new()
+                .initial_window_size(8 * 1024)
+                .initial_connection_window_size(16 * 1024)
+                .handshake(b)
+                .await
+                .expect("server handshake")
+        });
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(8 * 1024)
+            .handshake(a)
+            .await
+            .expect("client handshake");
+        monoio::spawn(async move {
+            let _ = conn.await;
+        });
+        (send, server.await)
+    }
+
+    #[monoio::test]
+    async fn a_large_body_and_its_trailers_cross_under_flow_control() {
+        let (mut send, mut server) = pair().await;
+        let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = payload
+            .chunks(30_000)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .chain(std::iter::once(Ok(Frame::trailers({
+                let mut t = http::HeaderMap::new();
+                t.insert("x-checksum", http::HeaderValue::from_static("ok"));
+                t
+            }))))
+            .collect();
+        let body = StreamBody::new(futures_util::stream::iter(chunks));
+        let request = http::Request::post("http://test/echo")
+            .body(())
+            .expect("request");
+        let (_response, stream) = send.send_request(request, false).expect("send");
+        let pump = monoio::spawn(pump_body(body, stream));
+        let (req, _respond) = server.accept().await.expect("a stream").expect("accepted");
+        // Keep the server connection driven while the body is read.
+        let driver = monoio::spawn(async move { while server.accept().await.is_some() {} });
+        let collected = RecvBody::new(req.into_body(), ())
+            .collect()
+            .await
+            .expect("body");
+        let trailers = collected.trailers().cloned();
+        assert_eq!(collected.to_bytes().as_ref(), &payload[..]);
+        assert_eq!(
+            trailers
+                .and_then(|t| t.get("x-checksum").cloned())
+                .as_ref()
+                .map(|v| v.as_bytes()),
+            Some(&b"ok"[..])
+        );
+        pump.await.expect("pump finished");
+        drop(driver);
+    }
+
+    #[monoio::test]
+    async fn a_failing_source_resets_the_stream() {
+        let (mut send, mut server) = pair().await;
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"partial"))),
+            Err(std::io::Error::other("client went away")),
+        ];
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let request = http::Request::post("http://test/")
+            .body(())
+            .expect("request");
+        let (_response, stream) = send.send_request(request, false).expect("send");
+        let pump = monoio::spawn(pump_body(body, stream));
+        let (req, _respond) = server.accept().await.expect("a stream").expect("accepted");
+        let driver = monoio::spawn(async move { while server.accept().await.is_some() {} });
+        assert!(matches!(pump.await, Err(BodyError::Source(_))));
+        let received = RecvBody::new(req.into_body(), ()).collect().await;
+        assert!(
+            received.is_err(),
+            "the receiver sees a reset, never a short body"
+        );
+        drop(driver);
+    }
+}
