@@ -99,6 +99,7 @@ fn retry_after_is_honoured() {
 }
 
 #[test]
+/// Also dials by hostname (`localhost`, re-resolved on each dial).
 fn several_tunnel_entries_reach_several_responders() {
     let dir = TempDir::new("two-responders");
     let svc = port();
@@ -111,7 +112,7 @@ fn several_tunnel_entries_reach_several_responders() {
          clusters:\n\
          \x20 local-app: {{ endpoints: [\"127.0.0.1:{svc}\"] }}\n\
          \x20 cloud-a: {{ endpoints: [\"127.0.0.1:{ta}\"] }}\n\
-         \x20 cloud-b: {{ endpoints: [\"127.0.0.1:{tb}\"] }}\n\
+         \x20 cloud-b: {{ endpoints: [\"localhost:{tb}\"] }}\n\
          node: {{ id: n1, cluster: c1 }}\n\
          initiator:\n\
          \x20 tunnels: [\"rc://n1:c1:t@cloud-a:1\", {{ cluster: cloud-b, connections: 2 }}]\n\
