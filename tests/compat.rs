@@ -98,8 +98,8 @@ fn retry_after_is_honoured() {
     );
 }
 
-#[test]
 /// Also dials by hostname (`localhost`, re-resolved on each dial).
+#[test]
 fn several_tunnel_entries_reach_several_responders() {
     let dir = TempDir::new("two-responders");
     let svc = port();
