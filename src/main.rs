@@ -7,11 +7,6 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tracing::Instrument;
 
-/// mimalloc: per-thread heaps suit thread-per-core shards, and it measured faster than glibc's
-/// malloc on the request path (bench/).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "rtun",

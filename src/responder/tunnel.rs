@@ -22,7 +22,7 @@ use crate::stats::{dec, inc};
 /// HTTP/2 windows on tunnels: large enough to fill loopback, small enough that a tunnel's
 /// buffered data stays bounded (connection window) whatever the number of streams.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
-pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
 /// Detaches a stream's file descriptor so another shard can adopt it.
 pub fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
