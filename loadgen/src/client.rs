@@ -17,10 +17,10 @@ use monoio::io::IntoPollIo;
 
 use crate::h2_client::{self, H2Conn};
 use crate::header_template::HeaderSource;
-use crate::hyper_io::HyperIo;
 use crate::latency::{HistogramError, LatencyPair};
 use crate::outcome::{classify_hyper, classify_status, ErrorCounts, ErrorKind};
 use crate::run::{Protocol, RunConfig};
+use rtun::http::io::HyperIo;
 
 type ReqBody = Full<Bytes>;
 
@@ -296,7 +296,7 @@ async fn connect(addr: SocketAddr, protocol: Protocol) -> Result<Sender, ErrorKi
                 .await
                 .map_err(|_| ErrorKind::Connect)?;
             let _ = stream.set_nodelay(true);
-            let io = HyperIo::new(stream.into_poll_io().map_err(|_| ErrorKind::Connect)?);
+            let io = HyperIo(stream.into_poll_io().map_err(|_| ErrorKind::Connect)?);
             let (sender, conn) = http1::handshake(io).await.map_err(|_| ErrorKind::Connect)?;
             monoio::spawn(async move {
                 let _ = conn.await;

@@ -9,7 +9,6 @@ mod h2_client;
 mod header_template;
 mod hgrm;
 mod histfile;
-mod hyper_io;
 mod latency;
 mod outcome;
 mod plot;

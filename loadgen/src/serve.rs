@@ -23,12 +23,11 @@ use monoio::io::IntoPollIo;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
-use crate::hyper_io::{read_some, HyperIo, LocalExec};
 use crate::serve_body::{ServeBody, CHUNK};
 use crate::shard::{self, ShardError};
+use rtun::http::io::{sniff_h2, HyperIo};
+use rtun::http::rt::ShardExecutor;
 
-/// The HTTP/2 client connection preface.
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const ECHO_LENGTH: &str = "x-echo-length";
 
 #[derive(Debug, Error)]
@@ -132,26 +131,16 @@ async fn accept_loop(listener: std::net::TcpListener, cfg: ServeConfig) -> Resul
 
 async fn serve_connection(stream: monoio::net::TcpStream, responder: Rc<Responder>) {
     let _ = stream.set_nodelay(true);
-    let Ok(mut io) = stream.into_poll_io() else {
+    let Ok(io) = stream.into_poll_io() else {
         return;
     };
-    // Sniff: read until the bytes diverge from the HTTP/2 preface or all 24 match.
-    let mut head = [0u8; 24];
-    let mut n = 0;
-    while n < head.len() {
-        match read_some(&mut io, &mut head[n..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(k) => n += k,
-        }
-        if head[..n] != H2_PREFACE[..n] {
-            break;
-        }
-    }
-    let is_h2 = n == H2_PREFACE.len() && head == *H2_PREFACE;
-    let io = HyperIo::with_prefix(io, Bytes::copy_from_slice(&head[..n]));
+    let Some((is_h2, io)) = sniff_h2(io).await else {
+        return;
+    };
+    let io = HyperIo(io);
     let service = service_fn(move |req| handle(req, responder.clone()));
     if is_h2 {
-        let _ = hyper::server::conn::http2::Builder::new(LocalExec)
+        let _ = hyper::server::conn::http2::Builder::new(ShardExecutor)
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(16 << 20)
             .max_frame_size(1 << 16)
