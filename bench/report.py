@@ -301,7 +301,8 @@ def main():
             if not any(k[1] == s for k in rows):
                 missing.append(f"{s}: no numbers")
             continue
-        if not any(k[1] == s for k in rows):
+        # Load (f) files rtun's rows as rtun-1host / rtun-1000hosts; the scale step has no rows.
+        if not any(k[1] == s or k[1].startswith(s + "-") for k in rows) and not (s == "rtun" and swarm):
             missing.append(f"{s}: no numbers at all")
             continue
         for l in loads_run:

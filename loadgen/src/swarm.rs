@@ -19,23 +19,22 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::mpsc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
+use rtun::http::io::Rewind;
 use rtun::protocol::{
     parse_response, HandshakeRequest, TunnelIdentity, DEFAULT_REQUEST_PATH, MAX_HANDSHAKE_BYTES,
 };
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::shard;
 
@@ -306,7 +305,7 @@ async fn open_tunnel(
     cfg: &SwarmConfig,
     node: u64,
     source: IpAddr,
-) -> Result<Prefixed<TcpStreamPoll>, DialError> {
+) -> Result<Rewind<TcpStreamPoll>, DialError> {
     let stream = monoio::time::timeout(cfg.connect_timeout, connect_from(source, cfg.responder))
         .await
         .map_err(|_| dial_err("connect", "timed out"))?
@@ -366,7 +365,7 @@ async fn open_tunnel(
     let prefix = monoio::time::timeout(cfg.connect_timeout, exchange)
         .await
         .map_err(|_| dial_err("handshake timeout", "no handshake response"))??;
-    Ok(Prefixed { prefix, inner: io })
+    Ok(Rewind::new(prefix, io))
 }
 
 /// Non-blocking connect bound to `source` (port chosen by the kernel).
@@ -397,7 +396,7 @@ async fn connect_from(source: IpAddr, to: SocketAddr) -> io::Result<monoio::net:
 }
 
 /// Serves HTTP/2 on a tunnel until it closes: every request gets `200` and `body`.
-async fn serve_tunnel(io: Prefixed<TcpStreamPoll>, body: Bytes, served: Rc<Cell<u64>>) {
+async fn serve_tunnel(io: Rewind<TcpStreamPoll>, body: Bytes, served: Rc<Cell<u64>>) {
     let Ok(mut conn) = h2::server::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
@@ -440,54 +439,6 @@ async fn serve_tunnel(io: Prefixed<TcpStreamPoll>, body: Bytes, served: Rc<Cell<
                 }
             });
         }
-    }
-}
-
-/// A stream that yields `prefix` (bytes read past the handshake) before the socket.
-pub struct Prefixed<T> {
-    prefix: Bytes,
-    inner: T,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
