@@ -126,6 +126,11 @@ impl Registry {
         self.nodes.get(host_id).and_then(|ts| least_loaded(ts))
     }
 
+    /// Whether this shard holds any tunnel for `host_id` (busy or not).
+    pub fn knows(&self, host_id: &str) -> bool {
+        self.nodes.contains_key(host_id) || self.clusters.contains_key(host_id)
+    }
+
     /// Drops empty entries; returns how many were swept. Removal is eager, so this is a
     /// safety net run every `cleanup_interval`.
     pub fn sweep(&mut self) -> usize {
@@ -177,6 +182,7 @@ mod tests {
         assert_eq!(r.pick("n").map(|t| t.id), Some(2), "b still has room");
         let _g2 = b.stream_guard();
         assert!(r.pick("n").is_none(), "both full");
+        assert!(r.knows("n") && r.knows("c"), "full is not unknown");
     }
 
     #[monoio::test]

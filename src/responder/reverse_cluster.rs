@@ -66,10 +66,12 @@ pub async fn proxy(
 
 fn no_tunnel(ctx: &ResponderShard, host_id: &str) -> Response<EgressBody> {
     inc(&ctx.stats().egress_503_no_tunnel);
-    reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("No tunnel for host id '{host_id}'"),
-    )
+    let message = if ctx.registry.borrow().knows(host_id) {
+        format!("Every tunnel for host id '{host_id}' is at max_concurrent_streams")
+    } else {
+        format!("No tunnel for host id '{host_id}'")
+    };
+    reply(StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
 /// A local reply as an egress response.
