@@ -59,9 +59,7 @@ pub fn check_supported(config: &Config) -> Result<(), String> {
 
 /// A running rtun: its shards and how to stop them.
 pub struct Running {
-    pub config: Arc<Config>,
-    pub stats: Stats,
-    pub responder: Option<Arc<Responder>>,
+    config: Arc<Config>,
     shutdown: Shutdown,
     threads: Vec<JoinHandle<()>>,
 }
@@ -128,8 +126,6 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     tracing::info!(shards, "rtun started");
     Ok(Running {
         config,
-        stats,
-        responder,
         shutdown,
         threads,
     })
