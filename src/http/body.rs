@@ -196,9 +196,36 @@ mod tests {
         (send, server.await)
     }
 
+    /// Sends `body` up a fresh stream with [`pump_body`]; returns the pump's task, the
+    /// receiving side's body, and the client's handles (dropping them cancels the stream). The
+    /// server connection is driven in the background.
+    async fn pump_through<B>(
+        body: B,
+    ) -> (
+        monoio::task::JoinHandle<Result<(), BodyError>>,
+        RecvStream,
+        impl Sized,
+    )
+    where
+        B: Body<Data = Bytes> + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (mut send, mut server) = pair().await;
+        let request = http::Request::post("http://test/")
+            .body(())
+            .expect("request");
+        let (response, stream) = send.send_request(request, false).expect("send");
+        let pump = monoio::spawn(pump_body(body, stream));
+        let (req, respond) = server.accept().await.expect("a stream").expect("accepted");
+        monoio::spawn(async move {
+            let _keep = respond;
+            while server.accept().await.is_some() {}
+        });
+        (pump, req.into_body(), (send, response))
+    }
+
     #[monoio::test]
     async fn a_large_body_and_its_trailers_cross_under_flow_control() {
-        let (mut send, mut server) = pair().await;
         let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = payload
             .chunks(30_000)
@@ -209,19 +236,9 @@ mod tests {
                 t
             }))))
             .collect();
-        let body = StreamBody::new(futures_util::stream::iter(chunks));
-        let request = http::Request::post("http://test/echo")
-            .body(())
-            .expect("request");
-        let (_response, stream) = send.send_request(request, false).expect("send");
-        let pump = monoio::spawn(pump_body(body, stream));
-        let (req, _respond) = server.accept().await.expect("a stream").expect("accepted");
-        // Keep the server connection driven while the body is read.
-        let driver = monoio::spawn(async move { while server.accept().await.is_some() {} });
-        let collected = RecvBody::new(req.into_body(), ())
-            .collect()
-            .await
-            .expect("body");
+        let (pump, recv, _client) =
+            pump_through(StreamBody::new(futures_util::stream::iter(chunks))).await;
+        let collected = RecvBody::new(recv, ()).collect().await.expect("body");
         let trailers = collected.trailers().cloned();
         assert_eq!(collected.to_bytes().as_ref(), &payload[..]);
         assert_eq!(
@@ -232,30 +249,21 @@ mod tests {
             Some(&b"ok"[..])
         );
         pump.await.expect("pump finished");
-        drop(driver);
     }
 
     #[monoio::test]
     async fn a_failing_source_resets_the_stream() {
-        let (mut send, mut server) = pair().await;
         let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
             Ok(Frame::data(Bytes::from_static(b"partial"))),
             Err(std::io::Error::other("client went away")),
         ];
-        let body = StreamBody::new(futures_util::stream::iter(frames));
-        let request = http::Request::post("http://test/")
-            .body(())
-            .expect("request");
-        let (_response, stream) = send.send_request(request, false).expect("send");
-        let pump = monoio::spawn(pump_body(body, stream));
-        let (req, _respond) = server.accept().await.expect("a stream").expect("accepted");
-        let driver = monoio::spawn(async move { while server.accept().await.is_some() {} });
+        let (pump, recv, _client) =
+            pump_through(StreamBody::new(futures_util::stream::iter(frames))).await;
         assert!(matches!(pump.await, Err(BodyError::Source(_))));
-        let received = RecvBody::new(req.into_body(), ()).collect().await;
+        let received = RecvBody::new(recv, ()).collect().await;
         assert!(
             received.is_err(),
             "the receiver sees a reset, never a short body"
         );
-        drop(driver);
     }
 }
