@@ -33,7 +33,7 @@ pub async fn run(
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot bind admin listener {}: {e}", cfg.listen);
-            return crate::app::fatal();
+            return shutdown.fatal();
         }
     };
     accept_loop(listener, &shutdown, "admin", |stream, _| {
@@ -68,18 +68,23 @@ fn page(
                 out.push_str(&format!("{name} {value}\n"));
             }
             if let Some(r) = responder {
-                out.push_str(&format!("directory_tunnels {}\n", r.directory.total()));
+                out.push_str(&format!("directory_tunnels {}\n", r.directory().total()));
             }
             text(StatusCode::OK, out.trim_end())
         }
         "/tunnels" => {
             let mut out = String::new();
-            for (host, per_shard) in responder
-                .map(|r| r.directory.snapshot())
+            for (tenant, host, per_shard) in responder
+                .map(|r| r.directory().snapshot())
                 .unwrap_or_default()
             {
                 let total: u32 = per_shard.iter().sum();
-                out.push_str(&format!("{host} {total} {per_shard:?}\n"));
+                // `tenant/host` when tenants are isolated; while they share one namespace the
+                // tenant key is empty and the host stands alone.
+                match tenant.is_empty() {
+                    true => out.push_str(&format!("{host} {total} {per_shard:?}\n")),
+                    false => out.push_str(&format!("{tenant}/{host} {total} {per_shard:?}\n")),
+                }
             }
             text(StatusCode::OK, out.trim_end())
         }

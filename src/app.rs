@@ -1,11 +1,11 @@
 //! Process lifecycle: start the shards for whatever roles the configuration holds, wait for
 //! SIGINT/SIGTERM, drain, exit.
 //!
-//! Signals are blocked in every thread and collected by the main thread with `sigwait`, so no
-//! shard is ever interrupted; a shard that hits a fatal error (a listener that cannot bind)
-//! raises SIGTERM on the process and the exit code says it failed.
+//! Signals are blocked in every thread and collected by the main thread, so no shard is ever
+//! interrupted. A shard that hits a fatal error (a listener that cannot bind) stops every shard
+//! through the shutdown signal (`shard::shutdown`); the main thread notices, and the exit code
+//! says it failed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,22 +15,6 @@ use crate::responder::{self, Responder};
 use crate::shard::runtime::spawn_shards;
 use crate::shard::shutdown::{Shutdown, ShutdownSignal};
 use crate::stats::Stats;
-
-static FATAL: AtomicBool = AtomicBool::new(false);
-
-/// Asks the process to stop because something it cannot run without failed.
-pub fn fatal() {
-    FATAL.store(true, Ordering::SeqCst);
-    // SAFETY: raising a signal on our own process; the main thread collects it in sigwait.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGTERM);
-    }
-}
-
-/// True when a shard called [`fatal`].
-pub fn failed() -> bool {
-    FATAL.load(Ordering::SeqCst)
-}
 
 /// Refuses configurations that ask for what this build cannot do yet, rather than silently
 /// running without it (a `tls:` section run as plaintext would be a security hole).
@@ -61,6 +45,7 @@ pub fn check_supported(config: &Config) -> Result<(), String> {
 pub struct Running {
     config: Arc<Config>,
     shutdown: Shutdown,
+    signal: ShutdownSignal,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -76,21 +61,56 @@ pub fn block_signals() {
     }
 }
 
-/// Waits for SIGINT or SIGTERM (blocked by [`block_signals`]); returns the signal's name.
-pub fn wait_for_signal() -> &'static str {
-    // SAFETY: sigwait on the set blocked by block_signals.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        let mut sig: libc::c_int = 0;
-        libc::sigwait(&set, &mut sig);
-        if sig == libc::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
+/// Why the process is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Signal(&'static str),
+    /// A shard hit a fatal error and has already triggered the shutdown.
+    Fatal,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Signal(name) => f.write_str(name),
+            StopReason::Fatal => f.write_str("fatal error"),
         }
+    }
+}
+
+/// How often the main thread looks at the shutdown state between signals.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
+impl Running {
+    /// Waits for SIGINT or SIGTERM (blocked by [`block_signals`]) or for a shard's fatal error.
+    pub fn wait_for_stop(&self) -> StopReason {
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: SIGNAL_POLL.as_nanos() as libc::c_long,
+        };
+        loop {
+            if self.signal.is_triggered() {
+                return StopReason::Fatal;
+            }
+            // SAFETY: sigtimedwait on the set blocked by block_signals, with a valid timeout.
+            let sig = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout)
+            };
+            match sig {
+                libc::SIGINT => return StopReason::Signal("SIGINT"),
+                libc::SIGTERM => return StopReason::Signal("SIGTERM"),
+                _ => {} // timeout or EINTR: look again
+            }
+        }
+    }
+
+    /// True when a shard stopped the process with a fatal error.
+    pub fn failed(&self) -> bool {
+        self.shutdown.failed()
     }
 }
 
@@ -99,14 +119,15 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let shards = config.shards.resolve();
     let stats = Stats::new(shards);
     let (shutdown, signal) = Shutdown::new();
-    let (responder, inboxes) =
-        match Responder::new(config.clone(), shards, stats.clone(), signal.clone()) {
-            Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
-            None => (None, Vec::new()),
-        };
+    let (responder, inboxes) = match Responder::new(&config, shards, stats.clone(), signal.clone())
+    {
+        Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
+        None => (None, Vec::new()),
+    };
     let inboxes = Arc::new(Mutex::new(inboxes));
     let body = {
         let (config, stats, responder) = (config.clone(), stats.clone(), responder.clone());
+        let signal = signal.clone();
         move |shard: usize| {
             let inbox = inboxes
                 .lock()
@@ -127,6 +148,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     Ok(Running {
         config,
         shutdown,
+        signal,
         threads,
     })
 }

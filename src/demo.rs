@@ -65,17 +65,23 @@ pub fn main(check: bool) -> ExitCode {
     println!("  curl -H 'x-node-id: demo-node' --data-binary @README.md http://{egress}/echo");
     if !check {
         println!("Serving until Ctrl-C.");
-        let signal = crate::app::wait_for_signal();
-        tracing::info!("{signal}: draining");
+        let reason = running.wait_for_stop();
+        tracing::info!("{reason}: draining");
+        let failed = running.failed();
         running.stop();
-        return ExitCode::SUCCESS;
+        return if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let mut failures = 0;
     crate::shard::runtime::block_on(0, async {
         failures = run_checks(egress).await;
     });
+    let failed = running.failed();
     running.stop();
-    if failures == 0 && !crate::app::failed() {
+    if failures == 0 && !failed {
         println!("demo check: all requests answered correctly");
         ExitCode::SUCCESS
     } else {

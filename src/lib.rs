@@ -1,8 +1,9 @@
 //! rtun: a reverse-tunnel proxy on thread-per-core io_uring shards.
 //!
-//! See `DESIGN.md` (shared) for the roles: an **initiator** dials out to a **responder** and keeps
-//! tunnels open; the responder's clients reach the initiator's local services through h2 streams
-//! on those tunnels.
+//! An **initiator** dials out to a **responder** and keeps tunnels open; the responder's clients
+//! reach the initiator's local services through h2 streams on those tunnels.
+//! `docs/ARCHITECTURE.md` is the map of this crate: the roles, the life of a request and of a
+//! tunnel, the pipeline phases and which module owns each, the shard model, and the limits.
 
 pub mod admin;
 pub mod app;
@@ -11,8 +12,10 @@ pub mod demo;
 pub mod http;
 pub mod initiator;
 pub mod net;
+pub mod pipeline;
 pub mod protocol;
 pub mod responder;
 pub mod service;
 pub mod shard;
 pub mod stats;
+pub mod tunnel;

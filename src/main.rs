@@ -95,10 +95,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let signal = rtun::app::wait_for_signal();
-            tracing::info!("{signal}: draining");
+            let reason = running.wait_for_stop();
+            tracing::info!("{reason}: draining");
+            let failed = running.failed();
             running.stop();
-            if rtun::app::failed() {
+            if failed {
                 ExitCode::FAILURE
             } else {
                 tracing::info!("stopped");

@@ -187,6 +187,9 @@ pub struct InitiatorConfig {
     pub idle_timeout: Duration,
     /// Extra handshake headers in file order (`handshake_headers:` in YAML), names lowercased.
     pub extra_handshake_headers: Vec<(String, String)>,
+    pub ping_interval: Duration,
+    pub ping_failure_threshold: u32,
+    pub max_concurrent_streams: u32,
 }
 
 /// One tunnel group: dial `connections` tunnels to `remote_cluster` announcing `identity`.
@@ -439,6 +442,9 @@ impl RawConfig {
                     handshake_timeout: raw.handshake_timeout,
                     idle_timeout: raw.idle_timeout,
                     extra_handshake_headers: raw.handshake_headers,
+                    ping_interval: Duration::from_secs(10),
+                    ping_failure_threshold: 3,
+                    max_concurrent_streams: 1024,
                 })
             }
         };

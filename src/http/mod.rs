@@ -4,7 +4,6 @@
 pub mod body;
 pub mod host_id;
 pub mod io;
-pub mod keepalive;
 pub mod local_reply;
 pub mod proxy_headers;
 pub mod route;

@@ -5,9 +5,12 @@ pub trait Prefixed {
     fn prefix(&self) -> &str;
 }
 
-/// The first route whose prefix starts the request path.
-pub fn match_route<'r, R: Prefixed>(routes: &'r [R], path: &str) -> Option<&'r R> {
-    routes.iter().find(|r| path.starts_with(r.prefix()))
+/// The first route whose prefix starts the request path, with its index in `routes`.
+pub fn match_route<'r, R: Prefixed>(routes: &'r [R], path: &str) -> Option<(usize, &'r R)> {
+    routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| path.starts_with(r.prefix()))
 }
 
 impl Prefixed for crate::config::InitiatorRoute {
@@ -36,12 +39,10 @@ mod tests {
     #[test]
     fn first_match_wins() {
         let routes = [R("/api/v2"), R("/api"), R("/")];
-        assert_eq!(
-            match_route(&routes, "/api/v2/x").map(|r| r.0),
-            Some("/api/v2")
-        );
-        assert_eq!(match_route(&routes, "/api/v1").map(|r| r.0), Some("/api"));
-        assert_eq!(match_route(&routes, "/other").map(|r| r.0), Some("/"));
+        let matched = |path| match_route(&routes, path).map(|(i, r)| (i, r.0));
+        assert_eq!(matched("/api/v2/x"), Some((0, "/api/v2")));
+        assert_eq!(matched("/api/v1"), Some((1, "/api")));
+        assert_eq!(matched("/other"), Some((2, "/")));
         assert!(match_route(&routes[..2], "/other").is_none());
     }
 }

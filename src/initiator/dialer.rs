@@ -19,12 +19,10 @@ use crate::protocol::{
     parse_response, HandshakeRequest, RpingFilter, TunnelIdentity, MAX_HANDSHAKE_BYTES, RPING,
 };
 use crate::stats::inc;
+use crate::tunnel::TunnelIo;
 
 /// A tunnel that lived at least this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
-
-/// An established tunnel connection, ready for HTTP/2 (any bytes read ahead replay first).
-pub type TunnelIo = Rewind<TcpStreamPoll>;
 
 /// Why a dial attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +122,7 @@ pub async fn establish(
     endpoint: &str,
 ) -> Result<TunnelIo, DialError> {
     let cfg = ctx.cfg();
-    let remote = ctx.config.clusters.get(&spec.remote_cluster);
+    let remote = ctx.clusters.get(&spec.remote_cluster);
     let connect_timeout = remote.map_or(Duration::from_secs(30), |c| c.connect_timeout);
     let stream = crate::net::connect(endpoint, connect_timeout)
         .await

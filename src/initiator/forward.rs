@@ -1,71 +1,95 @@
-//! Forwarding one tunnel stream to a local service: route by path prefix, rewrite for the
-//! local hop, and stream the response back on the tunnel under flow control.
+//! The initiator's request driver: one tunnel stream through the pipeline's phases to a local
+//! service, and the response streamed back on the tunnel under flow control.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, request, HeaderValue, Request, Response};
 use http_body::Body;
+use hyper::body::Incoming;
 use tracing::Instrument;
 
+use super::pool::LocalBody;
 use super::InitiatorShard;
 use crate::config::Protocol;
 use crate::http::body::{pump_body, RecvBody};
 use crate::http::proxy_headers::strip_hop_by_hop;
 use crate::http::route::match_route;
-use crate::stats::inc;
+use crate::pipeline::logged::{finish, Counted};
+use crate::pipeline::{respond, Logged, ProxyError, RequestCtx, Role};
 
 /// Handles one stream the responder opened.
 pub async fn handle(
     ctx: Rc<InitiatorShard>,
-    req: Request<h2::RecvStream>,
-    respond: h2::server::SendResponse<Bytes>,
+    request: Request<h2::RecvStream>,
+    mut respond_to: h2::server::SendResponse<Bytes>,
 ) {
-    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), stream = ?respond.stream_id());
-    forward(ctx, req, respond).instrument(span).await
+    let (mut parts, recv) = request.into_parts();
+    // The responder is this request's only source: its request id is trusted.
+    let mut rctx = RequestCtx::new(Role::Initiator, ctx.shard, None, &parts, true);
+    let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path(), stream = ?respond_to.stream_id());
+    async {
+        match upstream(&ctx, &mut rctx, &mut parts, recv).await {
+            Ok(response) => send_upstream_response(&ctx, rctx, response, respond_to).await,
+            Err(error) => send_local_reply(&ctx, rctx, error, &mut respond_to),
+        }
+    }
+    .instrument(span)
+    .await
 }
 
-async fn forward(
-    ctx: Rc<InitiatorShard>,
-    req: Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+/// Phases 1–3 and the local hop, up to the response head.
+async fn upstream(
+    ctx: &InitiatorShard,
+    rctx: &mut RequestCtx,
+    parts: &mut request::Parts,
+    recv: h2::RecvStream,
+) -> Result<Response<Incoming>, ProxyError> {
+    ctx.pipeline.request_filter(rctx, parts)?;
+    let no_route = || ProxyError::NoRoute {
+        path: parts.uri.path().to_owned(),
+    };
+    let (index, route) = match_route(&ctx.cfg().routes, parts.uri.path()).ok_or_else(no_route)?;
+    let cluster = ctx.local.get(&route.cluster).ok_or_else(no_route)?.clone();
+    rctx.route = Some(index);
+    rctx.cluster = Some(cluster.name.clone());
+    to_local_request(parts, cluster.protocol());
+    ctx.pipeline.upstream_request_filter(rctx, parts);
+    let body: LocalBody =
+        Counted::new(RecvBody::new(recv, ()), rctx.outcome.bytes_received.clone());
+    let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
+    rctx.timings.upstream_start = Some(Instant::now());
+    let sent = cluster.send(request);
+    match route.timeout {
+        None => sent.await,
+        Some(t) => monoio::time::timeout(t, sent)
+            .await
+            .map_err(|_| ProxyError::Timeout(t))?,
+    }
+}
+
+/// An empty request head, left behind when the real one moves into the local request.
+fn empty_parts() -> request::Parts {
+    Request::new(()).into_parts().0
+}
+
+/// Phase 4 on the local service's response, then its body streamed back; phase 5 runs when
+/// the body is done.
+async fn send_upstream_response(
+    ctx: &InitiatorShard,
+    mut rctx: RequestCtx,
+    response: Response<Incoming>,
+    mut respond_to: h2::server::SendResponse<Bytes>,
 ) {
-    inc(&ctx.stats().initiator_requests);
-    let route = match_route(&ctx.cfg().routes, req.uri().path());
-    let Some((route, cluster)) =
-        route.and_then(|r| Some((r, ctx.clusters.get(&r.cluster)?.clone())))
-    else {
-        inc(&ctx.stats().initiator_404_no_route);
-        let msg = format!("No local route for path '{}'", req.uri().path());
-        return local_reply(&mut respond, StatusCode::NOT_FOUND, &msg);
-    };
-    let req = to_local_request(req, cluster.protocol());
-    let sent = cluster.send(req);
-    let result = match route.timeout {
-        None => Ok(sent.await),
-        Some(t) => monoio::time::timeout(t, sent).await.map_err(|_| t),
-    };
-    let resp = match result {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            inc(&ctx.stats().initiator_502_local_error);
-            let msg = format!("Local cluster '{}' failed: {e}", cluster.name);
-            return local_reply(&mut respond, e.status(), &msg);
-        }
-        Err(t) => {
-            inc(&ctx.stats().initiator_504_timeout);
-            let msg = format!(
-                "Local cluster '{}' did not answer within {t:?}",
-                cluster.name
-            );
-            return local_reply(&mut respond, StatusCode::GATEWAY_TIMEOUT, &msg);
-        }
-    };
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts.version = http::Version::HTTP_2;
+    let (mut head, body) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    head.version = http::Version::HTTP_2;
+    rctx.timings.response_start = Some(Instant::now());
+    ctx.pipeline.response_filter(&mut rctx, &mut head);
+    let body = Logged::new(body, rctx, ctx.pipeline.clone());
     let end_of_stream = body.is_end_stream();
-    let send = match respond.send_response(Response::from_parts(parts, ()), end_of_stream) {
+    let send = match respond_to.send_response(Response::from_parts(head, ()), end_of_stream) {
         Ok(send) => send,
         Err(e) => return tracing::debug!("responder went away: {e}"),
     };
@@ -76,10 +100,35 @@ async fn forward(
     }
 }
 
-/// Rewrites a tunnel request for the local hop. HTTP/1.1 gets an origin-form URI with `Host`
-/// from `:authority`; HTTP/2 keeps the absolute URI (its `:scheme` and `:authority`).
-fn to_local_request(req: Request<h2::RecvStream>, protocol: Protocol) -> Request<RecvBody> {
-    let (mut parts, recv) = req.into_parts();
+/// Phases 4 and 5 on a local reply made from `error`.
+fn send_local_reply(
+    ctx: &InitiatorShard,
+    mut rctx: RequestCtx,
+    error: ProxyError,
+    respond_to: &mut h2::server::SendResponse<Bytes>,
+) {
+    let (mut head, body) = respond(&error, &rctx).into_parts();
+    rctx.outcome.failure = Some(error);
+    rctx.timings.response_start = Some(Instant::now());
+    ctx.pipeline.response_filter(&mut rctx, &mut head);
+    let len = body.len() as u64;
+    let sent = match respond_to.send_response(Response::from_parts(head, ()), false) {
+        // Queued whole on the tunnel: it counts as sent.
+        Ok(mut send) => send.send_data(body, true).is_ok(),
+        Err(e) => {
+            tracing::debug!("responder went away: {e}");
+            false
+        }
+    };
+    if sent {
+        rctx.outcome.bytes_sent = len;
+    }
+    finish(&mut rctx, &ctx.pipeline, sent);
+}
+
+/// Adapts a tunnel request head for the local hop. HTTP/1.1 gets an origin-form URI with
+/// `Host` from `:authority`; HTTP/2 keeps the absolute URI (its `:scheme` and `:authority`).
+fn to_local_request(parts: &mut request::Parts, protocol: Protocol) {
     if protocol == Protocol::Http1 {
         if let Some(authority) = parts.uri.authority() {
             if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
@@ -94,16 +143,4 @@ fn to_local_request(req: Request<h2::RecvStream>, protocol: Protocol) -> Request
         parts.version = http::Version::HTTP_11;
     }
     strip_hop_by_hop(&mut parts.headers);
-    Request::from_parts(parts, RecvBody::new(recv, ()))
-}
-
-fn local_reply(respond: &mut h2::server::SendResponse<Bytes>, status: StatusCode, message: &str) {
-    tracing::debug!(%status, "{message}");
-    let (parts, body) = crate::http::local_reply::text_bytes(status, message).into_parts();
-    match respond.send_response(Response::from_parts(parts, ()), false) {
-        Ok(mut send) => {
-            let _ = send.send_data(body, true);
-        }
-        Err(e) => tracing::debug!("responder went away: {e}"),
-    }
 }

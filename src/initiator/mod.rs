@@ -1,5 +1,8 @@
 //! The initiator: dials tunnels to the responder, serves HTTP/2 on them, and forwards each
 //! stream to a local service.
+//!
+//! Modules: `dialer` (connect, handshake, redial), `tunnel_server` (HTTP/2 server on a tunnel),
+//! `forward` (the request driver), `pool` (local services).
 
 pub mod dialer;
 pub mod forward;
@@ -10,8 +13,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::config::{Config, InitiatorConfig};
+use crate::config::{ClusterConfig, Config, InitiatorConfig};
+use crate::pipeline::{Pipeline, Role};
 use crate::shard::shutdown::ShutdownSignal;
+use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
 
@@ -19,21 +24,55 @@ use pool::LocalCluster;
 
 /// One shard's view of the initiator.
 pub struct InitiatorShard {
-    pub shard: ShardId,
-    pub shards: usize,
-    pub config: Arc<Config>,
-    pub stats: Stats,
-    pub shutdown: ShutdownSignal,
+    shard: ShardId,
+    cfg: InitiatorConfig,
+    /// Every cluster of the configuration: local services and responders to dial.
+    clusters: std::collections::BTreeMap<String, ClusterConfig>,
+    drain_timeout: std::time::Duration,
+    stats: Stats,
+    shutdown: ShutdownSignal,
     /// Local services by cluster name, with this shard's connection pools.
-    pub clusters: HashMap<String, Rc<LocalCluster>>,
+    local: HashMap<String, Rc<LocalCluster>>,
+    /// The request pipeline for streams arriving through tunnels.
+    pipeline: Rc<Pipeline>,
+    /// Forwarded streams in flight: the drain waits for them.
+    tasks: Rc<Tracker>,
 }
 
 impl InitiatorShard {
+    /// This shard's initiator, or `None` when the configuration has no initiator.
+    pub fn new(
+        config: &Config,
+        shard: ShardId,
+        stats: Stats,
+        shutdown: ShutdownSignal,
+    ) -> Option<Rc<Self>> {
+        let cfg = config.initiator.clone()?;
+        let local = cfg
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let c = config.clusters.get(&r.cluster)?;
+                let cluster = LocalCluster::new(r.cluster.as_str().into(), c.clone());
+                Some((r.cluster.clone(), Rc::new(cluster)))
+            })
+            .collect();
+        let pipeline = Pipeline::for_role(Role::Initiator, &stats, shard);
+        Some(Rc::new(InitiatorShard {
+            shard,
+            cfg,
+            clusters: config.clusters.clone(),
+            drain_timeout: config.drain_timeout,
+            stats,
+            shutdown,
+            local,
+            pipeline,
+            tasks: Tracker::new(),
+        }))
+    }
+
     pub fn cfg(&self) -> &InitiatorConfig {
-        self.config
-            .initiator
-            .as_ref()
-            .expect("InitiatorShard is only built from a config with an initiator section")
+        &self.cfg
     }
 
     pub fn stats(&self) -> &ShardStats {
@@ -56,31 +95,12 @@ pub async fn run_shard(
     stats: Stats,
     shutdown: ShutdownSignal,
 ) {
-    let Some(cfg) = config.initiator.as_ref() else {
+    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown) else {
         return;
     };
-    let clusters = cfg
-        .routes
-        .iter()
-        .filter_map(|r| {
-            let c = config.clusters.get(&r.cluster)?;
-            Some((
-                r.cluster.clone(),
-                Rc::new(LocalCluster::new(r.cluster.clone(), c.clone())),
-            ))
-        })
-        .collect();
-    let ctx = Rc::new(InitiatorShard {
-        shard,
-        shards,
-        config: config.clone(),
-        stats,
-        shutdown,
-        clusters,
-    });
     let mut keepers = Vec::new();
     for spec in &ctx.cfg().tunnels {
-        let Some(remote) = ctx.config.clusters.get(&spec.remote_cluster) else {
+        let Some(remote) = ctx.clusters.get(&spec.remote_cluster) else {
             tracing::error!(cluster = %spec.remote_cluster, "tunnel names an unknown cluster");
             continue;
         };
@@ -97,6 +117,17 @@ pub async fn run_shard(
     }
     for keeper in keepers {
         keeper.await;
+    }
+    // Tunnels are drained; streams they accepted finish within the grace period.
+    if monoio::time::timeout(ctx.drain_timeout, ctx.tasks.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            shard,
+            left = ctx.tasks.active(),
+            "drain timeout: dropping what is left"
+        );
     }
 }
 

@@ -16,9 +16,11 @@ use crate::config::{ClusterConfig, Protocol};
 use crate::http::body::RecvBody;
 use crate::http::io::HyperIo;
 use crate::http::rt::{ShardExecutor, ShardTimer};
+use crate::pipeline::logged::Counted;
+use crate::pipeline::ProxyError;
 
-/// The body of a request forwarded to a local service: the tunnel stream's body.
-pub type LocalBody = RecvBody<()>;
+/// The body of a request forwarded to a local service: the tunnel stream's body, counted.
+pub type LocalBody = Counted<RecvBody<()>>;
 
 /// Why a local service could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -35,20 +37,22 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// 503 when the service could not be reached at all, 502 when it failed mid-exchange.
-    pub fn status(&self) -> http::StatusCode {
+    /// The request's failure: unreachable (503) when the service could not be reached at all,
+    /// failed (502) when it broke off mid-exchange.
+    fn into_proxy_error(self, cluster: &str) -> ProxyError {
+        let (cluster, detail) = (cluster.to_owned(), self.to_string());
         match self {
             UpstreamError::NoEndpoints | UpstreamError::Connect { .. } => {
-                http::StatusCode::SERVICE_UNAVAILABLE
+                ProxyError::LocalUnreachable { cluster, detail }
             }
-            UpstreamError::Http(_) => http::StatusCode::BAD_GATEWAY,
+            UpstreamError::Http(_) => ProxyError::LocalFailed { cluster, detail },
         }
     }
 }
 
 /// One local cluster on one shard.
 pub struct LocalCluster {
-    pub name: String,
+    pub name: Rc<str>,
     config: ClusterConfig,
     next_endpoint: Cell<usize>,
     idle: RefCell<Vec<http1::SendRequest<LocalBody>>>,
@@ -56,7 +60,7 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    pub fn new(name: String, config: ClusterConfig) -> Self {
+    pub fn new(name: Rc<str>, config: ClusterConfig) -> Self {
         Self {
             name,
             config,
@@ -75,11 +79,12 @@ impl LocalCluster {
     pub async fn send(
         self: &Rc<Self>,
         req: Request<LocalBody>,
-    ) -> Result<http::Response<Incoming>, UpstreamError> {
-        match self.config.protocol {
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        let sent = match self.config.protocol {
             Protocol::Http1 => self.send_http1(req).await,
             Protocol::Http2 => self.send_http2(req).await,
-        }
+        };
+        sent.map_err(|e| e.into_proxy_error(&self.name))
     }
 
     async fn send_http1(
@@ -153,8 +158,8 @@ impl LocalCluster {
                 let io = self.connect().await?;
                 let (sender, conn) = http2::Builder::new(ShardExecutor)
                     .timer(ShardTimer)
-                    .initial_stream_window_size(crate::responder::tunnel::STREAM_WINDOW)
-                    .initial_connection_window_size(crate::responder::tunnel::CONNECTION_WINDOW)
+                    .initial_stream_window_size(crate::tunnel::STREAM_WINDOW)
+                    .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
                     .handshake(io)
                     .await?;
                 monoio::spawn(async move {

@@ -218,32 +218,91 @@ pub struct AcceptedHandshake {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// A handshake request the responder refuses: the status and the text of the local reply.
+/// Why the responder refuses a handshake: one value per reason, each with its status
+/// (DESIGN §3 of the wire protocol; docs/ARCHITECTURE.md, "Handshake rejections"), a stable
+/// label for counters and logs, and the text of the local reply. The codec produces the
+/// parsing ones; the acceptor and its admission stages the others.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{status} {reason}")]
-pub struct Rejection {
-    pub status: u16,
-    pub reason: Cow<'static, str>,
+pub enum Rejection {
+    /// 404: a method other than GET or another path.
+    #[error("Not a reverse tunnel request")]
+    NotTunnelRequest,
+    /// 400: malformed HTTP, a body, or a missing, repeated or invalid identity header.
+    #[error("{0}")]
+    Malformed(Cow<'static, str>),
+    /// 400: the head does not end within [`MAX_HANDSHAKE_BYTES`].
+    #[error("Handshake request too large")]
+    TooLarge,
+    /// 408: the handshake did not arrive within `handshake_timeout`.
+    #[error("Handshake not received within handshake_timeout")]
+    Timeout,
+    /// 401: missing or invalid credentials.
+    #[error("{0}")]
+    Unauthenticated(Cow<'static, str>),
+    /// 403: the credentials do not allow this identity.
+    #[error("{0}")]
+    Forbidden(Cow<'static, str>),
+    /// 403: the node already holds `max_tunnels_per_node` tunnels.
+    #[error("node {node} already holds its maximum of {max} tunnels")]
+    NodeLimit { node: String, max: u32 },
+    /// 429: the responder holds `max_tunnels`; the initiator should retry after a while.
+    #[error("the responder holds its maximum of {max} tunnels")]
+    TunnelLimit { max: u32, retry_after_secs: u64 },
+    /// 503: the responder is shutting down.
+    #[error("The responder is shutting down")]
+    ShuttingDown,
 }
 
 impl Rejection {
-    fn not_found() -> Self {
-        Self {
-            status: 404,
-            reason: Cow::Borrowed("Not a reverse tunnel request"),
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::NotTunnelRequest => 404,
+            Rejection::Malformed(_) | Rejection::TooLarge => 400,
+            Rejection::Timeout => 408,
+            Rejection::Unauthenticated(_) => 401,
+            Rejection::Forbidden(_) | Rejection::NodeLimit { .. } => 403,
+            Rejection::TunnelLimit { .. } => 429,
+            Rejection::ShuttingDown => 503,
         }
     }
 
-    fn bad_request(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            status: 400,
-            reason: reason.into(),
+    /// A stable, machine-friendly reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::NotTunnelRequest => "not_tunnel_request",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::TooLarge => "too_large",
+            Rejection::Timeout => "timeout",
+            Rejection::Unauthenticated(_) => "unauthenticated",
+            Rejection::Forbidden(_) => "forbidden",
+            Rejection::NodeLimit { .. } => "node_limit",
+            Rejection::TunnelLimit { .. } => "tunnel_limit",
+            Rejection::ShuttingDown => "shutting_down",
         }
+    }
+
+    /// Seconds the initiator should wait before retrying (429 only).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Rejection::TunnelLimit {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
+    /// The text of the local reply.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+
+    fn bad_request(reason: impl Into<Cow<'static, str>>) -> Self {
+        Rejection::Malformed(reason.into())
     }
 
     /// The local reply for this rejection (followed by a close).
     pub fn encode(&self) -> Vec<u8> {
-        encode_response(self.status, &self.reason, None)
+        encode_response(self.status(), &self.reason(), self.retry_after())
     }
 }
 
@@ -269,7 +328,7 @@ pub fn parse_request(
     let head_len = match request.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if window.len() >= MAX_HANDSHAKE_BYTES => {
-            return Err(Rejection::bad_request("Handshake request too large"))
+            return Err(Rejection::TooLarge)
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -283,7 +342,7 @@ pub fn parse_request(
     };
     let path = target.split_once('?').map_or(target, |(path, _query)| path);
     if method != "GET" || path != expected_path {
-        return Err(Rejection::not_found());
+        return Err(Rejection::NotTunnelRequest);
     }
 
     let mut fields = IdentityFields::default();
@@ -526,8 +585,8 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
             "GET * HTTP/1.1",
         ] {
             let r = reject(&request(line, &[NODE, CLUSTER]));
-            assert_eq!(r.status, 404, "{line}");
-            assert_eq!(r.reason, "Not a reverse tunnel request");
+            assert_eq!(r.status(), 404, "{line}");
+            assert_eq!(r.reason(), "Not a reverse tunnel request");
         }
     }
 
@@ -549,23 +608,23 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
         ];
         for (what, headers) in cases {
             let r = reject(&request(GET, headers));
-            assert_eq!(r.status, 400, "{what}: {r}");
+            assert_eq!(r.status(), 400, "{what}: {r}");
         }
         // A byte that is not visible ASCII inside the value (obs-text is legal HTTP).
         let mut raw = request(GET, &["x-envoy-reverse-tunnel-node-id: a\u{e9}b", CLUSTER]);
-        assert_eq!(reject(&raw).status, 400);
+        assert_eq!(reject(&raw).status(), 400);
         // And bytes that are not UTF-8 at all.
         let pos = raw.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
         raw[pos] = 0xff;
         let r = reject(&raw);
-        assert_eq!(r.status, 400);
-        assert!(r.reason.contains("not UTF-8"), "{r}");
+        assert_eq!(r.status(), 400);
+        assert!(r.reason().contains("not UTF-8"), "{r}");
         // A control character inside the value is malformed HTTP already.
         let r = reject(&request(
             GET,
             &["x-envoy-reverse-tunnel-node-id: a\u{1}b", CLUSTER],
         ));
-        assert_eq!(r.status, 400);
+        assert_eq!(r.status(), 400);
     }
 
     #[test]
@@ -578,7 +637,7 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
             "Transfer-Encoding: identity",
         ] {
             let r = reject(&request(GET, &[NODE, CLUSTER, extra]));
-            assert_eq!(r.status, 400, "{extra}");
+            assert_eq!(r.status(), 400, "{extra}");
         }
         accept(&request(GET, &[NODE, CLUSTER, "content-length: 0"]));
     }
@@ -594,7 +653,7 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
             PREFACE,
         ] {
             let r = reject(garbage);
-            assert_eq!(r.status, 400, "{garbage:?}");
+            assert_eq!(r.status(), 400, "{garbage:?}");
         }
     }
 
@@ -618,8 +677,8 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
         }
         bytes.truncate(MAX_HANDSHAKE_BYTES + 1);
         let r = reject(&bytes);
-        assert_eq!(r.status, 400);
-        assert!(r.reason.contains("too large"), "{r}");
+        assert_eq!(r.status(), 400);
+        assert!(r.reason().contains("too large"), "{r}");
     }
 
     #[test]
@@ -637,7 +696,7 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
 
         let mut short = format!("{base}{}\r\n\r", "a".repeat(pad + 1)).into_bytes();
         assert_eq!(short.len(), MAX_HANDSHAKE_BYTES);
-        assert_eq!(reject(&short).status, 400);
+        assert_eq!(reject(&short).status(), 400);
         short.truncate(MAX_HANDSHAKE_BYTES - 1);
         assert_eq!(parse_request(&short, DEFAULT_REQUEST_PATH), Ok(None));
     }
@@ -650,8 +709,8 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
         accept(&request(GET, &headers));
         headers.push("x-one-too-many: v");
         let r = reject(&request(GET, &headers));
-        assert_eq!(r.status, 400);
-        assert_eq!(r.reason, "Too many headers");
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.reason(), "Too many headers");
     }
 
     #[test]
@@ -675,7 +734,7 @@ connection: close\r\nretry-after: 5\r\n\r\ntoo many tunnels\n"
         );
         assert!(encode_response(599, "x", None).starts_with(b"HTTP/1.1 599 Unknown\r\n"));
         let r = reject(b"POST / HTTP/1.1\r\n\r\n");
-        assert_eq!(r.encode(), encode_response(404, &r.reason, None));
+        assert_eq!(r.encode(), encode_response(404, &r.reason(), None));
     }
 
     #[test]

@@ -1,18 +1,19 @@
-//! The tunnel listener: reads and validates handshakes, then places each tunnel on the shard
-//! that holds the fewest tunnels of its node.
+//! The tunnel listener: reads a handshake, passes it through admission, reserves a slot in the
+//! directory, and places the tunnel on the shard that holds the fewest tunnels of its node.
 //!
-//! Every rejection is a `text/plain` reply with the status of DESIGN §3, a counter, and a close.
-//! The whole handshake must arrive within `handshake_timeout` and fit in 16 KiB.
+//! Every refusal is a [`Rejection`]: a `text/plain` reply with its status, a counter, a log
+//! line with its label, and a close. The whole handshake must arrive within
+//! `handshake_timeout` and fit in 16 KiB.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use monoio::net::{TcpListener, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::admission::ConnectionFacts;
 use super::{ResponderShard, ShardMsg};
-use crate::protocol::{
-    encode_response, parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES,
-};
+use crate::protocol::{parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES};
 use crate::shard::accept_loop;
 use crate::shard::directory::PlaceError;
 use crate::stats::inc;
@@ -29,8 +30,8 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
     .await
 }
 
-async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let cfg = &ctx.shared.cfg().tunnel_listener;
+async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
+    let cfg = ctx.shared.tunnel_listener();
     let mut io = match stream.try_into_poll_io() {
         Ok(io) => io,
         Err((e, _)) => {
@@ -38,48 +39,34 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::Sock
             return;
         }
     };
-    let outcome = monoio::time::timeout(
-        cfg.handshake_timeout,
-        read_handshake(&mut io, &cfg.request_path),
-    )
-    .await;
-    let hs = match outcome {
-        Err(_elapsed) => {
-            inc(&ctx.stats().handshake_timeout);
-            tracing::debug!(%peer, "handshake timed out");
-            let reply =
-                encode_response(408, "Handshake not received within handshake_timeout", None);
-            let _ = io.write_all(&reply).await;
-            return;
-        }
-        Ok(Err(rejection)) => return reject(&ctx, &mut io, peer, rejection, None).await,
+    let read = read_handshake(&mut io, &cfg.request_path);
+    let hs = match monoio::time::timeout(cfg.handshake_timeout, read).await {
+        Err(_elapsed) => return reject(&ctx, &mut io, peer, Rejection::Timeout).await,
+        Ok(Err(rejection)) => return reject(&ctx, &mut io, peer, rejection).await,
         Ok(Ok(None)) => return, // closed before a full request: nothing to answer
         Ok(Ok(Some(hs))) => hs,
     };
-    if ctx.shared.shutdown.is_triggered() {
-        let r = Rejection {
-            status: 503,
-            reason: "The responder is shutting down".into(),
-        };
-        return reject(&ctx, &mut io, peer, r, None).await;
+    let facts = ConnectionFacts { peer };
+    if let Err(rejection) = ctx.admission.admit(&hs, &facts) {
+        return reject(&ctx, &mut io, peer, rejection).await;
     }
-    let node = &hs.identity.node_id;
-    let cluster = &hs.identity.cluster_id;
-    let target = match ctx.shared.directory.place(node, cluster, ctx.shard) {
+    let tenant = ctx
+        .shared
+        .tenancy()
+        .registry_tenant(Some(&hs.identity.tenant_id));
+    let (node, cluster) = (&hs.identity.node_id, &hs.identity.cluster_id);
+    let target = match ctx.shared.directory.place(tenant, node, cluster, ctx.shard) {
         Ok(shard) => shard,
-        Err(e @ PlaceError::TooManyTunnels(_)) => {
-            let r = Rejection {
-                status: 429,
-                reason: e.to_string().into(),
+        Err(PlaceError::TooManyTunnels(max)) => {
+            let rejection = Rejection::TunnelLimit {
+                max,
+                retry_after_secs: RETRY_AFTER_SECS,
             };
-            return reject(&ctx, &mut io, peer, r, Some(RETRY_AFTER_SECS)).await;
+            return reject(&ctx, &mut io, peer, rejection).await;
         }
-        Err(e @ PlaceError::TooManyForNode { .. }) => {
-            let r = Rejection {
-                status: 403,
-                reason: e.to_string().into(),
-            };
-            return reject(&ctx, &mut io, peer, r, None).await;
+        Err(PlaceError::TooManyForNode { node, max }) => {
+            let rejection = Rejection::NodeLimit { node, max };
+            return reject(&ctx, &mut io, peer, rejection).await;
         }
     };
     tracing::debug!(%peer, node, target, "handshake accepted");
@@ -87,7 +74,7 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: std::net::Sock
         Ok(stream) => stream,
         Err((e, _)) => {
             tracing::warn!(%peer, "completion io: {e}");
-            ctx.shared.directory.release(node, cluster, target);
+            ctx.shared.directory.release(tenant, node, cluster, target);
             return;
         }
     };
@@ -104,13 +91,20 @@ async fn hand_over(
     hs: AcceptedHandshake,
     target: usize,
 ) {
-    let (node, cluster) = (hs.identity.node_id.clone(), hs.identity.cluster_id.clone());
+    let identity = hs.identity.clone();
+    let release = || {
+        let tenant = ctx
+            .shared
+            .tenancy()
+            .registry_tenant(Some(&identity.tenant_id));
+        let (node, cluster) = (&identity.node_id, &identity.cluster_id);
+        ctx.shared.directory.release(tenant, node, cluster, target);
+    };
     let detached = match super::tunnel::detach(stream) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(node, "cannot detach tunnel socket: {e}");
-            ctx.shared.directory.release(&node, &cluster, target);
-            return;
+            tracing::warn!(node = identity.node_id, "cannot detach tunnel socket: {e}");
+            return release();
         }
     };
     let msg = ShardMsg::Adopt {
@@ -119,7 +113,7 @@ async fn hand_over(
     };
     if ctx.shared.mesh.send(target, msg).await.is_err() {
         // The target stopped (shutdown): the socket dropped with the message.
-        ctx.shared.directory.release(&node, &cluster, target);
+        release();
     }
 }
 
@@ -131,54 +125,49 @@ async fn read_handshake<S: tokio::io::AsyncRead + Unpin>(
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() > MAX_HANDSHAKE_BYTES {
-            return Err(Rejection {
-                status: 400,
-                reason: "Handshake larger than 16 KiB".into(),
-            });
+            return Err(Rejection::TooLarge);
         }
-        let n = match io.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                // A truncated handshake is answered too, so a broken initiator learns why.
-                return match buf.is_empty() {
-                    true => Ok(None),
-                    false => Err(Rejection {
-                        status: 400,
-                        reason: "Truncated handshake".into(),
-                    }),
-                };
-            }
-            Ok(n) => n,
-        };
-        debug_assert!(n > 0);
+        match io.read_buf(&mut buf).await {
+            // A truncated handshake is answered too, so a broken initiator learns why.
+            Ok(0) | Err(_) if buf.is_empty() => return Ok(None),
+            Ok(0) | Err(_) => return Err(Rejection::Malformed("Truncated handshake".into())),
+            Ok(_) => {}
+        }
         if let Some((hs, consumed)) = parse_request(&buf, path)? {
             if consumed != buf.len() {
-                return Err(Rejection {
-                    status: 400,
-                    reason: "Unexpected bytes after the handshake request".into(),
-                });
+                return Err(Rejection::Malformed(
+                    "Unexpected bytes after the handshake request".into(),
+                ));
             }
             return Ok(Some(hs));
         }
     }
 }
 
+/// Counts, logs and answers a rejection, then closes.
 async fn reject<S: tokio::io::AsyncWrite + Unpin>(
     ctx: &ResponderShard,
     io: &mut S,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     rejection: Rejection,
-    retry_after: Option<u64>,
 ) {
     let stats = ctx.stats();
-    inc(match rejection.status {
-        404 => &stats.handshake_rejected_404,
-        401 | 403 => &stats.handshake_rejected_403,
-        429 => &stats.handshake_rejected_429,
-        503 => &stats.handshake_rejected_503,
-        _ => &stats.handshake_rejected_400,
+    inc(match &rejection {
+        Rejection::Timeout => &stats.handshake_timeout,
+        Rejection::NotTunnelRequest => &stats.handshake_rejected_404,
+        Rejection::Unauthenticated(_) | Rejection::Forbidden(_) | Rejection::NodeLimit { .. } => {
+            &stats.handshake_rejected_403
+        }
+        Rejection::TunnelLimit { .. } => &stats.handshake_rejected_429,
+        Rejection::ShuttingDown => &stats.handshake_rejected_503,
+        Rejection::Malformed(_) | Rejection::TooLarge => &stats.handshake_rejected_400,
     });
-    tracing::info!(%peer, status = rejection.status, "handshake rejected: {}", rejection.reason);
-    let reply = encode_response(rejection.status, &rejection.reason, retry_after);
-    let _ = io.write_all(&reply).await;
+    match rejection {
+        Rejection::Timeout => tracing::debug!(%peer, "handshake timed out"),
+        _ => {
+            tracing::info!(%peer, status = rejection.status(), reason = rejection.label(), "handshake rejected: {rejection}")
+        }
+    }
+    let _ = io.write_all(&rejection.encode()).await;
     let _ = io.shutdown().await;
 }

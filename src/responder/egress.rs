@@ -12,26 +12,37 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use http::{header, uri, Request, Response, StatusCode, Uri};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, request, uri, Request, Response, Uri};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-
 use monoio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use super::reverse_cluster::{self, reply, EgressBody};
+use super::reverse_cluster::{self, TunnelBody};
 use super::ResponderShard;
-use crate::http::host_id::{expected_headers, first_host_id};
+use crate::http::host_id::first_host_id;
 use crate::http::io::{sniff_h2, HyperIo};
 use crate::http::proxy_headers;
 use crate::http::route::match_route;
 use crate::http::rt::{ShardExecutor, ShardTimer};
+use crate::pipeline::logged::Counted;
+use crate::pipeline::{
+    respond, Logged, ProxyError, RequestCtx, RequestId, Role, REQUEST_ID_HEADER,
+};
 use crate::shard::accept_loop;
 use crate::stats::inc;
 
+/// What the egress listener sends back: a local reply or a tunnel's response body, with the
+/// logging phase run when it is done.
+pub type EgressBody = Logged<Either<Full<Bytes>, TunnelBody>>;
+
 /// Accepts egress connections until shutdown.
 pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
-    let shutdown = ctx.shared.shutdown.clone();
+    let shutdown = ctx.shared.shutdown().clone();
     accept_loop(listener, &shutdown, "egress", |stream, peer| {
         ctx.tasks.spawn(serve_connection(ctx.clone(), stream, peer))
     })
@@ -46,7 +57,7 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
             return;
         }
     };
-    let header_timeout = ctx.shared.cfg().egress_listener.header_read_timeout;
+    let header_timeout = ctx.shared.egress().header_read_timeout;
     let (is_h2, io) = match monoio::time::timeout(header_timeout, sniff_h2(io)).await {
         Ok(Some(sniffed)) => sniffed,
         Ok(None) => return, // closed before sending anything
@@ -60,15 +71,15 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
             async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
         })
     };
-    let max_headers = ctx.shared.cfg().egress_listener.max_request_headers_kb as usize * 1024;
-    let shutdown = ctx.shared.shutdown.clone();
-    let drain = ctx.shared.config.drain_timeout;
+    let max_headers = ctx.shared.egress().max_request_headers_kb as usize * 1024;
+    let shutdown = ctx.shared.shutdown().clone();
+    let drain = ctx.shared.drain_timeout();
     if is_h2 {
         let conn = hyper::server::conn::http2::Builder::new(ShardExecutor)
             .timer(ShardTimer)
             .max_header_list_size(max_headers as u32)
-            .initial_stream_window_size(super::tunnel::STREAM_WINDOW)
-            .initial_connection_window_size(super::tunnel::CONNECTION_WINDOW)
+            .initial_stream_window_size(crate::tunnel::STREAM_WINDOW)
+            .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
             .max_concurrent_streams(1024)
             .serve_connection(io, service);
         serve_until_shutdown(&ctx, conn, shutdown, drain, peer).await;
@@ -151,53 +162,82 @@ async fn serve_until_shutdown<C: GracefulConnection>(
     }
 }
 
+/// The egress driver: one client request through the pipeline's phases.
 async fn handle(
     ctx: &Rc<ResponderShard>,
-    req: Request<Incoming>,
+    request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<EgressBody> {
-    inc(&ctx.stats().egress_requests);
-    let cfg = &ctx.shared.cfg().egress_listener;
-    let Some(route) = match_route(&cfg.routes, req.uri().path()) else {
-        inc(&ctx.stats().egress_404_no_route);
-        return reply(
-            StatusCode::NOT_FOUND,
-            format!("No route for path '{}'", req.uri().path()),
-        );
+    let (mut parts, body) = request.into_parts();
+    let mut rctx = RequestCtx::new(Role::Egress, ctx.shard, Some(peer), &parts, false);
+    let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path());
+    let proxied = upstream(ctx, &mut rctx, &mut parts, body)
+        .instrument(span)
+        .await;
+    let (mut head, body) = match proxied {
+        Ok(response) => {
+            let (head, body) = response.into_parts();
+            (head, Either::Right(body))
+        }
+        Err(error) => {
+            let (head, body) = respond(&error, &rctx).into_parts();
+            rctx.outcome.failure = Some(error);
+            (head, Either::Left(Full::new(body)))
+        }
     };
-    let Some(host_id) = first_host_id(&cfg.host_id_format, req.headers(), Some(peer)) else {
-        inc(&ctx.stats().egress_400_no_host_id);
-        return reply(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "No host id in the request: expected one of the headers {}",
-                expected_headers(&cfg.host_id_format).join(", ")
-            ),
-        );
-    };
-    let span = tracing::debug_span!("request", host_id = %host_id, method = %req.method(), path = %req.uri().path());
-    let req = to_tunnel_request(req, peer);
-    let timeout = route.timeout.or(cfg.request_timeout);
-    let proxied = reverse_cluster::proxy(ctx, host_id, req).instrument(span);
-    match timeout {
-        None => proxied.await,
-        Some(t) => match monoio::time::timeout(t, proxied).await {
-            Ok(resp) => resp,
-            Err(_) => {
-                inc(&ctx.stats().egress_504_timeout);
-                reply(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("No response within {t:?}"),
-                )
-            }
-        },
-    }
+    rctx.timings.response_start = Some(Instant::now());
+    let pipeline = ctx.pipeline.clone();
+    pipeline.response_filter(&mut rctx, &mut head);
+    Response::from_parts(head, Logged::new(body, rctx, pipeline))
 }
 
-/// Rewrites a client request for an h2 stream: absolute URI (`:scheme`, `:authority` from
-/// `Host`), proxy headers per RFC 9110 §7.6.1.
-fn to_tunnel_request(req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
-    let (mut parts, body) = req.into_parts();
+/// Phases 1–3 and the trip through a tunnel, up to the response head.
+async fn upstream(
+    ctx: &Rc<ResponderShard>,
+    rctx: &mut RequestCtx,
+    parts: &mut request::Parts,
+    body: Incoming,
+) -> Result<Response<TunnelBody>, ProxyError> {
+    ctx.pipeline.request_filter(rctx, parts)?;
+    let cfg = ctx.shared.egress();
+    let (index, route) =
+        match_route(&cfg.routes, parts.uri.path()).ok_or_else(|| ProxyError::NoRoute {
+            path: parts.uri.path().to_owned(),
+        })?;
+    rctx.route = Some(index);
+    let host_id =
+        first_host_id(&cfg.host_id_format, &parts.headers, rctx.peer).ok_or_else(|| {
+            ProxyError::NoHostId {
+                expected: ctx.shared.expected_host_headers(),
+            }
+        })?;
+    rctx.host_id = Some(host_id);
+    to_tunnel_request(parts, &rctx.request_id);
+    ctx.pipeline.upstream_request_filter(rctx, parts);
+    let body = Counted::new(body, rctx.outcome.bytes_received.clone());
+    let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
+    rctx.timings.upstream_start = Some(Instant::now());
+    let tenant = ctx.shared.tenancy().registry_tenant(rctx.tenant.as_deref());
+    let host_id = rctx.host_id.as_deref().unwrap_or_default();
+    let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request);
+    let (response, tunnel) = match route.timeout.or(cfg.request_timeout) {
+        None => proxied.await?,
+        Some(t) => monoio::time::timeout(t, proxied)
+            .await
+            .map_err(|_| ProxyError::Timeout(t))??,
+    };
+    rctx.tunnel_id = Some(tunnel);
+    Ok(response)
+}
+
+/// An empty request head, left behind when the real one moves into the upstream request.
+fn empty_parts() -> request::Parts {
+    Request::new(()).into_parts().0
+}
+
+/// Adapts a client request head for an h2 stream: absolute URI (`:scheme`, `:authority` from
+/// `Host`), hop-by-hop fields removed (RFC 9110 §7.6.1; h2 forbids them), the request id set.
+fn to_tunnel_request(parts: &mut request::Parts, request_id: &RequestId) {
     let authority = parts
         .uri
         .authority()
@@ -225,6 +265,7 @@ fn to_tunnel_request(req: Request<Incoming>, peer: SocketAddr) -> Request<Incomi
     parts.version = http::Version::HTTP_2;
     proxy_headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    proxy_headers::add_forwarding(&mut parts.headers, Some(peer), "http");
-    Request::from_parts(parts, body)
+    parts
+        .headers
+        .insert(&REQUEST_ID_HEADER, request_id.header_value().clone());
 }

@@ -1,7 +1,13 @@
 //! The responder: accepts tunnels that initiators dial, keeps them in per-shard registries, and
 //! serves the egress listener whose requests travel through those tunnels.
+//!
+//! Modules: `acceptor` (tunnel listener, handshake), `admission` (the handshake's stages),
+//! `tunnel` (a registered tunnel on its shard), `registry` (a shard's tunnels by tenant and
+//! host id), `egress` (the egress listener's driver), `reverse_cluster` (host id → tunnel,
+//! across shards).
 
 pub mod acceptor;
+pub mod admission;
 pub mod egress;
 pub mod registry;
 pub mod reverse_cluster;
@@ -11,8 +17,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Config, ResponderConfig};
+use crate::config::{Config, EgressListenerConfig, ResponderConfig, TunnelListenerConfig};
+use crate::pipeline::{Pipeline, Role};
 use crate::protocol::AcceptedHandshake;
 use crate::shard::directory::Directory;
 use crate::shard::mesh::{Inbox, Mesh};
@@ -21,7 +29,8 @@ use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
 
-use registry::Registry;
+use admission::Admission;
+use registry::{Registry, Tenancy};
 use reverse_cluster::ForwardedRequest;
 
 /// Messages between responder shards.
@@ -31,51 +40,86 @@ pub enum ShardMsg {
         stream: std::net::TcpStream,
         handshake: AcceptedHandshake,
     },
-    /// Serve an egress request on one of this shard's tunnels.
-    Forward(ForwardedRequest),
+    /// Serve an egress request on one of this shard's tunnels (boxed: a request head is large
+    /// and the channel's slots are sized by the largest message).
+    Forward(Box<ForwardedRequest>),
 }
 
 /// State shared by all responder shards (read-mostly).
 pub struct Responder {
-    pub config: Arc<Config>,
-    pub directory: Directory,
-    pub mesh: Mesh<ShardMsg>,
-    pub stats: Stats,
-    pub shutdown: ShutdownSignal,
+    cfg: ResponderConfig,
+    drain_timeout: Duration,
+    directory: Directory,
+    mesh: Mesh<ShardMsg>,
+    stats: Stats,
+    shutdown: ShutdownSignal,
+    tenancy: Tenancy,
+    /// The headers `host_id_format` reads, for the 400 that names them (computed once).
+    expected_host_headers: Arc<str>,
     next_tunnel_id: AtomicU64,
 }
 
 impl Responder {
-    /// Builds the shared state and one inbox per shard.
+    /// Builds the shared state and one inbox per shard; `None` when the configuration has no
+    /// responder.
     pub fn new(
-        config: Arc<Config>,
+        config: &Config,
         shards: usize,
         stats: Stats,
         shutdown: ShutdownSignal,
     ) -> Option<(Arc<Responder>, Vec<Inbox<ShardMsg>>)> {
-        let cfg = config.responder.as_ref()?;
+        let cfg = config.responder.clone()?;
         let directory = Directory::new(
             shards,
             cfg.tunnel_listener.max_tunnels,
             cfg.tunnel_listener.max_tunnels_per_node,
         );
         let (mesh, inboxes) = Mesh::new(shards, 1024);
+        let expected =
+            crate::http::host_id::expected_headers(&cfg.egress_listener.host_id_format).join(", ");
         let responder = Responder {
-            config,
+            cfg,
+            drain_timeout: config.drain_timeout,
             directory,
             mesh,
             stats,
             shutdown,
+            // Isolation is switched on by the authentication work (docs/ARCHITECTURE.md,
+            // "Tenants"); until then every tunnel shares one namespace, as before.
+            tenancy: Tenancy::Shared,
+            expected_host_headers: expected.into(),
             next_tunnel_id: AtomicU64::new(1),
         };
         Some((Arc::new(responder), inboxes))
     }
 
-    pub fn cfg(&self) -> &ResponderConfig {
-        self.config
-            .responder
-            .as_ref()
-            .expect("Responder is only built from a config with a responder section")
+    pub fn tunnel_listener(&self) -> &TunnelListenerConfig {
+        &self.cfg.tunnel_listener
+    }
+
+    pub fn egress(&self) -> &EgressListenerConfig {
+        &self.cfg.egress_listener
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
+    /// Which shards hold which tunnels (the admin page reads it).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn shutdown(&self) -> &ShutdownSignal {
+        &self.shutdown
+    }
+
+    pub fn tenancy(&self) -> Tenancy {
+        self.tenancy
+    }
+
+    fn expected_host_headers(&self) -> Arc<str> {
+        self.expected_host_headers.clone()
     }
 
     fn next_tunnel_id(&self) -> u64 {
@@ -85,14 +129,31 @@ impl Responder {
 
 /// One shard's view of the responder.
 pub struct ResponderShard {
-    pub shard: ShardId,
-    pub shared: Arc<Responder>,
-    pub registry: RefCell<Registry>,
+    shard: ShardId,
+    shared: Arc<Responder>,
+    registry: RefCell<Registry>,
+    /// The egress listener's request pipeline on this shard.
+    pipeline: Rc<Pipeline>,
+    /// The stages every handshake passes.
+    admission: Admission,
     /// Connections, tunnels and forwarded requests in flight: the drain waits for them.
-    pub tasks: Rc<Tracker>,
+    tasks: Rc<Tracker>,
 }
 
 impl ResponderShard {
+    pub fn new(shared: Arc<Responder>, shard: ShardId) -> Rc<Self> {
+        let pipeline = Pipeline::for_role(Role::Egress, &shared.stats, shard);
+        let admission = Admission::for_listener(shared.tunnel_listener(), &shared.shutdown);
+        Rc::new(ResponderShard {
+            shard,
+            shared,
+            registry: RefCell::new(Registry::default()),
+            pipeline,
+            admission,
+            tasks: Tracker::new(),
+        })
+    }
+
     pub fn stats(&self) -> &ShardStats {
         self.shared.stats.shard(self.shard)
     }
@@ -100,35 +161,21 @@ impl ResponderShard {
 
 /// Runs the responder on this shard until shutdown, then drains.
 pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<ShardMsg>) {
-    let ctx = Rc::new(ResponderShard {
-        shard,
-        shared,
-        registry: RefCell::new(Registry::default()),
-        tasks: Tracker::new(),
-    });
-    let cfg = ctx.shared.cfg();
-    let tunnel_listener = match crate::shard::bind_reuseport(cfg.tunnel_listener.listen) {
+    let ctx = ResponderShard::new(shared, shard);
+    let tunnel_addr = ctx.shared.tunnel_listener().listen;
+    let egress_addr = ctx.shared.egress().listen;
+    let tunnel_listener = match crate::shard::bind_reuseport(tunnel_addr) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(
-                shard,
-                "cannot bind tunnel listener {}: {e}",
-                cfg.tunnel_listener.listen
-            );
-            ctx.shared.shutdown_on_fatal();
-            return;
+            tracing::error!(shard, "cannot bind tunnel listener {tunnel_addr}: {e}");
+            return ctx.shared.shutdown.fatal();
         }
     };
-    let egress_listener = match crate::shard::bind_reuseport(cfg.egress_listener.listen) {
+    let egress_listener = match crate::shard::bind_reuseport(egress_addr) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(
-                shard,
-                "cannot bind egress listener {}: {e}",
-                cfg.egress_listener.listen
-            );
-            ctx.shared.shutdown_on_fatal();
-            return;
+            tracing::error!(shard, "cannot bind egress listener {egress_addr}: {e}");
+            return ctx.shared.shutdown.fatal();
         }
     };
     monoio::spawn(inbox_loop(ctx.clone(), inbox));
@@ -138,7 +185,7 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<Shar
     egress.await;
     acceptor.await;
     // Listeners are closed; in-flight requests and tunnels finish within the grace period.
-    let grace = ctx.shared.config.drain_timeout;
+    let grace = ctx.shared.drain_timeout;
     if monoio::time::timeout(grace, ctx.tasks.idle())
         .await
         .is_err()
@@ -151,14 +198,6 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<Shar
     }
 }
 
-impl Responder {
-    /// A listener that cannot bind makes the whole process stop: half a responder is worse
-    /// than a clear failure.
-    fn shutdown_on_fatal(&self) {
-        crate::app::fatal();
-    }
-}
-
 async fn inbox_loop(ctx: Rc<ResponderShard>, inbox: Inbox<ShardMsg>) {
     while let Ok(msg) = inbox.recv().await {
         match msg {
@@ -168,14 +207,14 @@ async fn inbox_loop(ctx: Rc<ResponderShard>, inbox: Inbox<ShardMsg>) {
             }
             ShardMsg::Forward(forwarded) => {
                 ctx.tasks
-                    .spawn(reverse_cluster::serve_forwarded(ctx.clone(), forwarded));
+                    .spawn(reverse_cluster::serve_forwarded(ctx.clone(), *forwarded));
             }
         }
     }
 }
 
 async fn cleanup_loop(ctx: Rc<ResponderShard>) {
-    let interval = ctx.shared.cfg().cleanup_interval;
+    let interval = ctx.shared.cfg.cleanup_interval;
     loop {
         monoio::select! {
             _ = monoio::time::sleep(interval) => {}

@@ -1,8 +1,10 @@
-//! A shard's registry: its own tunnels, keyed by host id (node id and cluster id).
+//! A shard's registry: its own tunnels, keyed by tenant, then by host id (node id and cluster
+//! id).
 //!
-//! Owned by one shard and never locked. A host id is looked up first as a cluster id
-//! (round-robin over that cluster's nodes), then as a node id; within a node the tunnel with the
-//! fewest active streams that still has stream capacity wins.
+//! Owned by one shard and never locked. Within a tenant, a host id is looked up first as a
+//! cluster id (round-robin over that cluster's nodes), then as a node id; within a node the
+//! tunnel with the fewest active streams that still has stream capacity wins. Tenants never see
+//! each other's hosts: a lookup names its tenant.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -66,6 +68,25 @@ impl Drop for StreamGuard {
     }
 }
 
+/// Whether tunnels and requests are separated by tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenancy {
+    /// One namespace for everyone: the tenant id is carried but not used for routing.
+    Shared,
+    /// Each tenant its own namespace.
+    Isolated,
+}
+
+impl Tenancy {
+    /// The registry (and directory) key for a tunnel or request of `tenant`.
+    pub fn registry_tenant<'a>(&self, tenant: Option<&'a str>) -> &'a str {
+        match self {
+            Tenancy::Shared => "",
+            Tenancy::Isolated => tenant.unwrap_or(""),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct ClusterEntry {
     nodes: Vec<String>,
@@ -75,12 +96,66 @@ struct ClusterEntry {
 /// The tunnels of one shard.
 #[derive(Debug, Default)]
 pub struct Registry {
+    tenants: HashMap<String, Hosts>,
+}
+
+impl Registry {
+    /// Registers `tunnel` under `tenant` (a key from [`Tenancy::registry_tenant`]).
+    pub fn insert(&mut self, tenant: &str, tunnel: Rc<TunnelHandle>) {
+        match self.tenants.get_mut(tenant) {
+            Some(hosts) => hosts.insert(tunnel),
+            None => {
+                let mut hosts = Hosts::default();
+                hosts.insert(tunnel);
+                self.tenants.insert(tenant.to_owned(), hosts);
+            }
+        }
+    }
+
+    /// Removes a tunnel at once; a node left without tunnels leaves its cluster.
+    pub fn remove(&mut self, tenant: &str, id: u64, identity: &TunnelIdentity) {
+        if let Some(hosts) = self.tenants.get_mut(tenant) {
+            hosts.remove(id, identity);
+            if hosts.is_empty() {
+                self.tenants.remove(tenant);
+            }
+        }
+    }
+
+    /// Picks a tunnel of `tenant` for `host_id`: as a cluster id first, then as a node id.
+    pub fn pick(&mut self, tenant: &str, host_id: &str) -> Option<Rc<TunnelHandle>> {
+        self.tenants.get_mut(tenant)?.pick(host_id)
+    }
+
+    /// Whether this shard holds any tunnel of `tenant` for `host_id` (busy or not).
+    pub fn knows(&self, tenant: &str, host_id: &str) -> bool {
+        self.tenants
+            .get(tenant)
+            .is_some_and(|hosts| hosts.knows(host_id))
+    }
+
+    /// Drops empty entries; returns how many were swept. Removal is eager, so this is a
+    /// safety net run every `cleanup_interval`.
+    pub fn sweep(&mut self) -> usize {
+        let swept = self.tenants.values_mut().map(Hosts::sweep).sum();
+        self.tenants.retain(|_, hosts| !hosts.is_empty());
+        swept
+    }
+}
+
+/// One tenant's hosts on one shard.
+#[derive(Debug, Default)]
+struct Hosts {
     nodes: HashMap<String, Vec<Rc<TunnelHandle>>>,
     clusters: HashMap<String, ClusterEntry>,
 }
 
-impl Registry {
-    pub fn insert(&mut self, tunnel: Rc<TunnelHandle>) {
+impl Hosts {
+    fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.clusters.is_empty()
+    }
+
+    fn insert(&mut self, tunnel: Rc<TunnelHandle>) {
         let node = tunnel.identity.node_id.clone();
         let cluster = tunnel.identity.cluster_id.clone();
         let tunnels = self.nodes.entry(node.clone()).or_default();
@@ -94,8 +169,7 @@ impl Registry {
         }
     }
 
-    /// Removes a tunnel at once; a node left without tunnels leaves its cluster.
-    pub fn remove(&mut self, id: u64, identity: &TunnelIdentity) {
+    fn remove(&mut self, id: u64, identity: &TunnelIdentity) {
         let Some(tunnels) = self.nodes.get_mut(&identity.node_id) else {
             return;
         };
@@ -111,8 +185,7 @@ impl Registry {
         }
     }
 
-    /// Picks a tunnel for `host_id`: as a cluster id first, then as a node id.
-    pub fn pick(&mut self, host_id: &str) -> Option<Rc<TunnelHandle>> {
+    fn pick(&mut self, host_id: &str) -> Option<Rc<TunnelHandle>> {
         if let Some(entry) = self.clusters.get_mut(host_id) {
             let n = entry.nodes.len();
             for step in 0..n {
@@ -126,14 +199,11 @@ impl Registry {
         self.nodes.get(host_id).and_then(|ts| least_loaded(ts))
     }
 
-    /// Whether this shard holds any tunnel for `host_id` (busy or not).
-    pub fn knows(&self, host_id: &str) -> bool {
+    fn knows(&self, host_id: &str) -> bool {
         self.nodes.contains_key(host_id) || self.clusters.contains_key(host_id)
     }
 
-    /// Drops empty entries; returns how many were swept. Removal is eager, so this is a
-    /// safety net run every `cleanup_interval`.
-    pub fn sweep(&mut self) -> usize {
+    fn sweep(&mut self) -> usize {
         let before = self.nodes.len() + self.clusters.len();
         self.nodes.retain(|_, ts| !ts.is_empty());
         let nodes = &self.nodes;
@@ -174,37 +244,69 @@ mod tests {
     async fn node_picks_least_loaded_tunnel_with_capacity() {
         let mut r = Registry::default();
         let (a, b) = (handle(1, "n", "c", 2).await, handle(2, "n", "c", 2).await);
-        r.insert(a.clone());
-        r.insert(b.clone());
+        r.insert("", a.clone());
+        r.insert("", b.clone());
         let _busy = (a.stream_guard(), a.stream_guard());
-        assert_eq!(r.pick("n").map(|t| t.id), Some(2), "a is full");
+        assert_eq!(r.pick("", "n").map(|t| t.id), Some(2), "a is full");
         let _g = b.stream_guard();
-        assert_eq!(r.pick("n").map(|t| t.id), Some(2), "b still has room");
+        assert_eq!(r.pick("", "n").map(|t| t.id), Some(2), "b still has room");
         let _g2 = b.stream_guard();
-        assert!(r.pick("n").is_none(), "both full");
-        assert!(r.knows("n") && r.knows("c"), "full is not unknown");
+        assert!(r.pick("", "n").is_none(), "both full");
+        assert!(r.knows("", "n") && r.knows("", "c"), "full is not unknown");
     }
 
     #[monoio::test]
     async fn cluster_round_robins_over_nodes() {
         let mut r = Registry::default();
         for (id, node) in [(1, "n1"), (2, "n2"), (3, "n3")] {
-            r.insert(handle(id, node, "c", 10).await);
+            r.insert("", handle(id, node, "c", 10).await);
         }
-        let picks: Vec<u64> = (0..6).filter_map(|_| r.pick("c").map(|t| t.id)).collect();
+        let picks: Vec<u64> = (0..6)
+            .filter_map(|_| r.pick("", "c").map(|t| t.id))
+            .collect();
         assert_eq!(picks, [1, 2, 3, 1, 2, 3]);
-        assert_eq!(r.pick("n2").map(|t| t.id), Some(2), "a node id still works");
+        assert_eq!(
+            r.pick("", "n2").map(|t| t.id),
+            Some(2),
+            "a node id still works"
+        );
     }
 
     #[monoio::test]
     async fn removal_is_immediate_and_cleans_entries() {
         let mut r = Registry::default();
         let t = handle(7, "n", "c", 10).await;
-        r.insert(t.clone());
-        r.remove(7, &t.identity);
-        assert!(r.pick("n").is_none());
-        assert!(r.pick("c").is_none());
+        r.insert("", t.clone());
+        r.remove("", 7, &t.identity);
+        assert!(r.pick("", "n").is_none());
+        assert!(r.pick("", "c").is_none());
         assert_eq!(r.sweep(), 0, "nothing left to sweep");
+    }
+
+    #[monoio::test]
+    async fn tenants_do_not_see_each_other() {
+        let mut r = Registry::default();
+        r.insert("acme", handle(1, "n", "c", 10).await);
+        r.insert("globex", handle(2, "n", "c", 10).await);
+        assert_eq!(r.pick("acme", "n").map(|t| t.id), Some(1));
+        assert_eq!(r.pick("globex", "c").map(|t| t.id), Some(2));
+        assert!(r.pick("initech", "n").is_none());
+        assert!(!r.knows("initech", "n"));
+        let acme = r.pick("acme", "n").expect("acme's tunnel");
+        r.remove("acme", 1, &acme.identity);
+        assert!(r.pick("acme", "n").is_none(), "acme's tunnel left");
+        assert_eq!(
+            r.pick("globex", "n").map(|t| t.id),
+            Some(2),
+            "globex's stayed"
+        );
+    }
+
+    #[test]
+    fn shared_tenancy_ignores_the_tenant_and_isolation_keys_by_it() {
+        assert_eq!(Tenancy::Shared.registry_tenant(Some("acme")), "");
+        assert_eq!(Tenancy::Isolated.registry_tenant(Some("acme")), "acme");
+        assert_eq!(Tenancy::Isolated.registry_tenant(None), "");
     }
 
     #[test]

@@ -1,116 +1,120 @@
-//! The reverse cluster: from a host id to a response, through a tunnel.
+//! The reverse cluster: from a host id to a response head, through a tunnel.
 //!
 //! The fast path uses this shard's registry. When this shard holds no tunnel for the host, the
 //! shared directory names the shards that do and the request is handed to one of them over the
-//! mesh; its response (an h2 body, `Send`) streams straight back. A request never fails only
-//! because it landed on the wrong core.
+//! mesh; its response (an h2 body, `Send`) or its failure streams straight back. A request never
+//! fails only because it landed on the wrong core.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
-use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::registry::{StreamGuard, TunnelHandle};
 use super::{ResponderShard, ShardMsg};
 use crate::http::body::{pump_body, RecvBody};
-use crate::http::local_reply;
+use crate::pipeline::logged::Counted;
+use crate::pipeline::ProxyError;
 use crate::stats::inc;
 
-/// What the egress listener sends back: a local reply or a tunnel's response body.
-pub type EgressBody = Either<http_body_util::Full<Bytes>, RecvBody<StreamGuard>>;
+/// A tunnel's response body; counts its stream as active on the tunnel until dropped.
+pub type TunnelBody = RecvBody<StreamGuard>;
+
+/// The request body sent up a tunnel: the client's body, counted.
+pub type EgressRequestBody = Counted<Incoming>;
+
+/// What a tunnel gives back: the response head with its body still streaming, and the id of
+/// the tunnel that carried it.
+pub type TunnelResponse = Result<(Response<TunnelBody>, u64), ProxyError>;
 
 /// A request handed to another shard, with where to send its response.
 pub struct ForwardedRequest {
+    pub tenant: String,
     pub host_id: String,
-    pub request: Request<Incoming>,
-    pub reply: oneshot::Sender<Response<EgressBody>>,
+    pub request: Request<EgressRequestBody>,
+    pub reply: oneshot::Sender<TunnelResponse>,
 }
 
 /// How often a request waiting for a tunnel (`pending_timeout`) looks again.
 const PENDING_POLL: Duration = Duration::from_millis(20);
 
-/// Sends `request` to `host_id` through a tunnel on this shard or another.
+/// Sends `request` to `host_id` of `tenant` through a tunnel on this shard or another.
 pub async fn proxy(
     ctx: &Rc<ResponderShard>,
-    host_id: String,
-    request: Request<Incoming>,
-) -> Response<EgressBody> {
+    tenant: &str,
+    host_id: &str,
+    request: Request<EgressRequestBody>,
+) -> TunnelResponse {
     let pending_until = ctx
         .shared
-        .cfg()
-        .egress_listener
+        .egress()
         .pending_timeout
         .map(|t| std::time::Instant::now() + t);
     loop {
-        let local = ctx.registry.borrow_mut().pick(&host_id);
+        let local = ctx.registry.borrow_mut().pick(tenant, host_id);
         if let Some(tunnel) = local {
             return send_on_tunnel(ctx, &tunnel, request).await;
         }
-        if let Some(&target) = ctx.shared.directory.shards_for(&host_id, ctx.shard).first() {
+        let elsewhere = ctx.shared.directory.shards_for(tenant, host_id, ctx.shard);
+        if let Some(&target) = elsewhere.first() {
             inc(&ctx.stats().egress_cross_shard);
-            return forward(ctx, target, host_id, request).await;
+            return forward(ctx, target, tenant, host_id, request).await;
         }
         match pending_until {
             Some(deadline) if std::time::Instant::now() < deadline => {
                 monoio::time::sleep(PENDING_POLL).await;
             }
-            _ => return no_tunnel(ctx, &host_id),
+            _ => return Err(no_tunnel(ctx, tenant, host_id)),
         }
     }
 }
 
-fn no_tunnel(ctx: &ResponderShard, host_id: &str) -> Response<EgressBody> {
-    inc(&ctx.stats().egress_503_no_tunnel);
-    let message = if ctx.registry.borrow().knows(host_id) {
-        format!("Every tunnel for host id '{host_id}' is at max_concurrent_streams")
-    } else {
-        format!("No tunnel for host id '{host_id}'")
-    };
-    reply(StatusCode::SERVICE_UNAVAILABLE, message)
-}
-
-/// A local reply as an egress response.
-pub fn reply(status: StatusCode, message: impl Into<String>) -> Response<EgressBody> {
-    local_reply::text(status, message).map(Either::Left)
+/// No usable tunnel: busy ones and missing ones are told apart.
+fn no_tunnel(ctx: &ResponderShard, tenant: &str, host_id: &str) -> ProxyError {
+    let host_id = host_id.to_owned();
+    match ctx.registry.borrow().knows(tenant, &host_id) {
+        true => ProxyError::TunnelsBusy { host_id },
+        false => ProxyError::NoTunnel { host_id },
+    }
 }
 
 async fn forward(
     ctx: &Rc<ResponderShard>,
     target: usize,
-    host_id: String,
-    request: Request<Incoming>,
-) -> Response<EgressBody> {
+    tenant: &str,
+    host_id: &str,
+    request: Request<EgressRequestBody>,
+) -> TunnelResponse {
     let (tx, rx) = oneshot::channel();
-    let msg = ShardMsg::Forward(ForwardedRequest {
-        host_id: host_id.clone(),
+    let msg = ShardMsg::Forward(Box::new(ForwardedRequest {
+        tenant: tenant.to_owned(),
+        host_id: host_id.to_owned(),
         request,
         reply: tx,
-    });
+    }));
     if ctx.shared.mesh.send(target, msg).await.is_err() {
-        return no_tunnel(ctx, &host_id);
+        return Err(no_tunnel(ctx, tenant, host_id));
     }
-    match rx.await {
-        Ok(resp) => resp,
-        Err(_) => reply(
-            StatusCode::BAD_GATEWAY,
-            format!("Shard {target} dropped the request for '{host_id}'"),
-        ),
-    }
+    rx.await.unwrap_or_else(|_| {
+        Err(ProxyError::TunnelFailed {
+            node: host_id.to_owned(),
+            detail: format!("shard {target} dropped the request"),
+        })
+    })
 }
 
-/// Serves a request another shard handed over; answers 503 if the tunnel went away meanwhile.
+/// Serves a request another shard handed over; no tunnel if it went away meanwhile.
 pub async fn serve_forwarded(ctx: Rc<ResponderShard>, fwd: ForwardedRequest) {
-    let tunnel = ctx.registry.borrow_mut().pick(&fwd.host_id);
-    let resp = match tunnel {
+    let tunnel = ctx.registry.borrow_mut().pick(&fwd.tenant, &fwd.host_id);
+    let result = match tunnel {
         Some(tunnel) => send_on_tunnel(&ctx, &tunnel, fwd.request).await,
-        None => no_tunnel(&ctx, &fwd.host_id),
+        None => Err(no_tunnel(&ctx, &fwd.tenant, &fwd.host_id)),
     };
-    let _ = fwd.reply.send(resp);
+    let _ = fwd.reply.send(result);
 }
 
 /// Opens a stream on `tunnel`, streams the request body up and returns the response head with
@@ -119,25 +123,27 @@ async fn send_on_tunnel<B>(
     ctx: &ResponderShard,
     tunnel: &Rc<TunnelHandle>,
     request: Request<B>,
-) -> Response<EgressBody>
+) -> TunnelResponse
 where
     B: Body<Data = Bytes> + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let failed = |detail: String| ProxyError::TunnelFailed {
+        node: tunnel.identity.node_id.clone(),
+        detail,
+    };
     let guard = tunnel.stream_guard();
     let mut send = tunnel.send.clone();
-    match monoio::time::timeout(super::tunnel::READY_TIMEOUT, send.ready()).await {
-        Ok(Ok(ready)) => send = ready,
-        Ok(Err(e)) => return tunnel_error(ctx, tunnel, &e.to_string()),
-        Err(_) => return tunnel_error(ctx, tunnel, "no stream capacity within 5s"),
-    }
+    send = match monoio::time::timeout(crate::tunnel::READY_TIMEOUT, send.ready()).await {
+        Ok(Ok(ready)) => ready,
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(_) => return Err(failed("no stream capacity within 5s".into())),
+    };
     let (parts, body) = request.into_parts();
     let end_of_stream = body.is_end_stream();
-    let (response, stream) = match send.send_request(Request::from_parts(parts, ()), end_of_stream)
-    {
-        Ok(pair) => pair,
-        Err(e) => return tunnel_error(ctx, tunnel, &e.to_string()),
-    };
+    let (response, stream) = send
+        .send_request(Request::from_parts(parts, ()), end_of_stream)
+        .map_err(|e| failed(e.to_string()))?;
     if !end_of_stream {
         ctx.tasks.spawn(async move {
             if let Err(e) = pump_body(body, stream).await {
@@ -145,24 +151,13 @@ where
             }
         });
     }
-    match response.await {
-        Ok(resp) => {
-            let (mut parts, recv) = resp.into_parts();
-            crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Either::Right(RecvBody::new(recv, guard)))
-        }
-        Err(e) => tunnel_error(ctx, tunnel, &e.to_string()),
-    }
-}
-
-fn tunnel_error(ctx: &ResponderShard, tunnel: &TunnelHandle, detail: &str) -> Response<EgressBody> {
-    inc(&ctx.stats().egress_502_tunnel_error);
-    tracing::debug!(tunnel = tunnel.id, "tunnel error: {detail}");
-    reply(
-        StatusCode::BAD_GATEWAY,
-        format!(
-            "Tunnel to node '{}' failed: {detail}",
-            tunnel.identity.node_id
-        ),
-    )
+    let (mut parts, recv) = response
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .into_parts();
+    crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers);
+    Ok((
+        Response::from_parts(parts, RecvBody::new(recv, guard)),
+        tunnel.id,
+    ))
 }

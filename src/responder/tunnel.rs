@@ -1,5 +1,6 @@
-//! A tunnel on its owning shard: answer the handshake with 200, start HTTP/2 as the client,
-//! register, keep it alive with PINGs, and take it out of the registry the moment it dies.
+//! A tunnel on its owning responder shard: answer the handshake with 200, start HTTP/2 as the
+//! client, register, keep it alive with PINGs, and take it out of the registry the moment it
+//! dies. What both ends share (windows, keepalive, end reasons) is in `crate::tunnel`.
 
 use std::future::poll_fn;
 use std::future::Future;
@@ -7,22 +8,18 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
 
+use bytes::Bytes;
 use monoio::net::TcpStream;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 use super::registry::TunnelHandle;
 use super::ResponderShard;
-use crate::http::keepalive::{self, KeepaliveEnd};
-use crate::protocol::{encode_response, AcceptedHandshake};
+use crate::http::io::Rewind;
+use crate::protocol::{encode_response, AcceptedHandshake, TunnelIdentity};
 use crate::stats::{dec, inc};
-
-/// HTTP/2 windows on tunnels: large enough to fill loopback, small enough that a tunnel's
-/// buffered data stays bounded (connection window) whatever the number of streams.
-pub const STREAM_WINDOW: u32 = 1024 * 1024;
-pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo};
 
 /// Detaches a stream's file descriptor so another shard can adopt it.
 pub fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
@@ -36,16 +33,24 @@ pub fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
 
 /// Entry point for a tunnel handed over by another shard.
 pub async fn adopt(ctx: Rc<ResponderShard>, stream: std::net::TcpStream, hs: AcceptedHandshake) {
-    let identity = hs.identity.clone();
     match TcpStream::from_std(stream) {
         Ok(stream) => run(ctx, stream, hs).await,
         Err(e) => {
-            tracing::warn!(node = %identity.node_id, "cannot adopt tunnel: {e}");
-            ctx.shared
-                .directory
-                .release(&identity.node_id, &identity.cluster_id, ctx.shard);
+            tracing::warn!(node = %hs.identity.node_id, "cannot adopt tunnel: {e}");
+            release(&ctx, &hs.identity);
         }
     }
+}
+
+/// Gives back the directory slot the acceptor reserved on this shard.
+fn release(ctx: &ResponderShard, identity: &TunnelIdentity) {
+    let tenant = ctx
+        .shared
+        .tenancy()
+        .registry_tenant(Some(&identity.tenant_id));
+    ctx.shared
+        .directory
+        .release(tenant, &identity.node_id, &identity.cluster_id, ctx.shard);
 }
 
 /// Runs an accepted tunnel whose directory slot on this shard is already reserved.
@@ -56,12 +61,10 @@ pub async fn run(ctx: Rc<ResponderShard>, stream: TcpStream, hs: AcceptedHandsha
     async {
         let peer = stream.peer_addr().ok();
         match serve(&ctx, id, stream, &identity).await {
-            Ok(end) => tracing::info!(?peer, "tunnel closed: {end}"),
+            Ok(end) => tracing::info!(?peer, reason = end.label(), "tunnel closed: {end}"),
             Err(e) => tracing::warn!(?peer, "tunnel failed: {e}"),
         }
-        ctx.shared
-            .directory
-            .release(&identity.node_id, &identity.cluster_id, ctx.shard);
+        release(&ctx, &identity);
         inc(&ctx.stats().tunnels_closed);
     }
     .instrument(span)
@@ -72,40 +75,44 @@ async fn serve(
     ctx: &Rc<ResponderShard>,
     id: u64,
     stream: TcpStream,
-    identity: &crate::protocol::TunnelIdentity,
+    identity: &TunnelIdentity,
 ) -> Result<End, Box<dyn std::error::Error>> {
-    let cfg = &ctx.shared.cfg().tunnel_listener;
-    let mut io = stream
+    let cfg = ctx.shared.tunnel_listener();
+    let io = stream
         .try_into_poll_io()
         .map_err(|(e, _)| format!("poll io: {e}"))?;
+    let mut io: TunnelIo = Rewind::new(Bytes::new(), io);
     io.write_all(&encode_response(200, "", None)).await?;
     let handshake = h2::client::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_reset_streams(1024)
-        .handshake::<_, bytes::Bytes>(io);
+        .initial_window_size(tunnel::STREAM_WINDOW)
+        .initial_connection_window_size(tunnel::CONNECTION_WINDOW)
+        .max_concurrent_reset_streams(tunnel::MAX_CONCURRENT_RESET_STREAMS)
+        .handshake::<_, Bytes>(io);
     let (send, mut conn) = monoio::time::timeout(cfg.handshake_timeout, handshake)
         .await
         .map_err(|_| "HTTP/2 did not start within handshake_timeout")??;
     let ping_pong = conn.ping_pong().ok_or("PING handle already taken")?;
     inc(&ctx.stats().handshake_accepted);
 
+    let tenant = ctx
+        .shared
+        .tenancy()
+        .registry_tenant(Some(&identity.tenant_id));
     let handle = Rc::new(TunnelHandle::new(
         id,
         identity.clone(),
         send,
         cfg.max_concurrent_streams as usize,
     ));
-    ctx.registry.borrow_mut().insert(handle.clone());
+    ctx.registry.borrow_mut().insert(tenant, handle);
     inc(&ctx.stats().tunnels_active);
     tracing::info!("tunnel up");
-    drop(handle);
 
-    let mut keepalive = pin!(keepalive::watch(
-        ping_pong,
-        cfg.ping_interval,
-        cfg.ping_failure_threshold
-    ));
+    let settings = Keepalive {
+        interval: cfg.ping_interval,
+        failure_threshold: cfg.ping_failure_threshold,
+    };
+    let mut keepalive = pin!(keepalive::watch(ping_pong, settings));
     let mut shutdown = pin!(ctx.shared.shutdown.wait());
     let mut conn = pin!(conn);
     let end = poll_fn(|cx| {
@@ -113,52 +120,22 @@ async fn serve(
             return Poll::Ready(res.map_or_else(End::Failed, |()| End::Closed));
         }
         if let Poll::Ready(end) = keepalive.as_mut().poll(cx) {
-            return Poll::Ready(match end {
-                KeepaliveEnd::Dead => End::Dead,
-                KeepaliveEnd::Closed => End::Closed,
-            });
+            return Poll::Ready(End::from(end));
         }
         shutdown.as_mut().poll(cx).map(|()| End::Drained)
     })
     .await;
     // Out of the registry at once: no new stream may pick a dead or draining tunnel.
-    ctx.registry.borrow_mut().remove(id, identity);
+    ctx.registry.borrow_mut().remove(tenant, id, identity);
     dec(&ctx.stats().tunnels_active);
     match end {
         End::Dead => inc(&ctx.stats().tunnels_dead_ping),
         End::Drained => {
             // In-flight streams finish within the grace period; the connection then closes
             // (GOAWAY) once the last SendRequest, held by those streams, is gone.
-            let _ = monoio::time::timeout(ctx.shared.config.drain_timeout, conn).await;
+            let _ = monoio::time::timeout(ctx.shared.drain_timeout, conn).await;
         }
         End::Closed | End::Failed(_) => {}
     }
     Ok(end)
 }
-
-/// Why a tunnel ended.
-#[derive(Debug)]
-pub enum End {
-    /// The initiator closed the connection (or sent GOAWAY and finished).
-    Closed,
-    /// `ping_failure_threshold` PINGs went unanswered.
-    Dead,
-    /// The responder shut down and drained the tunnel.
-    Drained,
-    /// The connection failed with an HTTP/2 or I/O error.
-    Failed(h2::Error),
-}
-
-impl std::fmt::Display for End {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            End::Closed => f.write_str("closed by the initiator"),
-            End::Dead => f.write_str("dead: PINGs unanswered"),
-            End::Drained => f.write_str("drained on shutdown"),
-            End::Failed(e) => write!(f, "failed: {e}"),
-        }
-    }
-}
-
-/// How long a tunnel may hold no stream capacity before a request gives up on it.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,4 +1,5 @@
-//! The directory: which shards hold tunnels for which host id, shared by all shards.
+//! The directory: which shards hold tunnels for which host id of which tenant, shared by all
+//! shards.
 //!
 //! Written only when tunnels come and go; read by a shard whose own registry has no tunnel for
 //! a request's host (the cross-shard fallback) and by the acceptor to place a new tunnel on the
@@ -20,8 +21,8 @@ pub enum PlaceError {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// host id (node id or cluster id) → tunnels per shard.
-    hosts: HashMap<String, Vec<u32>>,
+    /// tenant → host id (node id or cluster id) → tunnels per shard.
+    tenants: HashMap<String, HashMap<String, Vec<u32>>>,
     total: u32,
 }
 
@@ -48,21 +49,23 @@ impl Directory {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves a slot for a tunnel of `node` in `cluster` on the shard holding the fewest
-    /// tunnels of that node (`preferred` on ties, to avoid a needless move).
+    /// Reserves a slot for a tunnel of `node` in `cluster` of `tenant` on the shard holding
+    /// the fewest tunnels of that node (`preferred` on ties, to avoid a needless move).
     pub fn place(
         &self,
+        tenant: &str,
         node: &str,
         cluster: &str,
         preferred: ShardId,
     ) -> Result<ShardId, PlaceError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if inner.total >= self.max_tunnels {
             return Err(PlaceError::TooManyTunnels(self.max_tunnels));
         }
         let shards = self.shards;
-        let counts = inner
-            .hosts
+        let hosts = inner.tenants.entry(tenant.to_owned()).or_default();
+        let counts = hosts
             .entry(node.to_owned())
             .or_insert_with(|| vec![0; shards]);
         if counts.iter().sum::<u32>() >= self.max_per_node {
@@ -80,8 +83,7 @@ impl Directory {
         }
         counts[target] += 1;
         if cluster != node {
-            inner
-                .hosts
+            hosts
                 .entry(cluster.to_owned())
                 .or_insert_with(|| vec![0; shards])[target] += 1;
         }
@@ -90,30 +92,38 @@ impl Directory {
     }
 
     /// Releases a slot taken by [`Directory::place`].
-    pub fn release(&self, node: &str, cluster: &str, shard: ShardId) {
-        let mut inner = self.lock();
-        let hosts: &[&str] = if node == cluster {
+    pub fn release(&self, tenant: &str, node: &str, cluster: &str, shard: ShardId) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(hosts) = inner.tenants.get_mut(tenant) else {
+            return;
+        };
+        let names: &[&str] = if node == cluster {
             &[node]
         } else {
             &[node, cluster]
         };
-        for &host in hosts {
-            if let Some(counts) = inner.hosts.get_mut(host) {
+        for &host in names {
+            if let Some(counts) = hosts.get_mut(host) {
                 if let Some(c) = counts.get_mut(shard) {
                     *c = c.saturating_sub(1);
                 }
                 if counts.iter().all(|&c| c == 0) {
-                    inner.hosts.remove(host);
+                    hosts.remove(host);
                 }
             }
+        }
+        if hosts.is_empty() {
+            inner.tenants.remove(tenant);
         }
         inner.total = inner.total.saturating_sub(1);
     }
 
-    /// The shards (other than `except`) that hold tunnels for `host`, fullest first.
-    pub fn shards_for(&self, host: &str, except: ShardId) -> Vec<ShardId> {
+    /// The shards (other than `except`) that hold tunnels of `tenant` for `host`, fullest
+    /// first.
+    pub fn shards_for(&self, tenant: &str, host: &str, except: ShardId) -> Vec<ShardId> {
         let inner = self.lock();
-        let Some(counts) = inner.hosts.get(host) else {
+        let Some(counts) = inner.tenants.get(tenant).and_then(|hosts| hosts.get(host)) else {
             return Vec::new();
         };
         let mut shards: Vec<ShardId> = (0..counts.len())
@@ -128,13 +138,17 @@ impl Directory {
         self.lock().total
     }
 
-    /// (host id, tunnels per shard), sorted by host id, for the admin page.
-    pub fn snapshot(&self) -> Vec<(String, Vec<u32>)> {
+    /// (tenant, host id, tunnels per shard), sorted, for the admin page.
+    pub fn snapshot(&self) -> Vec<(String, String, Vec<u32>)> {
         let inner = self.lock();
         let mut hosts: Vec<_> = inner
-            .hosts
+            .tenants
             .iter()
-            .map(|(h, c)| (h.clone(), c.clone()))
+            .flat_map(|(t, hosts)| {
+                hosts
+                    .iter()
+                    .map(move |(h, c)| (t.clone(), h.clone(), c.clone()))
+            })
             .collect();
         hosts.sort();
         hosts
@@ -148,45 +162,62 @@ mod tests {
     #[test]
     fn spreads_a_nodes_tunnels_over_shards() {
         let d = Directory::new(2, 100, 10);
-        assert_eq!(d.place("n", "c", 0), Ok(0));
-        assert_eq!(d.place("n", "c", 0), Ok(1));
+        assert_eq!(d.place("", "n", "c", 0), Ok(0));
+        assert_eq!(d.place("", "n", "c", 0), Ok(1));
         assert_eq!(
-            d.place("n", "c", 1),
+            d.place("", "n", "c", 1),
             Ok(1),
             "ties go to the preferred shard"
         );
-        assert_eq!(d.shards_for("c", 5).len(), 2);
+        assert_eq!(d.shards_for("", "c", 5).len(), 2);
         assert_eq!(d.total(), 3);
     }
 
     #[test]
     fn release_forgets_empty_hosts() {
         let d = Directory::new(2, 100, 10);
-        let s = d.place("n", "c", 1).expect("place");
-        d.release("n", "c", s);
-        assert!(d.shards_for("n", 9).is_empty());
-        assert!(d.shards_for("c", 9).is_empty());
+        let s = d.place("", "n", "c", 1).expect("place");
+        d.release("", "n", "c", s);
+        assert!(d.shards_for("", "n", 9).is_empty());
+        assert!(d.shards_for("", "c", 9).is_empty());
         assert_eq!(d.total(), 0);
     }
 
     #[test]
     fn node_equal_to_cluster_counts_once() {
         let d = Directory::new(1, 100, 10);
-        let s = d.place("same", "same", 0).expect("place");
-        assert_eq!(d.snapshot(), vec![("same".to_owned(), vec![1])]);
-        d.release("same", "same", s);
+        let s = d.place("", "same", "same", 0).expect("place");
+        assert_eq!(
+            d.snapshot(),
+            vec![(String::new(), "same".to_owned(), vec![1])]
+        );
+        d.release("", "same", "same", s);
         assert!(d.snapshot().is_empty());
     }
 
     #[test]
     fn limits() {
         let d = Directory::new(1, 2, 1);
-        d.place("a", "c", 0).expect("first");
+        d.place("", "a", "c", 0).expect("first");
         assert!(matches!(
-            d.place("a", "c", 0),
+            d.place("", "a", "c", 0),
             Err(PlaceError::TooManyForNode { .. })
         ));
-        d.place("b", "c", 0).expect("second");
-        assert_eq!(d.place("c", "c", 0), Err(PlaceError::TooManyTunnels(2)));
+        d.place("", "b", "c", 0).expect("second");
+        assert_eq!(d.place("", "c", "c", 0), Err(PlaceError::TooManyTunnels(2)));
+    }
+
+    #[test]
+    fn tenants_have_separate_namespaces() {
+        let d = Directory::new(2, 100, 1);
+        let s = d.place("acme", "n", "c", 0).expect("acme's n");
+        d.place("globex", "n", "c", 0)
+            .expect("globex's n is another node: its own per-node cap");
+        assert!(d.shards_for("initech", "n", 9).is_empty());
+        assert_eq!(d.shards_for("acme", "c", 9).len(), 1);
+        d.release("acme", "n", "c", s);
+        assert!(d.shards_for("acme", "n", 9).is_empty());
+        assert_eq!(d.shards_for("globex", "n", 9).len(), 1);
+        assert_eq!(d.total(), 1);
     }
 }

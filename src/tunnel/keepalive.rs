@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use h2::{Ping, PingPong};
 
+/// A tunnel end's keepalive settings; both roles configure theirs with the same two keys,
+/// `ping_interval` and `ping_failure_threshold`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time between PINGs (plus jitter), and how long each PONG may take.
+    pub interval: Duration,
+    /// Consecutive missed PONGs that declare the peer dead (at least 1).
+    pub failure_threshold: u32,
+}
+
 /// How a keepalive watch ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum KeepaliveEnd {
@@ -25,8 +35,12 @@ pub fn jittered(interval: Duration) -> Duration {
 }
 
 /// Pings until the peer stops answering. The connection must be polled concurrently.
-pub async fn watch(mut ping_pong: PingPong, interval: Duration, threshold: u32) -> KeepaliveEnd {
-    let threshold = threshold.max(1);
+pub async fn watch(mut ping_pong: PingPong, settings: Keepalive) -> KeepaliveEnd {
+    let Keepalive {
+        interval,
+        failure_threshold,
+    } = settings;
+    let threshold = failure_threshold.max(1);
     loop {
         monoio::time::sleep(jittered(interval)).await;
         if ping_pong.send_ping(Ping::opaque()).is_err() {

@@ -1,0 +1,242 @@
+//! The per-request context: what is known about one request as it moves through the phases,
+//! and its outcome once it is over.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue};
+use http::{request, Method, StatusCode};
+
+use super::ProxyError;
+use crate::shard::ShardId;
+
+/// The request id header: set on every request sent upstream and on every local reply.
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request id taken from a request; longer values are replaced by a generated one.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Which role's listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The responder's egress listener: a client's request bound for a tunnel.
+    Egress,
+    /// The initiator: a stream from a tunnel bound for a local service.
+    Initiator,
+}
+
+impl Role {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Role::Egress => "egress",
+            Role::Initiator => "initiator",
+        }
+    }
+}
+
+/// A request's id, as carried in `x-request-id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// A fresh id: 16 lowercase hex digits.
+    pub fn generate() -> Self {
+        let mut hex = [0u8; 16];
+        let mut n = fastrand::u64(..);
+        for digit in hex.iter_mut().rev() {
+            *digit = b"0123456789abcdef"[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        Self(HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0")))
+    }
+
+    /// The id in `headers`, if it is printable ASCII of a sane length.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        let value = headers.get(&REQUEST_ID_HEADER)?;
+        let bytes = value.as_bytes();
+        let printable = bytes.iter().all(|b| (0x21..0x7f).contains(b));
+        (printable && !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN)
+            .then(|| Self(value.clone()))
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from printable ASCII.
+        self.0.to_str().unwrap_or("-")
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bytes counted by a body as it moves; shared with that body, which may travel to another
+/// shard (a request handed over for a tunnel there).
+#[derive(Debug, Clone, Default)]
+pub struct ByteCount(Arc<AtomicU64>);
+
+impl ByteCount {
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// When things happened.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// The request head arrived.
+    pub start: Instant,
+    /// The request was sent upstream (a tunnel stream opened, a local request sent).
+    pub upstream_start: Option<Instant>,
+    /// The response head was ready to send to the client.
+    pub response_start: Option<Instant>,
+    /// The logging phase ran.
+    pub end: Option<Instant>,
+}
+
+/// How the request ended; final in the logging phase.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Status sent to the client (`None` until the response head is ready).
+    pub status: Option<StatusCode>,
+    /// Why the request failed, if it did: a local reply's cause, or what cut the body short.
+    pub failure: Option<ProxyError>,
+    /// Request body bytes received from the client.
+    pub bytes_received: ByteCount,
+    /// Response body bytes sent to the client.
+    pub bytes_sent: u64,
+    /// The response body was sent whole.
+    pub completed: bool,
+}
+
+/// One request's context.
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub role: Role,
+    pub shard: ShardId,
+    pub request_id: RequestId,
+    /// The client's address (egress); `None` on the initiator, whose peer is the tunnel.
+    pub peer: Option<SocketAddr>,
+    pub method: Method,
+    pub path: http::uri::PathAndQuery,
+    /// Index of the matched route in the role's route table.
+    pub route: Option<usize>,
+    /// The host id the request was routed by (egress).
+    pub host_id: Option<String>,
+    /// The tenant the request belongs to (set by the stage that authenticates it).
+    pub tenant: Option<String>,
+    /// The tunnel that carried the request.
+    pub tunnel_id: Option<u64>,
+    /// The local cluster that served it (initiator).
+    pub cluster: Option<std::rc::Rc<str>>,
+    pub timings: Timings,
+    pub outcome: Outcome,
+}
+
+impl RequestCtx {
+    /// A context for a request whose head just arrived. The request id is taken from the
+    /// request when `trust_request_id` (the initiator trusts its tunnel), else generated.
+    pub fn new(
+        role: Role,
+        shard: ShardId,
+        peer: Option<SocketAddr>,
+        request: &request::Parts,
+        trust_request_id: bool,
+    ) -> Self {
+        let request_id = trust_request_id
+            .then(|| RequestId::from_headers(&request.headers))
+            .flatten()
+            .unwrap_or_else(RequestId::generate);
+        Self {
+            role,
+            shard,
+            request_id,
+            peer,
+            method: request.method.clone(),
+            path: request
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            route: None,
+            host_id: None,
+            tenant: None,
+            tunnel_id: None,
+            cluster: None,
+            timings: Timings {
+                start: Instant::now(),
+                upstream_start: None,
+                response_start: None,
+                end: None,
+            },
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// Time from the request head to the logging phase (or to now, before it).
+    pub fn duration(&self) -> Duration {
+        self.timings
+            .end
+            .unwrap_or_else(Instant::now)
+            .duration_since(self.timings.start)
+    }
+
+    /// The failure's stable label, `"-"` when the request did not fail.
+    pub fn failure_label(&self) -> &'static str {
+        self.outcome.failure.as_ref().map_or("-", ProxyError::label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_hex_and_distinct() {
+        let (a, b) = (RequestId::generate(), RequestId::generate());
+        assert_eq!(a.as_str().len(), 16);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn request_id_from_headers_only_when_sane() {
+        let mut h = http::HeaderMap::new();
+        assert!(RequestId::from_headers(&h).is_none());
+        h.insert(&REQUEST_ID_HEADER, HeaderValue::from_static("abc-123"));
+        assert_eq!(
+            RequestId::from_headers(&h).map(|r| r.to_string()),
+            Some("abc-123".into())
+        );
+        h.insert(&REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
+        assert!(RequestId::from_headers(&h).is_none());
+        let long = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        h.insert(&REQUEST_ID_HEADER, HeaderValue::from_str(&long).unwrap());
+        assert!(RequestId::from_headers(&h).is_none());
+    }
+
+    #[test]
+    fn context_trusts_a_request_id_only_when_asked() {
+        let (mut parts, ()) = http::Request::get("/a?b=1").body(()).unwrap().into_parts();
+        parts
+            .headers
+            .insert(&REQUEST_ID_HEADER, HeaderValue::from_static("from-client"));
+        let trusted = RequestCtx::new(Role::Initiator, 0, None, &parts, true);
+        assert_eq!(trusted.request_id.as_str(), "from-client");
+        assert_eq!(trusted.path.as_str(), "/a?b=1");
+        let fresh = RequestCtx::new(Role::Egress, 0, None, &parts, false);
+        assert_ne!(fresh.request_id.as_str(), "from-client");
+        assert_eq!(fresh.failure_label(), "-");
+    }
+}

@@ -1,0 +1,163 @@
+//! Failures as values: every way a proxied request can fail, on either role, with the status
+//! it answers, a stable label for counters and logs, and a public message.
+//!
+//! The public message is what a client may see: a short reason in the operator's words,
+//! never an internal address or an error chain. The details (`detail` fields) go to the log,
+//! under the request id, through `Display`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Why a request did not get a normal response. `Send`: a failure on a shard that served a
+/// handed-over request travels back to the shard that accepted it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the path.
+    #[error("no route for path '{path}'")]
+    NoRoute { path: String },
+    /// No host id could be computed from the request (egress).
+    #[error("no host id in the request (expected one of the headers {expected})")]
+    NoHostId {
+        /// The headers `host_id_format` looks at, comma-separated.
+        expected: Arc<str>,
+    },
+    /// No tunnel is registered for the host id (egress).
+    #[error("no tunnel for host id '{host_id}'")]
+    NoTunnel { host_id: String },
+    /// Tunnels exist for the host id but every one is at `max_concurrent_streams` (egress).
+    #[error("every tunnel for host id '{host_id}' is at max_concurrent_streams")]
+    TunnelsBusy { host_id: String },
+    /// The tunnel failed before the response head arrived (egress).
+    #[error("tunnel to node '{node}' failed: {detail}")]
+    TunnelFailed { node: String, detail: String },
+    /// The local service could not be reached (initiator).
+    #[error("local cluster '{cluster}' is unreachable: {detail}")]
+    LocalUnreachable { cluster: String, detail: String },
+    /// The local service failed mid-exchange (initiator).
+    #[error("local cluster '{cluster}' failed: {detail}")]
+    LocalFailed { cluster: String, detail: String },
+    /// The route timeout elapsed before the response head.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The response body broke off after its head was sent (the client sees a reset or a
+    /// short body, never this status).
+    #[error("response body cut short: {detail}")]
+    UpstreamBodyFailed { detail: String },
+    /// The client went away before the response was sent whole.
+    #[error("the client closed the connection before the response ended")]
+    ClientClosed,
+}
+
+impl ProxyError {
+    /// The status of the local reply (or, for failures after the response head, the status
+    /// the access log reports them under).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoHostId { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NoTunnel { .. }
+            | ProxyError::TunnelsBusy { .. }
+            | ProxyError::LocalUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TunnelFailed { .. }
+            | ProxyError::LocalFailed { .. }
+            | ProxyError::UpstreamBodyFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            // nginx's "client closed request".
+            ProxyError::ClientClosed => {
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+        }
+    }
+
+    /// A stable, machine-friendly reason (counter labels, access logs).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::NoHostId { .. } => "no_host_id",
+            ProxyError::NoTunnel { .. } => "no_tunnel",
+            ProxyError::TunnelsBusy { .. } => "tunnels_busy",
+            ProxyError::TunnelFailed { .. } => "tunnel_error",
+            ProxyError::LocalUnreachable { .. } => "local_unreachable",
+            ProxyError::LocalFailed { .. } => "local_error",
+            ProxyError::Timeout(_) => "timeout",
+            ProxyError::UpstreamBodyFailed { .. } => "upstream_body",
+            ProxyError::ClientClosed => "client_closed",
+        }
+    }
+
+    /// What the client is told: no internal addresses, endpoints or error chains.
+    pub fn public_message(&self) -> String {
+        match self {
+            ProxyError::NoRoute { path } => format!("No route for path '{path}'"),
+            ProxyError::NoHostId { expected } => {
+                format!("No host id in the request: expected one of the headers {expected}")
+            }
+            ProxyError::NoTunnel { host_id } => format!("No tunnel for host id '{host_id}'"),
+            ProxyError::TunnelsBusy { host_id } => {
+                format!("Every tunnel for host id '{host_id}' is at max_concurrent_streams")
+            }
+            ProxyError::TunnelFailed { node, .. } => format!("Tunnel to node '{node}' failed"),
+            ProxyError::LocalUnreachable { .. } => "The local service is unreachable".into(),
+            ProxyError::LocalFailed { .. } => "The local service failed".into(),
+            ProxyError::Timeout(t) => format!("No response within {t:?}"),
+            ProxyError::UpstreamBodyFailed { .. } => "The response was cut short".into(),
+            ProxyError::ClientClosed => "Client closed the request".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_has_a_status_label_and_public_text() {
+        let all = [
+            ProxyError::NoRoute { path: "/x".into() },
+            ProxyError::NoHostId {
+                expected: "x-node-id".into(),
+            },
+            ProxyError::NoTunnel {
+                host_id: "h".into(),
+            },
+            ProxyError::TunnelsBusy {
+                host_id: "h".into(),
+            },
+            ProxyError::TunnelFailed {
+                node: "n".into(),
+                detail: "stream reset".into(),
+            },
+            ProxyError::LocalUnreachable {
+                cluster: "app".into(),
+                detail: "connect to 10.1.2.3:8080: refused".into(),
+            },
+            ProxyError::LocalFailed {
+                cluster: "app".into(),
+                detail: "connection reset".into(),
+            },
+            ProxyError::Timeout(Duration::from_secs(15)),
+            ProxyError::UpstreamBodyFailed {
+                detail: "reset".into(),
+            },
+            ProxyError::ClientClosed,
+        ];
+        let statuses: Vec<u16> = all.iter().map(|e| e.status().as_u16()).collect();
+        assert_eq!(statuses, [404, 400, 503, 503, 502, 503, 502, 504, 502, 499]);
+        let mut labels: Vec<&str> = all.iter().map(ProxyError::label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), all.len(), "labels are distinct");
+        for e in &all {
+            let public = e.public_message();
+            assert!(!public.contains("10.1.2.3"), "{public}");
+            assert!(
+                !public.contains("refused") && !public.contains("reset"),
+                "{public}"
+            );
+        }
+        // The log gets the details.
+        assert!(all[5].to_string().contains("10.1.2.3:8080"));
+    }
+}

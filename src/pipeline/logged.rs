@@ -1,0 +1,214 @@
+//! Bodies that keep the books for the logging phase.
+//!
+//! [`Logged`] wraps the response body sent to the client: it counts the bytes, notices whether
+//! the body ended whole, and when it is dropped (hyper or the h2 pump is done with it, or the
+//! client went away) it closes the [`RequestCtx`]'s outcome and runs the logging phase. So the
+//! logging phase sees the request's true end, not the moment the response head left.
+//!
+//! [`Counted`] wraps the request body sent upstream and counts its bytes into a [`ByteCount`]
+//! that the context shares.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+
+use super::{ByteCount, Pipeline, ProxyError, RequestCtx};
+
+/// A response body that runs the logging phase when it is done.
+pub struct Logged<B> {
+    inner: B,
+    ctx: Option<Box<RequestCtx>>,
+    pipeline: Rc<Pipeline>,
+    ended: bool,
+}
+
+impl<B: Body> Logged<B> {
+    pub fn new(inner: B, ctx: RequestCtx, pipeline: Rc<Pipeline>) -> Self {
+        let ended = inner.is_end_stream();
+        Self {
+            inner,
+            ctx: Some(Box::new(ctx)),
+            pipeline,
+            ended,
+        }
+    }
+}
+
+impl<B> Logged<B> {
+    fn note_failure(&mut self, failure: ProxyError) {
+        if let Some(ctx) = self.ctx.as_mut() {
+            ctx.outcome.failure.get_or_insert(failure);
+        }
+    }
+}
+
+impl<B> Body for Logged<B>
+where
+    B: Body + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(ctx)) = (frame.data_ref(), this.ctx.as_mut()) {
+                    ctx.outcome.bytes_sent += data.remaining() as u64;
+                }
+                this.ended |= this.inner.is_end_stream();
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let detail = e.to_string();
+                this.note_failure(ProxyError::UpstreamBodyFailed { detail });
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Logged<B> {
+    fn drop(&mut self) {
+        if let Some(mut ctx) = self.ctx.take() {
+            finish(&mut ctx, &self.pipeline, self.ended);
+        }
+    }
+}
+
+/// Closes the outcome and runs the logging phase. `completed`: the response body was sent
+/// whole; a body cut short with no recorded cause means the client went away.
+pub fn finish(ctx: &mut RequestCtx, pipeline: &Pipeline, completed: bool) {
+    if !completed && ctx.outcome.failure.is_none() {
+        ctx.outcome.failure = Some(ProxyError::ClientClosed);
+    }
+    ctx.outcome.completed = completed;
+    ctx.timings.end = Some(Instant::now());
+    pipeline.logging(ctx);
+}
+
+/// A request body that counts the bytes it yields.
+pub struct Counted<B> {
+    inner: B,
+    count: ByteCount,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, count: ByteCount) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl<B: Body + Unpin> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count.add(data.remaining());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    use super::*;
+    use crate::pipeline::{Role, Stage};
+
+    /// (bytes sent, bytes received, completed, failure) as the logging phase saw them.
+    type Log = Rc<RefCell<Vec<(u64, u64, bool, &'static str)>>>;
+
+    /// Keeps what the logging phase saw.
+    struct Seen(Log);
+
+    impl Stage for Seen {
+        fn logging(&self, ctx: &RequestCtx) {
+            self.0.borrow_mut().push((
+                ctx.outcome.bytes_sent,
+                ctx.outcome.bytes_received.get(),
+                ctx.outcome.completed,
+                ctx.failure_label(),
+            ));
+        }
+    }
+
+    fn setup() -> (RequestCtx, Rc<Pipeline>, Log) {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let pipeline = Pipeline::new(vec![Box::new(Seen(seen.clone()))]);
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let ctx = RequestCtx::new(Role::Egress, 0, None, &parts, false);
+        (ctx, pipeline, seen)
+    }
+
+    #[monoio::test]
+    async fn logging_runs_once_with_bytes_both_ways_after_the_body_ends() {
+        let (ctx, pipeline, seen) = setup();
+        let received = ctx.outcome.bytes_received.clone();
+        let mut request = Counted::new(Full::new(Bytes::from_static(b"12345")), received);
+        while request.frame().await.is_some() {}
+        let body = Logged::new(Full::new(Bytes::from_static(b"hello")), ctx, pipeline);
+        let collected = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(collected.ok(), Some(Bytes::from_static(b"hello")));
+        assert_eq!(*seen.borrow(), [(5, 5, true, "-")]);
+    }
+
+    #[monoio::test]
+    async fn a_body_dropped_early_is_logged_as_client_closed() {
+        let (ctx, pipeline, seen) = setup();
+        let chunks = futures_util::stream::iter(vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::from_static(b"cd"))),
+        ]);
+        let mut body = Logged::new(StreamBody::new(chunks), ctx, pipeline);
+        let first = body.frame().await;
+        assert!(first.is_some());
+        assert!(seen.borrow().is_empty(), "not before the end");
+        drop(body);
+        assert_eq!(*seen.borrow(), [(2, 0, false, "client_closed")]);
+    }
+
+    #[monoio::test]
+    async fn an_empty_body_counts_as_ended() {
+        let (ctx, pipeline, seen) = setup();
+        drop(Logged::new(Full::new(Bytes::new()), ctx, pipeline));
+        assert_eq!(*seen.borrow(), [(0, 0, true, "-")]);
+    }
+}

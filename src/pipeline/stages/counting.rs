@@ -1,0 +1,63 @@
+//! Counts requests and their failures into the shard's counters (`stats`).
+
+use http::response;
+
+use crate::pipeline::{ProxyError, RequestCtx, Role, Stage};
+use crate::shard::ShardId;
+use crate::stats::{inc, ShardStats, Stats};
+
+pub(in crate::pipeline) struct Counting {
+    stats: Stats,
+    shard: ShardId,
+}
+
+impl Counting {
+    pub(in crate::pipeline) fn new(stats: Stats, shard: ShardId) -> Self {
+        Self { stats, shard }
+    }
+
+    fn stats(&self) -> &ShardStats {
+        self.stats.shard(self.shard)
+    }
+}
+
+impl Stage for Counting {
+    fn request_filter(
+        &self,
+        ctx: &mut RequestCtx,
+        _request: &mut http::request::Parts,
+    ) -> Result<(), ProxyError> {
+        let s = self.stats();
+        inc(match ctx.role {
+            Role::Egress => &s.egress_requests,
+            Role::Initiator => &s.initiator_requests,
+        });
+        Ok(())
+    }
+
+    /// Local replies are counted as their head leaves, so a client that reads the counters
+    /// after its answer sees them.
+    fn response_filter(&self, ctx: &RequestCtx, _response: &mut response::Parts) {
+        let Some(failure) = &ctx.outcome.failure else {
+            return;
+        };
+        let s = self.stats();
+        let counter = match (ctx.role, failure) {
+            (Role::Egress, ProxyError::NoRoute { .. }) => &s.egress_404_no_route,
+            (Role::Egress, ProxyError::NoHostId { .. }) => &s.egress_400_no_host_id,
+            (Role::Egress, ProxyError::NoTunnel { .. } | ProxyError::TunnelsBusy { .. }) => {
+                &s.egress_503_no_tunnel
+            }
+            (Role::Egress, ProxyError::TunnelFailed { .. }) => &s.egress_502_tunnel_error,
+            (Role::Egress, ProxyError::Timeout(_)) => &s.egress_504_timeout,
+            (Role::Initiator, ProxyError::NoRoute { .. }) => &s.initiator_404_no_route,
+            (
+                Role::Initiator,
+                ProxyError::LocalUnreachable { .. } | ProxyError::LocalFailed { .. },
+            ) => &s.initiator_502_local_error,
+            (Role::Initiator, ProxyError::Timeout(_)) => &s.initiator_504_timeout,
+            _ => return,
+        };
+        inc(counter);
+    }
+}

@@ -1,0 +1,7 @@
+//! The built-in stages. Each is one concept; [`super::Pipeline::for_role`] lists them.
+
+mod counting;
+mod proxy_headers;
+
+pub(super) use counting::Counting;
+pub(super) use proxy_headers::ProxyHeaders;

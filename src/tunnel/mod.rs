@@ -1,0 +1,103 @@
+//! The tunnel, as both roles see it: one TCP connection dialed by the initiator that carries the
+//! handshake and then HTTP/2, with the responder as the h2 client and the initiator as the h2
+//! server (docs/ARCHITECTURE.md, "The life of a tunnel").
+//!
+//! This module belongs to neither role. It owns what the two ends must agree on: the connection
+//! type a tunnel runs on ([`TunnelIo`]), the HTTP/2 windows and stream limits, the PING keepalive
+//! ([`keepalive`]), and why a tunnel ended ([`End`]). The role-specific halves live in
+//! `responder::tunnel` (registration, adoption across shards) and `initiator::tunnel_server`
+//! (serving streams, redialing).
+
+pub mod keepalive;
+
+use std::time::Duration;
+
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
+
+use crate::http::io::Rewind;
+
+pub use keepalive::Keepalive;
+
+/// The connection a tunnel runs on, after the handshake: the socket with any bytes read past
+/// the handshake replayed first. Both ends run HTTP/2 over this one type.
+pub type TunnelIo = Rewind<TcpStreamPoll>;
+
+/// Per-stream HTTP/2 window on tunnels (and on the h2 hops next to them): large enough to fill
+/// loopback, and the most one stream can have in flight.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// Per-connection HTTP/2 window on tunnels: bounds the data buffered for all of a tunnel's
+/// streams together, whatever their number (docs/ARCHITECTURE.md, "Limits").
+pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// Locally reset streams the responder's h2 client remembers per tunnel, so that frames still
+/// arriving for them are ignored rather than treated as errors.
+pub const MAX_CONCURRENT_RESET_STREAMS: usize = 1024;
+
+/// How long a request may wait for stream capacity on a chosen tunnel before giving up on it.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a tunnel ended. The same four reasons on both ends.
+#[derive(Debug)]
+pub enum End {
+    /// The peer closed the connection (or sent GOAWAY and finished): likely alive, so the
+    /// initiator redials at once.
+    Closed,
+    /// `ping_failure_threshold` PINGs in a row went unanswered.
+    Dead,
+    /// This side shut down and drained the tunnel.
+    Drained,
+    /// The connection failed with an HTTP/2 or I/O error.
+    Failed(h2::Error),
+}
+
+impl End {
+    /// A stable label for counters and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Dead => "dead",
+            End::Drained => "drained",
+            End::Failed(_) => "failed",
+        }
+    }
+
+    /// An orderly close: the peer is likely up, so redial without backoff.
+    pub fn redial_now(&self) -> bool {
+        matches!(self, End::Closed)
+    }
+}
+
+impl From<keepalive::KeepaliveEnd> for End {
+    fn from(end: keepalive::KeepaliveEnd) -> Self {
+        match end {
+            keepalive::KeepaliveEnd::Dead => End::Dead,
+            keepalive::KeepaliveEnd::Closed => End::Closed,
+        }
+    }
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Closed => f.write_str("closed by the peer"),
+            End::Dead => f.write_str("dead: PINGs unanswered"),
+            End::Drained => f.write_str("drained on shutdown"),
+            End::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_orderly_close_redials_at_once() {
+        assert!(End::Closed.redial_now());
+        assert!(!End::Dead.redial_now());
+        assert!(!End::Drained.redial_now());
+        let labels = [End::Closed, End::Dead, End::Drained].map(|e| e.label());
+        assert_eq!(labels, ["closed", "dead", "drained"]);
+    }
+}
