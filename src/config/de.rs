@@ -16,7 +16,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use super::duration;
-use super::ids::validate_id;
 use super::rc::parse_rc_address;
 use super::schema::{
     AdminConfig, ClientTlsConfig, ClusterConfig, EgressRoute, InitiatorRoute, Shards, TunnelEntry,
@@ -24,6 +23,7 @@ use super::schema::{
 };
 use super::xref::{self, Listener};
 use crate::http::host_id::HostIdFormat;
+use crate::protocol::ids::validate_id;
 
 /// Most shards accepted; more is certainly a typo.
 const MAX_SHARDS: u64 = 4096;

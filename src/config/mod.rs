@@ -1,4 +1,4 @@
-//! Configuration: the YAML schema, `rc://` parsing, durations, ids, and errors with file, line
+//! Configuration: the YAML schema, `rc://` parsing, durations, and errors with file, line
 //! and column (DESIGN §6).
 //!
 //! This module owns turning a file into a validated, immutable [`Config`] that every shard shares
@@ -8,13 +8,12 @@
 //! Syntax, type and value errors stop deserialization, so only the first of those is reported
 //! (a serde limitation); once the file deserializes, every cross-reference error is reported.
 //!
-//! Layout: `schema` (types and defaults), `de` (validating deserializers), `duration`, `ids`,
+//! Layout: `schema` (types and defaults), `de` (validating deserializers), `duration`,
 //! `rc`, `xref` (cross-reference checks and how they keep locations), `summary`, `error`.
 
 mod de;
 mod duration;
 mod error;
-mod ids;
 mod rc;
 mod schema;
 mod summary;
@@ -28,13 +27,11 @@ use std::rc::Rc;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ConfigError, Diagnostic};
-pub use ids::{validate_id, IdError, MAX_ID_LEN};
 pub use rc::{parse_rc_address, RcAddressError, RcReason, RC_SCHEME};
 pub use schema::{
     AdminConfig, ClientTlsConfig, ClusterConfig, Config, EgressListenerConfig, EgressRoute,
     InitiatorConfig, InitiatorRoute, NodeIdentity, Protocol, ResponderConfig, ServerTlsConfig,
     Shards, TunnelListenerConfig, TunnelSpec, DEFAULT_INITIAL_RECONNECT_BACKOFF,
-    DEFAULT_REQUEST_PATH,
 };
 
 use schema::RawConfig;

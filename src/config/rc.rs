@@ -6,8 +6,8 @@
 //! a non-negative integer count). Ids are further checked with [`validate_id`]. Every error names
 //! the offending string.
 
-use super::ids::{validate_id, IdError};
 use super::schema::{NodeIdentity, TunnelSpec};
+use crate::protocol::ids::{validate_id, IdError};
 
 /// The scheme every tunnel address starts with.
 pub const RC_SCHEME: &str = "rc://";

@@ -16,9 +16,7 @@ use serde::Deserialize;
 
 use super::{de, duration};
 use crate::http::host_id::HostIdFormat;
-
-/// The default handshake path (DESIGN §3).
-pub const DEFAULT_REQUEST_PATH: &str = "/reverse_connections/request";
+use crate::protocol::DEFAULT_REQUEST_PATH;
 
 /// The default first redial delay of an initiator.
 pub const DEFAULT_INITIAL_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-/// One rule for ids, shared with the configuration (DESIGN §3).
-pub use crate::config::{validate_id, IdError};
+use super::ids::{validate_id, IdError};
 
 /// Path of the handshake request unless `request_path` says otherwise.
 pub const DEFAULT_REQUEST_PATH: &str = "/reverse_connections/request";
