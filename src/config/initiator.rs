@@ -12,6 +12,7 @@ use super::duration::{self, secs};
 use super::node::NodeIdentity;
 use super::rc::{parse_rc_address, TunnelSpec};
 use super::xref;
+use crate::http::route::Prefixed;
 
 /// The default first redial delay of an initiator.
 pub const DEFAULT_INITIAL_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
@@ -53,6 +54,12 @@ pub struct InitiatorRoute {
     /// Whole-request timeout (> 0); none when absent.
     #[serde(default, deserialize_with = "duration::option_positive")]
     pub timeout: Option<Duration>,
+}
+
+impl Prefixed for InitiatorRoute {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
 }
 
 /// `initiator:` as read: tunnels may still need the top-level `node`.

@@ -16,6 +16,7 @@ use super::de::{
 use super::duration::{self, secs};
 use super::xref::{self, Listener};
 use crate::http::host_id::HostIdFormat;
+use crate::http::route::Prefixed;
 
 /// The responder role.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -132,6 +133,12 @@ pub struct EgressRoute {
     /// Whole-request timeout (> 0); the listener's `request_timeout` when absent.
     #[serde(default, deserialize_with = "duration::option_positive")]
     pub timeout: Option<Duration>,
+}
+
+impl Prefixed for EgressRoute {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
 }
 
 fn three() -> u32 {

@@ -1,4 +1,7 @@
 //! Path-prefix routing, first match wins (as Envoy's route table).
+//!
+//! Route types implement [`Prefixed`] where they are defined (the configuration's routes do so
+//! in `config`), so this module depends on none of them.
 
 /// Anything with a path prefix can be routed.
 pub trait Prefixed {
@@ -8,18 +11,6 @@ pub trait Prefixed {
 /// The first route whose prefix starts the request path.
 pub fn match_route<'r, R: Prefixed>(routes: &'r [R], path: &str) -> Option<&'r R> {
     routes.iter().find(|r| path.starts_with(r.prefix()))
-}
-
-impl Prefixed for crate::config::InitiatorRoute {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-}
-
-impl Prefixed for crate::config::EgressRoute {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
 }
 
 #[cfg(test)]
