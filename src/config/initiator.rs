@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::de::{default_request_path, path_prefix, request_path, with_str, NonEmpty};
+use super::de::{
+    at_least_one, default_request_path, path_prefix, request_path, with_str, NonEmpty,
+};
 use super::duration::{self, secs};
 use super::node::NodeIdentity;
 use super::rc::{parse_rc_address, TunnelSpec};
@@ -32,8 +34,17 @@ pub struct InitiatorConfig {
     pub request_path: String,
     /// Time allowed for the handshake response (default 10s).
     pub handshake_timeout: Duration,
-    /// A tunnel with no frames (incl. PINGs) for this long is redialed (default 30s).
+    /// After the handshake's `200` and before HTTP/2 starts, each wait for the responder's next
+    /// bytes (an Envoy `RPING` or the HTTP/2 preface) may last this long; then the tunnel is
+    /// redialed (default 30s). Once HTTP/2 runs, the keepalive below watches the tunnel.
     pub idle_timeout: Duration,
+    /// HTTP/2 PING period on each tunnel (default 10s, plus 0–15 % jitter).
+    pub ping_interval: Duration,
+    /// Missed PING replies before the tunnel is dead and redialed (default 3, >= 1).
+    pub ping_failure_threshold: u32,
+    /// Streams one tunnel accepts at once; the responder's requests queue beyond this
+    /// (default 1024, >= 1).
+    pub max_concurrent_streams: u32,
     /// Extra handshake headers in file order (`handshake_headers:` in YAML), names lowercased.
     pub extra_handshake_headers: Vec<(String, String)>,
 }
@@ -84,6 +95,18 @@ pub(crate) struct RawInitiator {
     pub(crate) handshake_timeout: Duration,
     #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
     pub(crate) idle_timeout: Duration,
+    #[serde(default = "secs::<10>", deserialize_with = "duration::positive")]
+    pub(crate) ping_interval: Duration,
+    #[serde(
+        default = "default_ping_failure_threshold",
+        deserialize_with = "at_least_one"
+    )]
+    pub(crate) ping_failure_threshold: u32,
+    #[serde(
+        default = "default_max_concurrent_streams",
+        deserialize_with = "at_least_one"
+    )]
+    pub(crate) max_concurrent_streams: u32,
     #[serde(default, deserialize_with = "handshake_headers")]
     pub(crate) handshake_headers: Vec<(String, String)>,
 }
@@ -129,6 +152,9 @@ impl RawInitiator {
             request_path: self.request_path,
             handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
+            ping_interval: self.ping_interval,
+            ping_failure_threshold: self.ping_failure_threshold,
+            max_concurrent_streams: self.max_concurrent_streams,
             extra_handshake_headers: self.handshake_headers,
         })
     }
@@ -140,6 +166,14 @@ impl RawInitiator {
             max: self.max_reconnect_backoff,
         }
     }
+}
+
+fn default_ping_failure_threshold() -> u32 {
+    3
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    1024
 }
 
 /// `initiator.tunnels`: at least one.

@@ -14,18 +14,13 @@ use super::InitiatorShard;
 use crate::http::keepalive::{self, KeepaliveEnd};
 use crate::responder::tunnel::{CONNECTION_WINDOW, STREAM_WINDOW};
 
-/// Streams one tunnel accepts at once; the responder's requests queue beyond this.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
-
-/// Missed PINGs before the initiator gives up on a tunnel.
-const PING_FAILURE_THRESHOLD: u32 = 3;
-
 /// Why a tunnel ended, from the initiator's side.
 #[derive(Debug)]
 pub enum TunnelEnd {
     /// The responder went away (GOAWAY, close) — dial a replacement at once.
     Closed,
-    /// PINGs went unanswered for `idle_timeout`.
+    /// `ping_failure_threshold` PINGs in a row went unanswered (or HTTP/2 did not start within
+    /// `handshake_timeout`).
     Dead,
     /// HTTP/2 failed.
     Failed(h2::Error),
@@ -69,17 +64,20 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> TunnelEnd {
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(cfg.max_concurrent_streams)
         .handshake::<_, bytes::Bytes>(io);
     let mut conn = match monoio::time::timeout(cfg.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return TunnelEnd::Failed(e),
         Err(_) => return TunnelEnd::Dead,
     };
-    let ping_interval = cfg.idle_timeout / PING_FAILURE_THRESHOLD;
-    let mut keepalive = conn
-        .ping_pong()
-        .map(|pp| Box::pin(keepalive::watch(pp, ping_interval, PING_FAILURE_THRESHOLD)));
+    let mut keepalive = conn.ping_pong().map(|pp| {
+        Box::pin(keepalive::watch(
+            pp,
+            cfg.ping_interval,
+            cfg.ping_failure_threshold,
+        ))
+    });
     let mut shutdown = pin!(ctx.shutdown.wait());
     loop {
         let event = poll_fn(|cx| {
