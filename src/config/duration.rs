@@ -142,6 +142,11 @@ impl<F: FnOnce(Duration) -> Result<(), String>> Visitor<'_> for DurationVisitor<
     }
 }
 
+/// `N` seconds, for `#[serde(default = "secs::<N>")]`.
+pub(crate) fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
+
 /// A duration that may be zero.
 pub(crate) fn any<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     checked(d, true, unchecked)

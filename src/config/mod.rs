@@ -1,5 +1,5 @@
-//! Configuration: the YAML schema, `rc://` parsing, durations, ids, and errors with file, line
-//! and column (DESIGN §6).
+//! Configuration: the YAML schema, `rc://` parsing, durations, and errors with file, line
+//! and column (README, "Configuration reference").
 //!
 //! This module owns turning a file into a validated, immutable [`Config`] that every shard shares
 //! read-only. [`load`] reads a file, [`parse`] checks text; both return every problem they can
@@ -8,14 +8,20 @@
 //! Syntax, type and value errors stop deserialization, so only the first of those is reported
 //! (a serde limitation); once the file deserializes, every cross-reference error is reported.
 //!
-//! Layout: `schema` (types and defaults), `de` (validating deserializers), `duration`, `ids`,
-//! `rc`, `xref` (cross-reference checks and how they keep locations), `summary`, `error`.
+//! Layout, each module importing only the ones after it in this list: `summary`; `schema` (the
+//! top level: `shards`, `admin`, and the whole file as read); the sections `initiator`,
+//! `responder`, `cluster`; `rc` (the `rc://` address); `node`; then the generic pieces `de`
+//! (validating deserializers), `duration`, `xref` (cross-reference checks and how they keep
+//! locations), `error`. The id rule comes from [`crate::protocol::ids`].
 
+mod cluster;
 mod de;
 mod duration;
 mod error;
-mod ids;
+mod initiator;
+mod node;
 mod rc;
+mod responder;
 mod schema;
 mod summary;
 mod xref;
@@ -26,16 +32,16 @@ mod tests;
 use std::path::Path;
 use std::rc::Rc;
 
+pub use cluster::{ClientTlsConfig, ClusterConfig, Protocol};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ConfigError, Diagnostic};
-pub use ids::{validate_id, IdError, MAX_ID_LEN};
-pub use rc::{parse_rc_address, RcAddressError, RcReason, RC_SCHEME};
-pub use schema::{
-    AdminConfig, ClientTlsConfig, ClusterConfig, Config, EgressListenerConfig, EgressRoute,
-    InitiatorConfig, InitiatorRoute, NodeIdentity, Protocol, ResponderConfig, ServerTlsConfig,
-    Shards, TunnelListenerConfig, TunnelSpec, DEFAULT_INITIAL_RECONNECT_BACKOFF,
-    DEFAULT_REQUEST_PATH,
+pub use initiator::{InitiatorConfig, InitiatorRoute, DEFAULT_INITIAL_RECONNECT_BACKOFF};
+pub use node::NodeIdentity;
+pub use rc::{parse_rc_address, RcAddressError, RcReason, TunnelSpec, RC_SCHEME};
+pub use responder::{
+    EgressListenerConfig, EgressRoute, ResponderConfig, ServerTlsConfig, TunnelListenerConfig,
 };
+pub use schema::{AdminConfig, Config, Shards};
 
 use schema::RawConfig;
 
@@ -65,12 +71,12 @@ pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
     // Pass 1: syntax, types, values.
     let first: RawConfig =
         serde_yaml::from_str(source).map_err(|e| invalid(Diagnostic::from_yaml(file_name, &e)))?;
-    let first = Rc::new(first);
+    let first_pass = Rc::new(first.first_pass());
 
     // Pass 2 (repeated): cross-references, each error at its value (see `xref`).
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     for skip in 0..MAX_ERRORS {
-        let pass = xref::run(Rc::clone(&first), skip, || {
+        let pass = xref::run(Rc::clone(&first_pass), skip, || {
             serde_yaml::from_str::<RawConfig>(source)
         });
         match pass {
@@ -94,7 +100,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
     if !diagnostics.is_empty() {
         return Err(ConfigError::Invalid(diagnostics));
     }
-    Rc::unwrap_or_clone(first).into_config().ok_or_else(|| {
+    first.into_config().ok_or_else(|| {
         invalid(Diagnostic::at_start(
             file_name,
             "a tunnel `{ cluster: ... }` needs the top-level `node:` identity",

@@ -1,16 +1,29 @@
-//! The `rc://` tunnel address (DESIGN §4):
+//! The `rc://` tunnel address (Envoy's form):
 //! `rc://<node>:<cluster>:<tenant>@<remote_cluster>:<connection_count>`.
 //!
-//! This module owns its parsing. As in Envoy: exactly one `@`; three `:`-separated fields before
-//! it (node and cluster non-empty, tenant may be empty), two after it (the remote cluster name and
-//! a non-negative integer count). Ids are further checked with [`validate_id`]. Every error names
-//! the offending string.
+//! This module owns [`TunnelSpec`], what such an address says, and its parsing. As in Envoy:
+//! exactly one `@`; three `:`-separated fields before it (node and cluster non-empty, tenant may
+//! be empty), two after it (the remote cluster name and a non-negative integer count). Ids are
+//! further checked with [`validate_id`]. Every error names the offending string.
 
-use super::ids::{validate_id, IdError};
-use super::schema::{NodeIdentity, TunnelSpec};
+use super::node::NodeIdentity;
+use crate::protocol::ids::{validate_id, IdError};
 
 /// The scheme every tunnel address starts with.
 pub const RC_SCHEME: &str = "rc://";
+
+/// One tunnel group: dial `connections` tunnels to `remote_cluster` announcing `identity`.
+/// An `rc://` address says all three; the map form `{ cluster, connections }` takes the
+/// identity from `node:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSpec {
+    /// Identity to announce.
+    pub identity: NodeIdentity,
+    /// Name of the cluster (in `clusters:`) of the responder(s) to dial.
+    pub remote_cluster: String,
+    /// Number of tunnels, split across shards (0 is allowed and dials nothing).
+    pub connections: u32,
+}
 
 /// A rejected `rc://` address: the whole address plus the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

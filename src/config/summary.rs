@@ -110,6 +110,13 @@ impl Config {
                 dur(i.max_reconnect_backoff),
                 dur(i.idle_timeout)
             )?;
+            writeln!(
+                out,
+                "  keepalive: ping every {}, dead after {} missed; {} streams per tunnel",
+                dur(i.ping_interval),
+                i.ping_failure_threshold,
+                i.max_concurrent_streams
+            )?;
         }
         if let Some(r) = &self.responder {
             let t = &r.tunnel_listener;

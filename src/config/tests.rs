@@ -140,6 +140,9 @@ fn defaults() {
     assert_eq!(i.request_path, "/reverse_connections/request");
     assert_eq!(i.handshake_timeout, Duration::from_secs(10));
     assert_eq!(i.idle_timeout, Duration::from_secs(30));
+    assert_eq!(i.ping_interval, Duration::from_secs(10));
+    assert_eq!(i.ping_failure_threshold, 3);
+    assert_eq!(i.max_concurrent_streams, 1024);
     assert!(i.extra_handshake_headers.is_empty());
     let app = &config.clusters["app"];
     assert_eq!(app.protocol, Protocol::Http1);
@@ -546,6 +549,46 @@ fn backoffs_must_be_ordered() {
 }
 
 #[test]
+fn initiator_keepalive() {
+    let with = |keys: &str| {
+        initiator(
+            "",
+            "    - rc://n:c:t@cloud:1\n",
+            &format!("    - {{ prefix: /, cluster: app }}\n{keys}"),
+        )
+    };
+    let config = ok(&with(
+        "  ping_interval: 1500ms\n  ping_failure_threshold: 5\n  max_concurrent_streams: 1\n",
+    ));
+    let i = config.initiator.unwrap();
+    assert_eq!(i.ping_interval, Duration::from_millis(1500));
+    assert_eq!(i.ping_failure_threshold, 5);
+    assert_eq!(i.max_concurrent_streams, 1);
+
+    let (line, column, message) = error(&with("  ping_interval: 0s\n"));
+    assert_eq!((line, column), (11, 18), "{message}");
+    assert_contains(&message, &["initiator.ping_interval", "greater than zero"]);
+
+    let (line, column, message) = error(&with("  ping_interval: 10\n"));
+    assert_eq!((line, column), (11, 18), "{message}");
+    assert_contains(&message, &["durations need a unit"]);
+
+    let (line, column, message) = error(&with("  ping_failure_threshold: 0\n"));
+    assert_eq!((line, column), (11, 27), "{message}");
+    assert_contains(
+        &message,
+        &["initiator.ping_failure_threshold", "0 is out of range"],
+    );
+
+    let (line, column, message) = error(&with("  max_concurrent_streams: -1\n"));
+    assert_eq!((line, column), (11, 27), "{message}");
+    assert_contains(
+        &message,
+        &["initiator.max_concurrent_streams", "-1 is negative"],
+    );
+}
+
+#[test]
 fn io_error() {
     let err = load(std::path::Path::new("/nonexistent/rtun.yaml")).unwrap_err();
     assert!(
@@ -609,6 +652,7 @@ fn summary_of_an_initiator() {
             "edge-42:edge-west:acme -> cloud-b x3",
             "/downstream_service* -> local-app (timeout 30s)",
             "extra headers: authorization",
+            "keepalive: ping every 10s, dead after 3 missed; 1024 streams per tunnel",
             "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard)",
         ],
     );

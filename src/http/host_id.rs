@@ -1,5 +1,5 @@
 //! `host_id_format`: how the responder's egress listener derives a host_id from a request
-//! (DESIGN §5).
+//! (ARCHITECTURE.md §4).
 //!
 //! This module owns the format language, a subset of Envoy's substitution formatter:
 //!

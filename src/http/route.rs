@@ -1,4 +1,7 @@
 //! Path-prefix routing, first match wins (as Envoy's route table).
+//!
+//! Route types implement [`Prefixed`] where they are defined (the configuration's routes do so
+//! in `config`), so this module depends on none of them.
 
 /// Anything with a path prefix can be routed.
 pub trait Prefixed {
@@ -11,18 +14,6 @@ pub fn match_route<'r, R: Prefixed>(routes: &'r [R], path: &str) -> Option<(usiz
         .iter()
         .enumerate()
         .find(|(_, r)| path.starts_with(r.prefix()))
-}
-
-impl Prefixed for crate::config::InitiatorRoute {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-}
-
-impl Prefixed for crate::config::EgressRoute {
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ impl InitiatorShard {
     }
 }
 
-/// How many of `count` connections shard `shard` of `shards` dials (DESIGN §2).
+/// How many of `count` connections shard `shard` of `shards` dials (ARCHITECTURE.md §3).
 pub fn shard_quota(count: u32, shard: ShardId, shards: usize) -> u32 {
     let shards = shards.max(1) as u32;
     let shard = shard as u32;

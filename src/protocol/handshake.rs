@@ -1,4 +1,4 @@
-//! The reverse-tunnel handshake (DESIGN §3): one HTTP/1.1 `GET` from the initiator carrying its
+//! The reverse-tunnel handshake (ARCHITECTURE.md §3): one HTTP/1.1 `GET` from the initiator carrying its
 //! identity, one reply from the responder; after a `200` the same connection carries HTTP/2.
 //!
 //! This module owns both sides of that exchange as pure, sans-IO functions over byte slices:
@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-/// One rule for ids, shared with the configuration (DESIGN §3).
-pub use crate::config::{validate_id, IdError};
+use super::ids::{validate_id, IdError};
 
 /// Path of the handshake request unless `request_path` says otherwise.
 pub const DEFAULT_REQUEST_PATH: &str = "/reverse_connections/request";
@@ -68,7 +67,7 @@ pub struct HandshakeRequest<'a> {
 }
 
 impl HandshakeRequest<'_> {
-    /// The request bytes, exactly as DESIGN §3 shows them, with CRLF line ends.
+    /// The request bytes, exactly as Envoy's initiator writes them, with CRLF line ends.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = String::with_capacity(256);
         out.push_str("GET ");
@@ -219,7 +218,7 @@ pub struct AcceptedHandshake {
 }
 
 /// Why the responder refuses a handshake: one value per reason, each with its status
-/// (DESIGN §3 of the wire protocol; docs/ARCHITECTURE.md, "Handshake rejections"), a stable
+/// (ARCHITECTURE.md §3), a stable
 /// label for counters and logs, and the text of the local reply. The codec produces the
 /// parsing ones; the acceptor and its admission stages the others.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

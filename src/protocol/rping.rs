@@ -1,4 +1,4 @@
-//! Envoy's `RPING` echo on the initiator (DESIGN §3): before HTTP/2 starts, an Envoy responder
+//! Envoy's `RPING` echo on the initiator (ARCHITECTURE.md §3): before HTTP/2 starts, an Envoy responder
 //! may write the raw 5 bytes `RPING` on an idle tunnel; the initiator writes each complete leading
 //! `RPING` back and stops looking at the first byte that does not continue one (normally the `P`
 //! of the h2 preface `PRI * HTTP/2.0`).

@@ -1,9 +1,9 @@
 //! Identity ids: the node, cluster and tenant ids an initiator announces in its handshake.
 //!
-//! This module owns the single rule for what an id may contain (DESIGN §3): 1..=255 bytes of
-//! visible ASCII (0x21..=0x7e) without `:`; the tenant id may also be empty. The configuration
-//! checks `node:` and `rc://` ids with it, and the handshake code reuses it for the headers it
-//! receives.
+//! This module owns the single rule for what an id may contain (ARCHITECTURE.md §3): 1..=255 bytes of
+//! visible ASCII (0x21..=0x7e) without `:`; the tenant id may also be empty. It is a rule of the
+//! wire protocol: the handshake checks the headers it receives with it, and the configuration
+//! checks `node:` ids, cluster names and `rc://` ids with it.
 
 /// Longest id, in bytes.
 pub const MAX_ID_LEN: usize = 255;

@@ -1,0 +1,236 @@
+//! `responder:`: the tunnel listener initiators dial, the egress listener clients use, and the
+//! registry sweep (README, "Configuration reference").
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::de::{
+    at_least_one, default_request_path, parse_listen, path_prefix, ranged, request_path, with_str,
+    NonEmpty, LISTEN,
+};
+use super::duration::{self, secs};
+use super::xref::{self, Listener};
+use crate::http::host_id::HostIdFormat;
+use crate::http::route::Prefixed;
+
+/// The responder role.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a responder mapping with `tunnel_listener:` and `egress_listener:`"
+)]
+pub struct ResponderConfig {
+    /// Where initiators connect.
+    pub tunnel_listener: TunnelListenerConfig,
+    /// Where clients send requests to be carried through tunnels.
+    pub egress_listener: EgressListenerConfig,
+    /// Period of the sweep for dead tunnels and empty registry entries (default 60s).
+    #[serde(default = "secs::<60>", deserialize_with = "duration::positive")]
+    pub cleanup_interval: Duration,
+}
+
+/// The responder's tunnel listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a tunnel listener mapping with `listen:`"
+)]
+pub struct TunnelListenerConfig {
+    /// Address to listen on.
+    #[serde(deserialize_with = "tunnel_listen")]
+    pub listen: SocketAddr,
+    /// Handshake path (default /reverse_connections/request).
+    #[serde(default = "default_request_path", deserialize_with = "request_path")]
+    pub request_path: String,
+    /// HTTP/2 PING period (default 2s, plus 0–15 % jitter).
+    #[serde(default = "secs::<2>", deserialize_with = "duration::positive")]
+    pub ping_interval: Duration,
+    /// Missed PING replies before a tunnel is dead (default 3, >= 1).
+    #[serde(default = "three", deserialize_with = "at_least_one")]
+    pub ping_failure_threshold: u32,
+    /// Time allowed for the handshake request (default 10s).
+    #[serde(default = "secs::<10>", deserialize_with = "duration::positive")]
+    pub handshake_timeout: Duration,
+    /// Tunnels accepted in total; beyond that the handshake gets 429 (default 10000).
+    #[serde(default = "default_max_tunnels", deserialize_with = "at_least_one")]
+    pub max_tunnels: u32,
+    /// Tunnels accepted per node id; beyond that 403 (default 64).
+    #[serde(
+        default = "default_max_tunnels_per_node",
+        deserialize_with = "at_least_one"
+    )]
+    pub max_tunnels_per_node: u32,
+    /// Concurrent streams per tunnel (default 1000).
+    #[serde(default = "default_max_streams", deserialize_with = "at_least_one")]
+    pub max_concurrent_streams: u32,
+    /// Server TLS; plaintext when absent.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// Server side of TLS / mTLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a server tls mapping with `cert:` and `key:`"
+)]
+pub struct ServerTlsConfig {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// CA (PEM) that client certificates must chain to; client certs are required when set.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The responder's egress listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an egress listener mapping with `listen:`"
+)]
+pub struct EgressListenerConfig {
+    /// Address to listen on.
+    #[serde(deserialize_with = "egress_listen")]
+    pub listen: SocketAddr,
+    /// Formats tried in order; first non-empty result is the host_id. YAML: a string or a list.
+    #[serde(
+        default = "default_host_id_format",
+        deserialize_with = "host_id_formats"
+    )]
+    pub host_id_format: Vec<HostIdFormat>,
+    /// Path-prefix routes carried to tunnels (default: one route `/`); others get 404.
+    #[serde(default = "default_egress_routes", deserialize_with = "egress_routes")]
+    pub routes: Vec<EgressRoute>,
+    /// How long a request for an unknown host may wait for a tunnel; 503 at once when absent.
+    #[serde(default, deserialize_with = "duration::option_any")]
+    pub pending_timeout: Option<Duration>,
+    /// Limit on request headers in KiB (default 60, 1..=8192).
+    #[serde(default = "default_headers_kb", deserialize_with = "headers_kb")]
+    pub max_request_headers_kb: u32,
+    /// Default whole-request timeout (> 0); none when absent.
+    #[serde(default, deserialize_with = "duration::option_positive")]
+    pub request_timeout: Option<Duration>,
+    /// A client must send each request head within this time, or its connection is closed
+    /// (slow-client defence; default 30s).
+    #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
+    pub header_read_timeout: Duration,
+}
+
+/// An egress route: requests whose path starts with `prefix` are carried through tunnels.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a route such as `{ prefix: / }`")]
+pub struct EgressRoute {
+    /// Path prefix, starting with `/`.
+    #[serde(deserialize_with = "path_prefix")]
+    pub prefix: String,
+    /// Whole-request timeout (> 0); the listener's `request_timeout` when absent.
+    #[serde(default, deserialize_with = "duration::option_positive")]
+    pub timeout: Option<Duration>,
+}
+
+impl Prefixed for EgressRoute {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn default_max_tunnels() -> u32 {
+    10_000
+}
+
+fn default_max_tunnels_per_node() -> u32 {
+    64
+}
+
+fn default_max_streams() -> u32 {
+    1_000
+}
+
+fn default_host_id_format() -> Vec<HostIdFormat> {
+    ["%REQ(x-node-id)%", "%REQ(x-cluster-id)%"]
+        .iter()
+        .filter_map(|s| HostIdFormat::parse(s).ok())
+        .collect()
+}
+
+fn default_egress_routes() -> Vec<EgressRoute> {
+    vec![EgressRoute {
+        prefix: "/".to_owned(),
+        timeout: None,
+    }]
+}
+
+fn default_headers_kb() -> u32 {
+    60
+}
+
+/// `responder.tunnel_listener.listen`: must not collide with the admin listener.
+fn tunnel_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    with_str(d, LISTEN, |s| {
+        let addr = parse_listen(s)?;
+        xref::check(|first| xref::listen_conflict(first, addr, Listener::Tunnel))?;
+        Ok(addr)
+    })
+}
+
+/// `responder.egress_listener.listen`: must not collide with admin or tunnel listeners.
+fn egress_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    with_str(d, LISTEN, |s| {
+        let addr = parse_listen(s)?;
+        xref::check(|first| xref::listen_conflict(first, addr, Listener::Egress))?;
+        Ok(addr)
+    })
+}
+
+/// `max_request_headers_kb`: 1..=8192 (Envoy's bounds).
+fn headers_kb<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, 1, 8192).map(|v| v as u32)
+}
+
+/// `responder.egress_listener.routes`: at least one.
+fn egress_routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EgressRoute>, D::Error> {
+    d.deserialize_seq(NonEmpty::new("routes `{ prefix: / }`"))
+}
+
+struct Format(HostIdFormat);
+
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        with_str(d, "a host_id format string", |s| {
+            HostIdFormat::parse(s)
+                .map(Format)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `host_id_format`: one format string or a non-empty list of them.
+fn host_id_formats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HostIdFormat>, D::Error> {
+    struct FormatsVisitor;
+    impl<'de> Visitor<'de> for FormatsVisitor {
+        type Value = Vec<HostIdFormat>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a host_id format string or a list of them")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            HostIdFormat::parse(v).map(|f| vec![f]).map_err(E::custom)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            NonEmpty::<Format>::new("host_id formats such as \"%REQ(x-node-id)%\"")
+                .visit_seq(seq)
+                .map(|v| v.into_iter().map(|f| f.0).collect())
+        }
+    }
+    d.deserialize_any(FormatsVisitor)
+}
