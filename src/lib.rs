@@ -16,3 +16,4 @@ pub mod responder;
 pub mod service;
 pub mod shard;
 pub mod stats;
+pub mod tls;
