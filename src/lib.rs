@@ -18,4 +18,5 @@ pub mod responder;
 pub mod service;
 pub mod shard;
 pub mod stats;
+pub mod tls;
 pub mod tunnel;
