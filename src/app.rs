@@ -44,6 +44,7 @@ pub fn check_supported(config: &Config) -> Result<(), String> {
 /// A running rtun: its shards and how to stop them.
 pub struct Running {
     config: Arc<Config>,
+    stats: Stats,
     shutdown: Shutdown,
     signal: ShutdownSignal,
     threads: Vec<JoinHandle<()>>,
@@ -108,6 +109,11 @@ impl Running {
         }
     }
 
+    /// The counters of every shard.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// True when a shard stopped the process with a fatal error.
     pub fn failed(&self) -> bool {
         self.shutdown.failed()
@@ -147,6 +153,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     tracing::info!(shards, "rtun started");
     Ok(Running {
         config,
+        stats,
         shutdown,
         signal,
         threads,

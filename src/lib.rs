@@ -9,6 +9,8 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
+#[cfg(test)]
+pub mod harness;
 pub mod http;
 pub mod initiator;
 pub mod net;

@@ -78,6 +78,20 @@ pub struct ClientTlsConfig {
     pub sni: Option<String>,
 }
 
+impl ClusterConfig {
+    /// A plaintext HTTP/1.1 cluster of `endpoints` with every default, for building
+    /// configurations in code.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            protocol: Protocol::default(),
+            connect_timeout: secs::<5>(),
+            tls: None,
+            max_idle_per_shard: default_max_idle(),
+        }
+    }
+}
+
 fn default_max_idle() -> usize {
     64
 }

@@ -168,6 +168,26 @@ impl RawInitiator {
     }
 }
 
+impl InitiatorConfig {
+    /// An initiator keeping `tunnels` and serving `routes`, with every other setting at its
+    /// default, for building configurations in code.
+    pub fn new(tunnels: Vec<TunnelSpec>, routes: Vec<InitiatorRoute>) -> Self {
+        Self {
+            tunnels,
+            routes,
+            max_reconnect_backoff: secs::<30>(),
+            initial_reconnect_backoff: DEFAULT_INITIAL_RECONNECT_BACKOFF,
+            request_path: default_request_path(),
+            handshake_timeout: secs::<10>(),
+            idle_timeout: secs::<30>(),
+            ping_interval: secs::<10>(),
+            ping_failure_threshold: default_ping_failure_threshold(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            extra_handshake_headers: Vec::new(),
+        }
+    }
+}
+
 fn default_ping_failure_threshold() -> u32 {
     3
 }

@@ -145,6 +145,50 @@ fn three() -> u32 {
     3
 }
 
+impl ResponderConfig {
+    /// A responder with every default, for building configurations in code (tests, the
+    /// harness); the defaults are the ones a file gets.
+    pub fn new(tunnel_listen: SocketAddr, egress_listen: SocketAddr) -> Self {
+        Self {
+            tunnel_listener: TunnelListenerConfig::new(tunnel_listen),
+            egress_listener: EgressListenerConfig::new(egress_listen),
+            cleanup_interval: secs::<60>(),
+        }
+    }
+}
+
+impl TunnelListenerConfig {
+    /// A tunnel listener on `listen` with every default.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            request_path: default_request_path(),
+            ping_interval: secs::<2>(),
+            ping_failure_threshold: three(),
+            handshake_timeout: secs::<10>(),
+            max_tunnels: default_max_tunnels(),
+            max_tunnels_per_node: default_max_tunnels_per_node(),
+            max_concurrent_streams: default_max_streams(),
+            tls: None,
+        }
+    }
+}
+
+impl EgressListenerConfig {
+    /// An egress listener on `listen` with every default.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            host_id_format: default_host_id_format(),
+            routes: default_egress_routes(),
+            pending_timeout: None,
+            max_request_headers_kb: default_headers_kb(),
+            request_timeout: None,
+            header_read_timeout: secs::<30>(),
+        }
+    }
+}
+
 fn default_max_tunnels() -> u32 {
     10_000
 }

@@ -48,6 +48,23 @@ pub struct Config {
     pub drain_timeout: Duration,
 }
 
+impl Config {
+    /// A configuration with neither role and every default; add roles and clusters to build
+    /// one in code. Nothing checks cross-references here: [`crate::config::parse`] does that
+    /// for files.
+    pub fn empty() -> Self {
+        Self {
+            shards: Shards::Auto,
+            admin: None,
+            node: None,
+            clusters: BTreeMap::new(),
+            initiator: None,
+            responder: None,
+            drain_timeout: secs::<10>(),
+        }
+    }
+}
+
 /// How many shards to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Shards {

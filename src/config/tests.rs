@@ -668,3 +668,39 @@ fn summary_of_an_initiator() {
     .summary();
     assert_contains(&zero, &["n:c:t -> cloud x0 (dials nothing)"]);
 }
+
+#[test]
+fn built_in_code_equals_parsed_from_a_file() {
+    let parsed = ok("\
+clusters:
+  app: { endpoints: [\"127.0.0.1:8080\"] }
+  cloud: { endpoints: [\"127.0.0.1:9000\"] }
+initiator:
+  tunnels: [\"rc://n:c:t@cloud:2\"]
+  routes: [{ prefix: /, cluster: app }]
+responder:
+  tunnel_listener: { listen: 127.0.0.1:9000 }
+  egress_listener: { listen: 127.0.0.1:8085 }
+");
+    let mut built = Config::empty();
+    for (name, endpoint) in [("app", "127.0.0.1:8080"), ("cloud", "127.0.0.1:9000")] {
+        let cluster = ClusterConfig::new(vec![endpoint.to_owned()]);
+        built.clusters.insert(name.to_owned(), cluster);
+    }
+    let tunnel = parse_rc_address("rc://n:c:t@cloud:2").expect("rc address");
+    let route = InitiatorRoute {
+        prefix: "/".into(),
+        cluster: "app".into(),
+        timeout: None,
+    };
+    built.initiator = Some(InitiatorConfig::new(vec![tunnel], vec![route]));
+    let (tunnel_listen, egress_listen) = ("127.0.0.1:9000", "127.0.0.1:8085");
+    built.responder = Some(ResponderConfig::new(
+        tunnel_listen.parse().expect("address"),
+        egress_listen.parse().expect("address"),
+    ));
+    assert_eq!(
+        built, parsed,
+        "a constructor's defaults drifted from the file's"
+    );
+}
