@@ -15,7 +15,6 @@ use crate::app::{self, Running};
 use crate::config::{
     ClusterConfig, Config, InitiatorConfig, InitiatorRoute, ResponderConfig, Shards,
 };
-use crate::protocol::TunnelIdentity;
 
 /// A free port on 127.0.0.1 (the kernel's choice; released before use, as tests do).
 pub fn free_port() -> u16 {
