@@ -27,7 +27,13 @@ pub async fn handle(
 ) {
     let (mut parts, recv) = request.into_parts();
     // The responder is this request's only source: its request id is trusted.
-    let mut rctx = RequestCtx::new(Role::Initiator, ctx.shard, None, &parts, true);
+    let mut rctx = Box::new(RequestCtx::new(
+        Role::Initiator,
+        ctx.shard,
+        None,
+        &parts,
+        true,
+    ));
     let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path(), stream = ?respond_to.stream_id());
     async {
         match upstream(&ctx, &mut rctx, &mut parts, recv).await {
@@ -56,8 +62,9 @@ async fn upstream(
     rctx.cluster = Some(cluster.name.clone());
     to_local_request(parts, cluster.protocol());
     ctx.pipeline.upstream_request_filter(rctx, parts);
-    let body: LocalBody =
-        Counted::new(RecvBody::new(recv, ()), rctx.outcome.bytes_received.clone());
+    let body = RecvBody::new(recv, ());
+    let count = rctx.outcome.bytes_received.for_body(body.is_end_stream());
+    let body: LocalBody = Counted::new(body, count);
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
     let sent = cluster.send(request);
@@ -78,7 +85,7 @@ fn empty_parts() -> request::Parts {
 /// the body is done.
 async fn send_upstream_response(
     ctx: &InitiatorShard,
-    mut rctx: RequestCtx,
+    mut rctx: Box<RequestCtx>,
     response: Response<Incoming>,
     mut respond_to: h2::server::SendResponse<Bytes>,
 ) {
@@ -103,7 +110,7 @@ async fn send_upstream_response(
 /// Phases 4 and 5 on a local reply made from `error`.
 fn send_local_reply(
     ctx: &InitiatorShard,
-    mut rctx: RequestCtx,
+    mut rctx: Box<RequestCtx>,
     error: ProxyError,
     respond_to: &mut h2::server::SendResponse<Bytes>,
 ) {

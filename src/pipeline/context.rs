@@ -49,7 +49,11 @@ impl RequestId {
             *digit = b"0123456789abcdef"[(n & 0xf) as usize];
             n >>= 4;
         }
-        Self(HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0")))
+        let mut value = HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"));
+        // Every id is new: HPACK must not index it, or each request would push a useless
+        // entry into the tunnel's dynamic table and evict the ones that repeat (host ids).
+        value.set_sensitive(true);
+        Self(value)
     }
 
     /// The id in `headers`, if it is printable ASCII of a sane length.
@@ -57,8 +61,11 @@ impl RequestId {
         let value = headers.get(&REQUEST_ID_HEADER)?;
         let bytes = value.as_bytes();
         let printable = bytes.iter().all(|b| (0x21..0x7f).contains(b));
-        (printable && !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN)
-            .then(|| Self(value.clone()))
+        (printable && !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN).then(|| {
+            let mut value = value.clone();
+            value.set_sensitive(true); // as in `generate`
+            Self(value)
+        })
     }
 
     pub fn header_value(&self) -> &HeaderValue {
@@ -78,17 +85,28 @@ impl std::fmt::Display for RequestId {
 }
 
 /// Bytes counted by a body as it moves; shared with that body, which may travel to another
-/// shard (a request handed over for a tunnel there).
+/// shard (a request handed over for a tunnel there). Nothing is allocated for a body that is
+/// empty from the start (most requests).
 #[derive(Debug, Clone, Default)]
-pub struct ByteCount(Arc<AtomicU64>);
+pub struct ByteCount(Option<Arc<AtomicU64>>);
 
 impl ByteCount {
+    /// The counter a body shares with its context: a real one unless the body is empty.
+    pub fn for_body(&mut self, body_is_empty: bool) -> ByteCount {
+        if !body_is_empty && self.0.is_none() {
+            self.0 = Some(Arc::default());
+        }
+        self.clone()
+    }
+
     pub fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(count) = &self.0 {
+            count.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.as_ref().map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, request, uri, Request, Response, Uri};
+use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -169,7 +170,13 @@ async fn handle(
     peer: SocketAddr,
 ) -> Response<EgressBody> {
     let (mut parts, body) = request.into_parts();
-    let mut rctx = RequestCtx::new(Role::Egress, ctx.shard, Some(peer), &parts, false);
+    let mut rctx = Box::new(RequestCtx::new(
+        Role::Egress,
+        ctx.shard,
+        Some(peer),
+        &parts,
+        false,
+    ));
     let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path());
     let proxied = upstream(ctx, &mut rctx, &mut parts, body)
         .instrument(span)
@@ -214,7 +221,8 @@ async fn upstream(
     rctx.host_id = Some(host_id);
     to_tunnel_request(parts, &rctx.request_id);
     ctx.pipeline.upstream_request_filter(rctx, parts);
-    let body = Counted::new(body, rctx.outcome.bytes_received.clone());
+    let count = rctx.outcome.bytes_received.for_body(body.is_end_stream());
+    let body = Counted::new(body, count);
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
     let tenant = ctx.shared.tenancy().registry_tenant(rctx.tenant.as_deref());

@@ -9,6 +9,20 @@ use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+/// A spawned task and its guard: the task counts as active until it completes or is dropped.
+struct TrackedTask<F> {
+    fut: std::pin::Pin<Box<F>>,
+    _guard: Tracked,
+}
+
+impl<F: Future<Output = ()>> Future for TrackedTask<F> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
 /// Single-shard task counter (never crosses threads).
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -45,10 +59,12 @@ impl Tracker {
 
     /// Spawns `fut` on this shard, counted while it runs.
     pub fn spawn<F: Future<Output = ()> + 'static>(self: &Rc<Self>, fut: F) {
-        let guard = self.enter();
-        monoio::spawn(async move {
-            fut.await;
-            drop(guard);
+        // A struct rather than `async move { fut.await; drop(guard) }`: an async block keeps
+        // both the captured future and the one it awaits, doubling the task's size and the
+        // bytes copied when it is spawned.
+        monoio::spawn(TrackedTask {
+            fut: Box::pin(fut),
+            _guard: self.enter(),
         });
     }
 
