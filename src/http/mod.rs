@@ -1,6 +1,6 @@
 //! HTTP plumbing shared by both roles: body bridging between h1 and h2, the host_id formatter,
-//! path normalization, route matching, proxy headers, local replies, and hyper's runtime hooks
-//! on a shard.
+//! request targets (`Host` rules, path normalization), route matching, proxy headers, local
+//! replies, and hyper's runtime hooks on a shard.
 
 pub mod body;
 pub mod host_id;
@@ -10,3 +10,4 @@ pub mod path;
 pub mod proxy_headers;
 pub mod route;
 pub mod rt;
+pub mod target;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
@@ -92,6 +92,23 @@ impl ByteCount {
     }
 }
 
+/// Why the client's request body broke off, if it did: set once by the body as it fails
+/// (`pipeline::logged::Counted`), read by the driver and the logging phase to tell the
+/// client's fault from the upstream's. Shared like [`ByteCount`].
+#[derive(Debug, Clone, Default)]
+pub struct BodyFault(Arc<OnceLock<String>>);
+
+impl BodyFault {
+    /// Records the first failure; later ones are ignored.
+    pub fn set(&self, detail: String) {
+        let _ = self.0.set(detail);
+    }
+
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 /// When things happened.
 #[derive(Debug, Clone)]
 pub struct Timings {
@@ -114,10 +131,24 @@ pub struct Outcome {
     pub failure: Option<ProxyError>,
     /// Request body bytes received from the client.
     pub bytes_received: ByteCount,
+    /// Set when the client's request body was malformed or cut short.
+    pub request_body_fault: BodyFault,
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
     /// The response body was sent whole.
     pub completed: bool,
+}
+
+impl Outcome {
+    /// [`ProxyError::ClientBodyFailed`] if the client's request body failed: whatever went
+    /// wrong upstream after that is the client's doing, not the tunnel's or the service's.
+    pub fn client_body_failure(&self) -> Option<ProxyError> {
+        self.request_body_fault
+            .get()
+            .map(|detail| ProxyError::ClientBodyFailed {
+                detail: detail.to_owned(),
+            })
+    }
 }
 
 /// One request's context.
@@ -146,7 +177,8 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A context for a request whose head just arrived. The request id is taken from the
-    /// request when `trust_request_id` (the initiator trusts its tunnel), else generated.
+    /// request when `trust_request_id` (the initiator trusts its tunnel; the egress when
+    /// `egress_listener.trust_request_id` is set) and valid, else generated.
     pub fn new(
         role: Role,
         shard: ShardId,
@@ -238,5 +270,17 @@ mod tests {
         let fresh = RequestCtx::new(Role::Egress, 0, None, &parts, false);
         assert_ne!(fresh.request_id.as_str(), "from-client");
         assert_eq!(fresh.failure_label(), "-");
+    }
+
+    #[test]
+    fn a_body_fault_is_the_first_one_and_blames_the_client() {
+        let outcome = Outcome::default();
+        assert!(outcome.client_body_failure().is_none());
+        let shared = outcome.request_body_fault.clone();
+        shared.set("invalid chunk size line".into());
+        shared.set("later".into());
+        let failure = outcome.client_body_failure().expect("a failure");
+        assert_eq!(failure.label(), "client_body");
+        assert!(failure.to_string().contains("invalid chunk size line"));
     }
 }
