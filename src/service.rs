@@ -6,6 +6,8 @@
 //! - `/bytes/N` streams N bytes of a fixed pattern (`i % 251`), in 64 KiB chunks;
 //! - `/delay/MS` answers after MS milliseconds (at most 60 000);
 //! - `/status/CODE` answers with that status;
+//! - `/headers` (and below it) answers with the request line and every request header, one
+//!   `name: value` per line, so tests can see what reached the service;
 //! - anything else says hello with the method and path.
 //!
 //! Every response carries `x-served-by: NAME` and `x-request-body-bytes` is not needed: `/echo`
@@ -110,6 +112,15 @@ async fn respond(req: Request<Incoming>, name: HeaderValue) -> Response<ServiceB
             Some(status) => text(status, format!("status {status}\n")),
             None => text(StatusCode::BAD_REQUEST, format!("bad status '{code}'\n")),
         }
+    } else if path == "/headers" || path.starts_with("/headers/") {
+        let mut msg = format!("{} {}\n", req.method(), req.uri());
+        for (name, value) in req.headers() {
+            msg.push_str(&format!(
+                "{name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        text(StatusCode::OK, msg)
     } else {
         let msg = format!(
             "Hello from the service behind the initiator: {} {}\n",

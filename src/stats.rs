@@ -51,6 +51,12 @@ counters! {
     egress_header_timeout,
     /// Egress requests handed to another shard's tunnel.
     egress_cross_shard,
+    /// Egress 400: the request cannot be served as sent (a path that cannot be normalized, an
+    /// escaped slash, a duplicate, missing or disagreeing `Host`).
+    egress_400_bad_request,
+    /// Egress 400: the client's request body was malformed or cut short before the response
+    /// started.
+    egress_400_client_body,
     /// Egress 400: no host id could be computed.
     egress_400_no_host_id,
     /// Egress 404: no route matches the path.

@@ -16,6 +16,7 @@ use super::de::{
 use super::duration::{self, secs};
 use super::xref::{self, Listener};
 use crate::http::host_id::HostIdFormat;
+use crate::http::path::EscapedSlashes;
 use crate::http::route::Prefixed;
 
 /// The responder role.
@@ -121,6 +122,19 @@ pub struct EgressListenerConfig {
     /// (slow-client defence; default 30s).
     #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
     pub header_read_timeout: Duration,
+    /// Proxies in front of this listener whose `x-forwarded-*` headers are believed (Envoy's
+    /// `xff_num_trusted_hops`). 0 (default): rtun is the edge, client-supplied forwarding
+    /// headers are dropped; more: the client's `x-forwarded-for` list is kept and appended to.
+    #[serde(default)]
+    pub xff_num_trusted_hops: u32,
+    /// Keep a client's valid `x-request-id` instead of generating one (default false: only
+    /// behind a proxy that sets it).
+    #[serde(default)]
+    pub trust_request_id: bool,
+    /// What a path with `%2F`, `%5C` or `\` gets: `reject_request` (default, 400) or
+    /// `keep_unchanged` (Envoy's `path_with_escaped_slashes_action`; ARCHITECTURE.md §4).
+    #[serde(default, deserialize_with = "escaped_slashes")]
+    pub path_with_escaped_slashes_action: EscapedSlashes,
 }
 
 /// An egress route: requests whose path starts with `prefix` are carried through tunnels.
@@ -185,6 +199,9 @@ impl EgressListenerConfig {
             max_request_headers_kb: default_headers_kb(),
             request_timeout: None,
             header_read_timeout: secs::<30>(),
+            xff_num_trusted_hops: 0,
+            trust_request_id: false,
+            path_with_escaped_slashes_action: EscapedSlashes::default(),
         }
     }
 }
@@ -234,6 +251,18 @@ fn egress_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error
         let addr = parse_listen(s)?;
         xref::check(|first| xref::listen_conflict(first, addr, Listener::Egress))?;
         Ok(addr)
+    })
+}
+
+/// `path_with_escaped_slashes_action`: `reject_request` or `keep_unchanged`.
+fn escaped_slashes<'de, D: Deserializer<'de>>(d: D) -> Result<EscapedSlashes, D::Error> {
+    with_str(d, "`reject_request` or `keep_unchanged`", |s| match s {
+        "reject_request" => Ok(EscapedSlashes::Reject),
+        "keep_unchanged" => Ok(EscapedSlashes::Keep),
+        other => Err(format!(
+            "unknown path_with_escaped_slashes_action `{other}`: expected `reject_request` or \
+             `keep_unchanged`"
+        )),
     })
 }
 

@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use super::duration::format_duration as dur;
 use super::schema::{Config, Shards};
+use crate::http::path::EscapedSlashes;
 
 impl Config {
     /// Describes, in a few lines, what this configuration would run: shards, roles, listeners,
@@ -170,6 +171,23 @@ impl Config {
                 e.request_timeout
                     .map(|t| format!("; request timeout {}", dur(t)))
                     .unwrap_or_default()
+            )?;
+            writeln!(
+                out,
+                "    client x-forwarded-*: {}; x-request-id: {}; escaped slashes in paths: {}",
+                match e.xff_num_trusted_hops {
+                    0 => "dropped (rtun is the edge)".to_owned(),
+                    n => format!("kept ({n} trusted hops)"),
+                },
+                if e.trust_request_id {
+                    "the client's kept"
+                } else {
+                    "generated"
+                },
+                match e.path_with_escaped_slashes_action {
+                    EscapedSlashes::Reject => "rejected",
+                    EscapedSlashes::Keep => "kept",
+                }
             )?;
             writeln!(out, "  cleanup every {}", dur(r.cleanup_interval))?;
         }

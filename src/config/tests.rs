@@ -128,6 +128,12 @@ fn defaults() {
     assert_eq!(e.max_request_headers_kb, 60);
     assert_eq!(e.request_timeout, None);
     assert_eq!(e.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(e.xff_num_trusted_hops, 0);
+    assert!(!e.trust_request_id);
+    assert_eq!(
+        e.path_with_escaped_slashes_action,
+        crate::http::path::EscapedSlashes::Reject
+    );
 
     let config = ok(&initiator(
         "",
@@ -493,6 +499,50 @@ fn host_id_format_string_or_list() {
     let (line, column, message) = error(&source);
     assert_eq!((line, column), (6, 42), "{message}");
     assert_contains(&message, &["unknown operator `%BOGUS%`"]);
+}
+
+#[test]
+fn edge_settings() {
+    let with = |extra: &str| {
+        MINIMAL_RESPONDER.replace(
+            "    listen: 127.0.0.1:8085\n",
+            &format!("    listen: 127.0.0.1:8085\n{extra}"),
+        )
+    };
+    let config = ok(&with(
+        "    xff_num_trusted_hops: 2\n    trust_request_id: true\n    \
+         path_with_escaped_slashes_action: keep_unchanged\n",
+    ));
+    let e = config.responder.clone().unwrap().egress_listener;
+    assert_eq!(e.xff_num_trusted_hops, 2);
+    assert!(e.trust_request_id);
+    assert_eq!(
+        e.path_with_escaped_slashes_action,
+        crate::http::path::EscapedSlashes::Keep
+    );
+    assert_contains(
+        &config.summary(),
+        &[
+            "client x-forwarded-*: kept (2 trusted hops)",
+            "x-request-id: the client's kept",
+        ],
+    );
+    assert_contains(
+        &ok(MINIMAL_RESPONDER).summary(),
+        &[
+            "client x-forwarded-*: dropped (rtun is the edge)",
+            "x-request-id: generated",
+            "escaped slashes in paths: rejected",
+        ],
+    );
+
+    let (line, column, message) = error(&with("    path_with_escaped_slashes_action: decode\n"));
+    assert_eq!((line, column), (6, 39), "{message}");
+    assert_contains(&message, &["decode", "reject_request", "keep_unchanged"]);
+    let (line, _, message) = error(&with("    xff_num_trusted_hops: -1\n"));
+    assert_eq!(line, 6, "{message}");
+    let (line, _, message) = error(&with("    trust_request_id: maybe\n"));
+    assert_eq!(line, 6, "{message}");
 }
 
 #[test]

@@ -1,10 +1,13 @@
 //! HTTP plumbing shared by both roles: body bridging between h1 and h2, the host_id formatter,
-//! route matching, proxy headers, local replies, and hyper's runtime hooks on a shard.
+//! request targets (`Host` rules, path normalization), route matching, proxy headers, local
+//! replies, and hyper's runtime hooks on a shard.
 
 pub mod body;
 pub mod host_id;
 pub mod io;
 pub mod local_reply;
+pub mod path;
 pub mod proxy_headers;
 pub mod route;
 pub mod rt;
+pub mod target;

@@ -1,5 +1,6 @@
 //! The initiator's request driver: one tunnel stream through the pipeline's phases to a local
-//! service, and the response streamed back on the tunnel under flow control.
+//! service (routed by the normalized path, `crate::http::path`), and the response streamed
+//! back on the tunnel under flow control.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use super::pool::LocalBody;
 use super::InitiatorShard;
 use crate::config::Protocol;
 use crate::http::body::{pump_body, RecvBody};
+use crate::http::path::{self, EscapedSlashes};
 use crate::http::proxy_headers::strip_hop_by_hop;
 use crate::http::route::match_route;
 use crate::pipeline::logged::{finish, Counted};
@@ -53,6 +55,13 @@ async fn upstream(
     recv: h2::RecvStream,
 ) -> Result<Response<Incoming>, ProxyError> {
     ctx.pipeline.request_filter(rctx, parts)?;
+    // The responder normalized the path already (a no-op then: normalizing is idempotent);
+    // another responder may not have. Escaped slashes are the responder's to refuse.
+    parts.uri = path::normalize_uri(&parts.uri, EscapedSlashes::Keep).map_err(|e| {
+        ProxyError::BadRequest {
+            reason: e.to_string(),
+        }
+    })?;
     let no_route = || ProxyError::NoRoute {
         path: parts.uri.path().to_owned(),
     };
@@ -63,17 +72,19 @@ async fn upstream(
     to_local_request(parts, cluster.protocol());
     ctx.pipeline.upstream_request_filter(rctx, parts);
     let body = RecvBody::new(recv, ());
-    let count = rctx.outcome.bytes_received.for_body(body.is_end_stream());
-    let body: LocalBody = Counted::new(body, count);
+    let tally = rctx.outcome.request_body.for_body(body.is_end_stream());
+    let body: LocalBody = Counted::new(body, tally);
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
     let sent = cluster.send(request);
-    match route.timeout {
+    let sent = match route.timeout {
         None => sent.await,
         Some(t) => monoio::time::timeout(t, sent)
             .await
-            .map_err(|_| ProxyError::Timeout(t))?,
-    }
+            .unwrap_or(Err(ProxyError::Timeout(t))),
+    };
+    // The responder reset the request body (its client's body failed): not the service's fault.
+    sent.map_err(|e| rctx.outcome.client_body_failure().unwrap_or(e))
 }
 
 /// An empty request head, left behind when the real one moves into the local request.
@@ -90,7 +101,7 @@ async fn send_upstream_response(
     mut respond_to: h2::server::SendResponse<Bytes>,
 ) {
     let (mut head, body) = response.into_parts();
-    strip_hop_by_hop(&mut head.headers);
+    strip_hop_by_hop(&mut head.headers, &[]);
     head.version = http::Version::HTTP_2;
     rctx.timings.response_start = Some(Instant::now());
     ctx.pipeline.response_filter(&mut rctx, &mut head);
@@ -149,5 +160,5 @@ fn to_local_request(parts: &mut request::Parts, protocol: Protocol) {
         }
         parts.version = http::Version::HTTP_11;
     }
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, &[]);
 }

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::{ClusterConfig, Config, InitiatorConfig};
-use crate::pipeline::{Pipeline, Role};
+use crate::pipeline::{Pipeline, Role, StageSettings};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
@@ -57,7 +57,8 @@ impl InitiatorShard {
                 Some((r.cluster.clone(), Rc::new(cluster)))
             })
             .collect();
-        let pipeline = Pipeline::for_role(Role::Initiator, &stats, shard);
+        let pipeline =
+            Pipeline::for_role(Role::Initiator, &StageSettings::default(), &stats, shard);
         Some(Rc::new(InitiatorShard {
             shard,
             cfg,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
@@ -84,15 +84,22 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// Bytes counted by a body as it moves; shared with that body, which may travel to another
-/// shard (a request handed over for a tunnel there). Nothing is allocated for a body that is
-/// empty from the start (most requests).
+/// What the client's request body reports as it moves: the bytes it carried and, if it broke
+/// off (a bad chunk, a short body), why. Shared with the body, which may travel to another
+/// shard (a request handed over for a tunnel there); nothing is allocated for a body that is
+/// empty from the start (most requests), since such a body can neither carry nor fail.
 #[derive(Debug, Clone, Default)]
-pub struct ByteCount(Option<Arc<AtomicU64>>);
+pub struct BodyTally(Option<Arc<Tally>>);
 
-impl ByteCount {
-    /// The counter a body shares with its context: a real one unless the body is empty.
-    pub fn for_body(&mut self, body_is_empty: bool) -> ByteCount {
+#[derive(Debug, Default)]
+struct Tally {
+    bytes: AtomicU64,
+    fault: OnceLock<String>,
+}
+
+impl BodyTally {
+    /// The tally a body shares with its context: a real one unless the body is empty.
+    pub fn for_body(&mut self, body_is_empty: bool) -> BodyTally {
         if !body_is_empty && self.0.is_none() {
             self.0 = Some(Arc::default());
         }
@@ -100,13 +107,30 @@ impl ByteCount {
     }
 
     pub fn add(&self, n: usize) {
-        if let Some(count) = &self.0 {
-            count.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(tally) = &self.0 {
+            tally.bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    pub fn get(&self) -> u64 {
-        self.0.as_ref().map_or(0, |c| c.load(Ordering::Relaxed))
+    /// Bytes the body carried so far.
+    pub fn bytes(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |t| t.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Records why the body failed; the first failure wins.
+    pub fn set_fault(&self, detail: String) {
+        if let Some(tally) = &self.0 {
+            let _ = tally.fault.set(detail);
+        }
+    }
+
+    pub fn fault(&self) -> Option<&str> {
+        self.0
+            .as_ref()
+            .and_then(|t| t.fault.get())
+            .map(String::as_str)
     }
 }
 
@@ -130,12 +154,24 @@ pub struct Outcome {
     pub status: Option<StatusCode>,
     /// Why the request failed, if it did: a local reply's cause, or what cut the body short.
     pub failure: Option<ProxyError>,
-    /// Request body bytes received from the client.
-    pub bytes_received: ByteCount,
+    /// The client's request body: bytes received, and why it broke off if it did.
+    pub request_body: BodyTally,
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
     /// The response body was sent whole.
     pub completed: bool,
+}
+
+impl Outcome {
+    /// [`ProxyError::ClientBodyFailed`] if the client's request body failed: whatever went
+    /// wrong upstream after that is the client's doing, not the tunnel's or the service's.
+    pub fn client_body_failure(&self) -> Option<ProxyError> {
+        self.request_body
+            .fault()
+            .map(|detail| ProxyError::ClientBodyFailed {
+                detail: detail.to_owned(),
+            })
+    }
 }
 
 /// One request's context.
@@ -164,7 +200,8 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A context for a request whose head just arrived. The request id is taken from the
-    /// request when `trust_request_id` (the initiator trusts its tunnel), else generated.
+    /// request when `trust_request_id` (the initiator trusts its tunnel; the egress when
+    /// `egress_listener.trust_request_id` is set) and valid, else generated.
     pub fn new(
         role: Role,
         shard: ShardId,
@@ -256,5 +293,32 @@ mod tests {
         let fresh = RequestCtx::new(Role::Egress, 0, None, &parts, false);
         assert_ne!(fresh.request_id.as_str(), "from-client");
         assert_eq!(fresh.failure_label(), "-");
+    }
+
+    #[test]
+    fn an_empty_body_shares_nothing() {
+        let mut outcome = Outcome::default();
+        let tally = outcome.request_body.for_body(true);
+        tally.add(5);
+        tally.set_fault("cannot happen".into());
+        assert_eq!(
+            (outcome.request_body.bytes(), outcome.request_body.fault()),
+            (0, None)
+        );
+        let tally = outcome.request_body.for_body(false);
+        tally.add(5);
+        assert_eq!(outcome.request_body.bytes(), 5);
+    }
+
+    #[test]
+    fn a_body_fault_is_the_first_one_and_blames_the_client() {
+        let mut outcome = Outcome::default();
+        assert!(outcome.client_body_failure().is_none());
+        let shared = outcome.request_body.for_body(false);
+        shared.set_fault("invalid chunk size line".into());
+        shared.set_fault("later".into());
+        let failure = outcome.client_body_failure().expect("a failure");
+        assert_eq!(failure.label(), "client_body");
+        assert!(failure.to_string().contains("invalid chunk size line"));
     }
 }

@@ -14,6 +14,18 @@ use http::StatusCode;
 /// handed-over request travels back to the shard that accepted it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The request cannot be served as sent: a path that cannot be normalized, an escaped
+    /// slash, a duplicate or disagreeing `Host` (egress; the path also on the initiator).
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What is wrong, in words fit for the client (no internal detail).
+        reason: String,
+    },
+    /// The client's request body was malformed or cut short (a bad chunk, a body shorter
+    /// than its content-length). A 400 when the response head has not been sent; after it,
+    /// the connection is closed and the logging phase records this.
+    #[error("request body malformed or cut short: {detail}")]
+    ClientBodyFailed { detail: String },
     /// No route matches the path.
     #[error("no route for path '{path}'")]
     NoRoute { path: String },
@@ -56,7 +68,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoHostId { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest { .. }
+            | ProxyError::ClientBodyFailed { .. }
+            | ProxyError::NoHostId { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoTunnel { .. }
             | ProxyError::TunnelsBusy { .. }
             | ProxyError::LocalUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -74,6 +88,8 @@ impl ProxyError {
     /// A stable, machine-friendly reason (counter labels, access logs).
     pub fn label(&self) -> &'static str {
         match self {
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::ClientBodyFailed { .. } => "client_body",
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::NoHostId { .. } => "no_host_id",
             ProxyError::NoTunnel { .. } => "no_tunnel",
@@ -90,6 +106,10 @@ impl ProxyError {
     /// What the client is told: no internal addresses, endpoints or error chains.
     pub fn public_message(&self) -> String {
         match self {
+            ProxyError::BadRequest { reason } => format!("Bad request: {reason}"),
+            ProxyError::ClientBodyFailed { .. } => {
+                "The request body was malformed or cut short".into()
+            }
             ProxyError::NoRoute { path } => format!("No route for path '{path}'"),
             ProxyError::NoHostId { expected } => {
                 format!("No host id in the request: expected one of the headers {expected}")
@@ -115,6 +135,12 @@ mod tests {
     #[test]
     fn every_failure_has_a_status_label_and_public_text() {
         let all = [
+            ProxyError::BadRequest {
+                reason: "duplicate Host header".into(),
+            },
+            ProxyError::ClientBodyFailed {
+                detail: "invalid chunk size line from 10.1.2.3".into(),
+            },
             ProxyError::NoRoute { path: "/x".into() },
             ProxyError::NoHostId {
                 expected: "x-node-id".into(),
@@ -144,7 +170,10 @@ mod tests {
             ProxyError::ClientClosed,
         ];
         let statuses: Vec<u16> = all.iter().map(|e| e.status().as_u16()).collect();
-        assert_eq!(statuses, [404, 400, 503, 503, 502, 503, 502, 504, 502, 499]);
+        assert_eq!(
+            statuses,
+            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499]
+        );
         let mut labels: Vec<&str> = all.iter().map(ProxyError::label).collect();
         labels.sort_unstable();
         labels.dedup();
@@ -158,6 +187,14 @@ mod tests {
             );
         }
         // The log gets the details.
-        assert!(all[5].to_string().contains("10.1.2.3:8080"));
+        assert!(all[7].to_string().contains("10.1.2.3:8080"));
+        assert!(all[1].to_string().contains("invalid chunk size"));
+        // A bad request says why, in its own words.
+        assert_eq!(
+            all[0].public_message(),
+            "Bad request: duplicate Host header"
+        );
+        assert_eq!(all[0].label(), "bad_request");
+        assert_eq!(all[1].label(), "client_body");
     }
 }

@@ -5,8 +5,10 @@
 //! client went away) it closes the [`RequestCtx`]'s outcome and runs the logging phase. So the
 //! logging phase sees the request's true end, not the moment the response head left.
 //!
-//! [`Counted`] wraps the request body sent upstream and counts its bytes into a [`ByteCount`]
-//! that the context shares.
+//! [`Counted`] wraps the request body sent upstream: it counts its bytes and records a failure
+//! of the client's body in a [`BodyTally`] shared with the
+//! context. A body that broke off because the client's body did is the client's fault
+//! (`client_body`), not the upstream's (`upstream_body`) nor a client that went away.
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -16,7 +18,7 @@ use std::time::Instant;
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
-use super::{ByteCount, Pipeline, ProxyError, RequestCtx};
+use super::{BodyTally, Pipeline, ProxyError, RequestCtx};
 
 /// A response body that runs the logging phase when it is done.
 pub struct Logged<B> {
@@ -70,8 +72,14 @@ where
                 this.ended |= this.inner.is_end_stream();
             }
             Poll::Ready(Some(Err(e))) => {
-                let detail = e.to_string();
-                this.note_failure(ProxyError::UpstreamBodyFailed { detail });
+                let failure = this
+                    .ctx
+                    .as_ref()
+                    .and_then(|ctx| ctx.outcome.client_body_failure())
+                    .unwrap_or_else(|| ProxyError::UpstreamBodyFailed {
+                        detail: e.to_string(),
+                    });
+                this.note_failure(failure);
             }
             Poll::Ready(None) => this.ended = true,
             Poll::Pending => {}
@@ -97,29 +105,36 @@ impl<B> Drop for Logged<B> {
 }
 
 /// Closes the outcome and runs the logging phase. `completed`: the response body was sent
-/// whole; a body cut short with no recorded cause means the client went away.
+/// whole; a body cut short with no recorded cause was cut by the client: its request body
+/// failed, or it went away.
 pub fn finish(ctx: &mut RequestCtx, pipeline: &Pipeline, completed: bool) {
     if !completed && ctx.outcome.failure.is_none() {
-        ctx.outcome.failure = Some(ProxyError::ClientClosed);
+        let failure = ctx.outcome.client_body_failure();
+        ctx.outcome.failure = Some(failure.unwrap_or(ProxyError::ClientClosed));
     }
     ctx.outcome.completed = completed;
     ctx.timings.end = Some(Instant::now());
     pipeline.logging(ctx);
 }
 
-/// A request body that counts the bytes it yields.
+/// A request body that counts the bytes it yields and records why it failed, if it does.
 pub struct Counted<B> {
     inner: B,
-    count: ByteCount,
+    tally: BodyTally,
 }
 
 impl<B> Counted<B> {
-    pub fn new(inner: B, count: ByteCount) -> Self {
-        Self { inner, count }
+    /// Counts into `tally` (from [`BodyTally::for_body`] on the request's outcome).
+    pub fn new(inner: B, tally: BodyTally) -> Self {
+        Self { inner, tally }
     }
 }
 
-impl<B: Body + Unpin> Body for Counted<B> {
+impl<B> Body for Counted<B>
+where
+    B: Body + Unpin,
+    B::Error: std::fmt::Display,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -128,10 +143,14 @@ impl<B: Body + Unpin> Body for Counted<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.count.add(data.remaining());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.tally.add(data.remaining());
+                }
             }
+            Poll::Ready(Some(Err(e))) => self.tally.set_fault(e.to_string()),
+            _ => {}
         }
         polled
     }
@@ -165,7 +184,7 @@ mod tests {
         fn logging(&self, ctx: &RequestCtx) {
             self.0.borrow_mut().push((
                 ctx.outcome.bytes_sent,
-                ctx.outcome.bytes_received.get(),
+                ctx.outcome.request_body.bytes(),
                 ctx.outcome.completed,
                 ctx.failure_label(),
             ));
@@ -182,10 +201,11 @@ mod tests {
 
     #[monoio::test]
     async fn logging_runs_once_with_bytes_both_ways_after_the_body_ends() {
-        let (ctx, pipeline, seen) = setup();
-        let (mut ctx, pipeline, seen) = (ctx, pipeline, seen);
-        let received = ctx.outcome.bytes_received.for_body(false);
-        let mut request = Counted::new(Full::new(Bytes::from_static(b"12345")), received);
+        let (mut ctx, pipeline, seen) = setup();
+        let mut request = Counted::new(
+            Full::new(Bytes::from_static(b"12345")),
+            ctx.outcome.request_body.for_body(false),
+        );
         while request.frame().await.is_some() {}
         let body = Logged::new(Full::new(Bytes::from_static(b"hello")), ctx, pipeline);
         let collected = body.collect().await.map(|c| c.to_bytes());
@@ -206,6 +226,48 @@ mod tests {
         assert!(seen.borrow().is_empty(), "not before the end");
         drop(body);
         assert_eq!(*seen.borrow(), [(2, 0, false, "client_closed")]);
+    }
+
+    /// A request body that yields `ab` and then fails, as a bad chunk does.
+    fn failing_request() -> impl Body<Data = Bytes, Error = std::io::Error> + Unpin {
+        StreamBody::new(futures_util::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(std::io::Error::other("invalid chunk size line")),
+        ]))
+    }
+
+    #[monoio::test]
+    async fn a_failed_client_body_is_recorded_and_blamed_on_the_client() {
+        // The response body breaks off because the client's body did (the tunnel stream was
+        // reset under it): the client's fault, not the upstream's.
+        let (mut ctx, pipeline, seen) = setup();
+        let mut request = Counted::new(failing_request(), ctx.outcome.request_body.for_body(false));
+        while let Some(Ok(_)) = request.frame().await {}
+        assert_eq!(
+            ctx.outcome.request_body.fault(),
+            Some("invalid chunk size line")
+        );
+        let response = futures_util::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"xy"))),
+            Err(std::io::Error::other("stream reset")),
+        ]);
+        let mut body = Logged::new(StreamBody::new(response), ctx, pipeline);
+        while let Some(Ok(_)) = body.frame().await {}
+        drop(body);
+        assert_eq!(*seen.borrow(), [(2, 2, false, "client_body")]);
+
+        // Or hyper drops the response body first: still the client's body, not client_closed.
+        let (mut ctx, pipeline, seen) = setup();
+        let mut request = Counted::new(failing_request(), ctx.outcome.request_body.for_body(false));
+        while let Some(Ok(_)) = request.frame().await {}
+        drop(Logged::new(
+            StreamBody::new(futures_util::stream::pending::<
+                Result<Frame<Bytes>, std::io::Error>,
+            >()),
+            ctx,
+            pipeline,
+        ));
+        assert_eq!(*seen.borrow(), [(0, 2, false, "client_body")]);
     }
 
     #[monoio::test]

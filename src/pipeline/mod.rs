@@ -10,7 +10,8 @@
 //! The phases, in order (docs/ARCHITECTURE.md, "The request pipeline"):
 //!
 //! 1. `request_filter` — continue, or stop with a [`ProxyError`] that becomes the response.
-//! 2. upstream selection — the driver's: route, host id, tunnel or local cluster.
+//! 2. upstream selection — the driver's: the request target checked and its path normalized
+//!    (`crate::http::target`), then route, host id, tunnel or local cluster.
 //! 3. `upstream_request_filter` — adjust the request that goes upstream.
 //! 4. `response_filter` — adjust the response head, whether it came from upstream or is a
 //!    local reply made from a [`ProxyError`] (the only place that happens is [`respond`]).
@@ -33,7 +34,7 @@ use http::{request, response};
 use crate::shard::ShardId;
 use crate::stats::Stats;
 
-pub use context::{ByteCount, RequestCtx, RequestId, Role, REQUEST_ID_HEADER};
+pub use context::{BodyTally, RequestCtx, RequestId, Role, REQUEST_ID_HEADER};
 pub use error::ProxyError;
 pub use logged::Logged;
 pub use respond::respond;
@@ -42,7 +43,8 @@ pub use respond::respond;
 /// implements only the phases it needs.
 pub trait Stage {
     /// Phase 1: inspect the request before anything is chosen for it. `Err` stops the request
-    /// and answers with that failure ("continue or respond").
+    /// and answers with that failure ("continue or respond"). The request target is still as
+    /// the client sent it (the path is normalized in phase 2): decide nothing by path here.
     fn request_filter(
         &self,
         _ctx: &mut RequestCtx,
@@ -62,6 +64,14 @@ pub trait Stage {
     fn logging(&self, _ctx: &RequestCtx) {}
 }
 
+/// What the stages take from the configuration; the initiator's stages need nothing.
+#[derive(Debug, Clone, Default)]
+pub struct StageSettings {
+    /// `egress_listener.xff_num_trusted_hops`: proxies in front of the egress whose
+    /// `x-forwarded-*` headers are kept (0: rtun is the edge).
+    pub xff_num_trusted_hops: u32,
+}
+
 /// A role's stages on one shard.
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
@@ -74,10 +84,17 @@ impl Pipeline {
     }
 
     /// The stages each role runs on `shard`: the one list to extend with a new stage.
-    pub fn for_role(role: Role, stats: &Stats, shard: ShardId) -> Rc<Self> {
+    pub fn for_role(
+        role: Role,
+        settings: &StageSettings,
+        stats: &Stats,
+        shard: ShardId,
+    ) -> Rc<Self> {
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         if role == Role::Egress {
-            stages.push(Box::new(stages::ProxyHeaders));
+            stages.push(Box::new(stages::ProxyHeaders {
+                trusted_hops: settings.xff_num_trusted_hops,
+            }));
         }
         stages.push(Box::new(stages::Counting::new(stats.clone(), shard)));
         Self::new(stages)

@@ -1,8 +1,9 @@
 //! The egress listener: where clients send requests meant for services behind initiators.
 //!
 //! HTTP/1.1 (keep-alive, content-length and chunked bodies, by hyper) and h2c with prior
-//! knowledge share the port: the first bytes decide. Each request is routed by path prefix,
-//! given a host id by `host_id_format`, and sent through the reverse cluster.
+//! knowledge share the port: the first bytes decide. Each request's target is checked (`Host`)
+//! and its path normalized (`crate::http::target`), then it is routed by path prefix, given a
+//! host id by `host_id_format`, and sent through the reverse cluster.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, request, uri, Request, Response, Uri};
+use http::{header, request, uri, HeaderName, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -30,6 +31,7 @@ use crate::http::io::{sniff_h2, HyperIo};
 use crate::http::proxy_headers;
 use crate::http::route::match_route;
 use crate::http::rt::{ShardExecutor, ShardTimer};
+use crate::http::target;
 use crate::pipeline::logged::Counted;
 use crate::pipeline::{
     respond, Logged, ProxyError, RequestCtx, RequestId, Role, REQUEST_ID_HEADER,
@@ -170,12 +172,14 @@ async fn handle(
     peer: SocketAddr,
 ) -> Response<EgressBody> {
     let (mut parts, body) = request.into_parts();
+    // The request id is generated here unless a proxy the operator trusts sets it.
+    let trust_request_id = ctx.shared.egress().trust_request_id;
     let mut rctx = Box::new(RequestCtx::new(
         Role::Egress,
         ctx.shard,
         Some(peer),
         &parts,
-        false,
+        trust_request_id,
     ));
     let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path());
     let proxied = upstream(ctx, &mut rctx, &mut parts, body)
@@ -207,6 +211,13 @@ async fn upstream(
 ) -> Result<Response<TunnelBody>, ProxyError> {
     ctx.pipeline.request_filter(rctx, parts)?;
     let cfg = ctx.shared.egress();
+    // Phase 2 starts from the one form of the target: routes see, and the tunnel gets, the
+    // normalized path (ARCHITECTURE.md §4).
+    target::check_and_normalize(parts, cfg.path_with_escaped_slashes_action).map_err(|e| {
+        ProxyError::BadRequest {
+            reason: e.to_string(),
+        }
+    })?;
     let (index, route) =
         match_route(&cfg.routes, parts.uri.path()).ok_or_else(|| ProxyError::NoRoute {
             path: parts.uri.path().to_owned(),
@@ -219,21 +230,25 @@ async fn upstream(
             }
         })?;
     rctx.host_id = Some(host_id);
-    to_tunnel_request(parts, &rctx.request_id);
+    to_tunnel_request(parts, &rctx.request_id, ctx.shared.routing_headers());
     ctx.pipeline.upstream_request_filter(rctx, parts);
-    let count = rctx.outcome.bytes_received.for_body(body.is_end_stream());
-    let body = Counted::new(body, count);
+    let tally = rctx.outcome.request_body.for_body(body.is_end_stream());
+    let body = Counted::new(body, tally);
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
     let tenant = ctx.shared.tenancy().registry_tenant(rctx.tenant.as_deref());
     let host_id = rctx.host_id.as_deref().unwrap_or_default();
     let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request);
-    let (response, tunnel) = match route.timeout.or(cfg.request_timeout) {
-        None => proxied.await?,
+    let proxied = match route.timeout.or(cfg.request_timeout) {
+        None => proxied.await,
         Some(t) => monoio::time::timeout(t, proxied)
             .await
-            .map_err(|_| ProxyError::Timeout(t))??,
+            .unwrap_or(Err(ProxyError::Timeout(t))),
     };
+    // A tunnel stream reset because the client's body was malformed or cut short is the
+    // client's failure (400), not the tunnel's (502).
+    let (response, tunnel) =
+        proxied.map_err(|e| rctx.outcome.client_body_failure().unwrap_or(e))?;
     rctx.tunnel_id = Some(tunnel);
     Ok(response)
 }
@@ -244,8 +259,9 @@ fn empty_parts() -> request::Parts {
 }
 
 /// Adapts a client request head for an h2 stream: absolute URI (`:scheme`, `:authority` from
-/// `Host`), hop-by-hop fields removed (RFC 9110 §7.6.1; h2 forbids them), the request id set.
-fn to_tunnel_request(parts: &mut request::Parts, request_id: &RequestId) {
+/// `Host`), hop-by-hop fields removed (RFC 9110 §7.6.1; h2 forbids them) except those a
+/// `Connection` header may not nominate (`routing`: the host id headers), the request id set.
+fn to_tunnel_request(parts: &mut request::Parts, request_id: &RequestId, routing: &[HeaderName]) {
     let authority = parts
         .uri
         .authority()
@@ -271,7 +287,7 @@ fn to_tunnel_request(parts: &mut request::Parts, request_id: &RequestId) {
         parts.uri = uri;
     }
     parts.version = http::Version::HTTP_2;
-    proxy_headers::strip_hop_by_hop(&mut parts.headers);
+    proxy_headers::strip_hop_by_hop(&mut parts.headers, routing);
     parts.headers.remove(header::HOST);
     parts
         .headers

@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
+
 use crate::config::{Config, EgressListenerConfig, ResponderConfig, TunnelListenerConfig};
-use crate::pipeline::{Pipeline, Role};
+use crate::pipeline::{Pipeline, Role, StageSettings};
 use crate::protocol::AcceptedHandshake;
 use crate::shard::directory::Directory;
 use crate::shard::mesh::{Inbox, Mesh};
@@ -56,6 +58,8 @@ pub struct Responder {
     tenancy: Tenancy,
     /// The headers `host_id_format` reads, for the 400 that names them (computed once).
     expected_host_headers: Arc<str>,
+    /// The same headers, which a client's `Connection` header may not strip.
+    routing_headers: Arc<[HeaderName]>,
     next_tunnel_id: AtomicU64,
 }
 
@@ -75,8 +79,11 @@ impl Responder {
             cfg.tunnel_listener.max_tunnels_per_node,
         );
         let (mesh, inboxes) = Mesh::new(shards, 1024);
-        let expected =
-            crate::http::host_id::expected_headers(&cfg.egress_listener.host_id_format).join(", ");
+        let expected = crate::http::host_id::expected_headers(&cfg.egress_listener.host_id_format);
+        let routing_headers = expected
+            .iter()
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
         let responder = Responder {
             cfg,
             drain_timeout: config.drain_timeout,
@@ -87,7 +94,8 @@ impl Responder {
             // Isolation is switched on by the authentication work (docs/ARCHITECTURE.md,
             // "Tenants"); until then every tunnel shares one namespace, as before.
             tenancy: Tenancy::Shared,
-            expected_host_headers: expected.into(),
+            expected_host_headers: expected.join(", ").into(),
+            routing_headers,
             next_tunnel_id: AtomicU64::new(1),
         };
         Some((Arc::new(responder), inboxes))
@@ -122,6 +130,10 @@ impl Responder {
         self.expected_host_headers.clone()
     }
 
+    fn routing_headers(&self) -> &[HeaderName] {
+        &self.routing_headers
+    }
+
     fn next_tunnel_id(&self) -> u64 {
         self.next_tunnel_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -142,7 +154,10 @@ pub struct ResponderShard {
 
 impl ResponderShard {
     pub fn new(shared: Arc<Responder>, shard: ShardId) -> Rc<Self> {
-        let pipeline = Pipeline::for_role(Role::Egress, &shared.stats, shard);
+        let settings = StageSettings {
+            xff_num_trusted_hops: shared.egress().xff_num_trusted_hops,
+        };
+        let pipeline = Pipeline::for_role(Role::Egress, &settings, &shared.stats, shard);
         let admission = Admission::for_listener(shared.tunnel_listener(), &shared.shutdown);
         Rc::new(ResponderShard {
             shard,

@@ -155,7 +155,7 @@ where
         .await
         .map_err(|e| failed(e.to_string()))?
         .into_parts();
-    crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers);
+    crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers, &[]);
     Ok((
         Response::from_parts(parts, RecvBody::new(recv, guard)),
         tunnel.id,

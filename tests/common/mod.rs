@@ -523,6 +523,8 @@ pub struct ResponderOpts {
     pub drain_timeout: String,
     /// Path of the request that proves a node reachable (must match `routes`).
     pub probe_path: String,
+    /// More `egress_listener` keys, as YAML lines indented by four spaces.
+    pub egress_extra: String,
 }
 
 impl ResponderOpts {
@@ -538,6 +540,7 @@ impl ResponderOpts {
             routes: "[{ prefix: / }]".into(),
             drain_timeout: "2s".into(),
             probe_path: "/ready-probe".into(),
+            egress_extra: String::new(),
         }
     }
 
@@ -554,7 +557,8 @@ impl ResponderOpts {
              \x20   handshake_timeout: {ht}\n\
              \x20 egress_listener:\n\
              \x20   listen: 127.0.0.1:{egress}\n\
-             \x20   routes: {routes}\n",
+             \x20   routes: {routes}\n\
+             {extra}",
             shards = self.shards,
             admin = self.admin,
             drain = self.drain_timeout,
@@ -564,6 +568,7 @@ impl ResponderOpts {
             ht = self.handshake_timeout,
             egress = self.egress,
             routes = self.routes,
+            extra = self.egress_extra,
         )
     }
 

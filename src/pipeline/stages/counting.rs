@@ -43,6 +43,8 @@ impl Stage for Counting {
         };
         let s = self.stats();
         let counter = match (ctx.role, failure) {
+            (Role::Egress, ProxyError::BadRequest { .. }) => &s.egress_400_bad_request,
+            (Role::Egress, ProxyError::ClientBodyFailed { .. }) => &s.egress_400_client_body,
             (Role::Egress, ProxyError::NoRoute { .. }) => &s.egress_404_no_route,
             (Role::Egress, ProxyError::NoHostId { .. }) => &s.egress_400_no_host_id,
             (Role::Egress, ProxyError::NoTunnel { .. } | ProxyError::TunnelsBusy { .. }) => {
@@ -59,5 +61,35 @@ impl Stage for Counting {
             _ => return,
         };
         inc(counter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counters a local reply made from `failure` moves (none other moves).
+    fn count(role: Role, failure: ProxyError) -> Vec<(&'static str, u64)> {
+        let stats = Stats::new(1);
+        let counting = Counting::new(stats.clone(), 0);
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let mut ctx = RequestCtx::new(role, 0, None, &parts, false);
+        ctx.outcome.failure = Some(failure);
+        let (mut head, ()) = http::Response::new(()).into_parts();
+        counting.response_filter(&ctx, &mut head);
+        stats.totals().into_iter().filter(|(_, v)| *v > 0).collect()
+    }
+
+    #[test]
+    fn client_errors_have_their_own_counters() {
+        let bad = || ProxyError::BadRequest {
+            reason: "duplicate Host header".into(),
+        };
+        let body = || ProxyError::ClientBodyFailed {
+            detail: "invalid chunk size line".into(),
+        };
+        assert_eq!(count(Role::Egress, bad()), [("egress_400_bad_request", 1)]);
+        assert_eq!(count(Role::Egress, body()), [("egress_400_client_body", 1)]);
+        assert_eq!(count(Role::Initiator, bad()), []);
     }
 }
