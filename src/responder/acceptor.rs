@@ -40,7 +40,7 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
         }
     };
     let read = read_handshake(&mut io, &cfg.request_path);
-    let hs = match monoio::time::timeout(cfg.handshake_timeout, read).await {
+    let mut hs = match monoio::time::timeout(cfg.handshake_timeout, read).await {
         Err(_elapsed) => return reject(&ctx, &mut io, peer, Rejection::Timeout).await,
         Ok(Err(rejection)) => return reject(&ctx, &mut io, peer, rejection).await,
         Ok(Ok(None)) => return, // closed before a full request: nothing to answer
@@ -55,6 +55,8 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
     if let Err(rejection) = ctx.admission.admit(&hs, &facts) {
         return reject(&ctx, &mut io, peer, rejection).await;
     }
+    // The credential has done its job; it does not travel with the tunnel.
+    hs.headers.retain(|(name, _)| name != "authorization");
     let slot = ctx.shared.slot(&hs.identity);
     let node = slot.node;
     let target = match ctx.shared.directory.place(slot, ctx.shard) {
