@@ -28,10 +28,23 @@ counters! {
     handshake_accepted,
     /// Handshakes rejected with 400 (malformed, missing identity, body present, too large).
     handshake_rejected_400,
+    /// Handshakes rejected with 400 because the upstream cluster name is not
+    /// `auth.required_cluster_name`.
+    handshake_rejected_400_wrong_cluster_name,
     /// Handshakes rejected with 404 (wrong method or path).
     handshake_rejected_404,
-    /// Handshakes rejected with 401/403 (authentication, authorisation, per-node cap).
+    /// Handshakes rejected with 401: missing, unknown or invalid credentials (token, JWT,
+    /// client certificate).
+    handshake_rejected_401,
+    /// Handshakes rejected with 403: valid credentials that do not allow the identity claimed
+    /// (tenant, node or cluster not granted; identity not matching the client certificate).
     handshake_rejected_403,
+    /// Handshakes rejected with 403 because a cluster id would equal a live node id or a node
+    /// id a live cluster id.
+    handshake_rejected_403_collision,
+    /// Handshakes rejected with 403 because the node (of that tenant) holds
+    /// max_tunnels_per_node tunnels.
+    handshake_rejected_403_node_limit,
     /// Handshakes rejected with 429 (responder tunnel cap).
     handshake_rejected_429,
     /// Handshakes rejected with 503 (shutting down, shard unavailable).
@@ -73,6 +86,10 @@ counters! {
     initiator_dial_failures,
     /// Initiator: handshakes the responder rejected (non-200).
     initiator_handshake_rejected,
+    /// Initiator: dials not attempted because the bearer token could not be read
+    /// (`token_file` or `token_env` missing, empty or unusable); also counted in
+    /// initiator_dial_failures.
+    initiator_credential_errors,
     /// Initiator: requests received through tunnels.
     initiator_requests,
     /// Initiator: 404, no local route.

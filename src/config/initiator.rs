@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use super::auth::TokenSource;
 use super::de::{
     at_least_one, default_request_path, path_prefix, request_path, with_str, NonEmpty,
 };
@@ -47,6 +48,8 @@ pub struct InitiatorConfig {
     pub max_concurrent_streams: u32,
     /// Extra handshake headers in file order (`handshake_headers:` in YAML), names lowercased.
     pub extra_handshake_headers: Vec<(String, String)>,
+    /// Where the handshake's bearer token comes from (`auth:`); none when absent.
+    pub auth: Option<TokenSource>,
 }
 
 /// An initiator route: requests whose path starts with `prefix` go to `cluster`.
@@ -109,6 +112,8 @@ pub(crate) struct RawInitiator {
     pub(crate) max_concurrent_streams: u32,
     #[serde(default, deserialize_with = "handshake_headers")]
     pub(crate) handshake_headers: Vec<(String, String)>,
+    #[serde(default, deserialize_with = "super::auth::initiator_auth")]
+    pub(crate) auth: Option<TokenSource>,
 }
 
 /// One entry of `initiator.tunnels`.
@@ -156,6 +161,7 @@ impl RawInitiator {
             ping_failure_threshold: self.ping_failure_threshold,
             max_concurrent_streams: self.max_concurrent_streams,
             extra_handshake_headers: self.handshake_headers,
+            auth: self.auth,
         })
     }
 
@@ -184,6 +190,7 @@ impl InitiatorConfig {
             ping_failure_threshold: default_ping_failure_threshold(),
             max_concurrent_streams: default_max_concurrent_streams(),
             extra_handshake_headers: Vec::new(),
+            auth: None,
         }
     }
 }
@@ -337,6 +344,15 @@ impl<'de> DeserializeSeed<'de> for HeaderKey<'_> {
                 return Err(format!(
                     "header `{s}` is written by the handshake itself and cannot be configured"
                 ));
+            }
+            if name == "authorization" {
+                xref::check(|first| {
+                    first.initiator_auth.then(|| {
+                        "header `authorization` is written from `initiator.auth`; remove one of \
+                         them"
+                            .to_owned()
+                    })
+                })?;
             }
             if self.0.iter().any(|(n, _)| n == name) {
                 return Err(format!("header `{s}` is given twice"));

@@ -10,10 +10,11 @@
 //!
 //! Layout, each module importing only the ones after it in this list: `summary`; `schema` (the
 //! top level: `shards`, `admin`, and the whole file as read); the sections `initiator`,
-//! `responder`, `cluster`; `rc` (the `rc://` address); `node`; then the generic pieces `de`
+//! `responder`, `cluster`, `auth` (credentials of both roles); `rc` (the `rc://` address); `node`; then the generic pieces `de`
 //! (validating deserializers), `duration`, `xref` (cross-reference checks and how they keep
 //! locations), `error`. The id rule comes from [`crate::protocol::ids`].
 
+mod auth;
 mod cluster;
 mod de;
 mod duration;
@@ -27,11 +28,14 @@ mod summary;
 mod xref;
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
 use std::rc::Rc;
 
+pub use auth::{token_problem, JwtConfig, Secret, TokenSource, TunnelAuthConfig};
 pub use cluster::{ClientTlsConfig, ClusterConfig, Protocol};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use error::{ConfigError, Diagnostic};

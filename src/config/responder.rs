@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::auth::TunnelAuthConfig;
 use super::de::{
     at_least_one, default_request_path, parse_listen, path_prefix, ranged, request_path, with_str,
     NonEmpty, LISTEN,
@@ -72,6 +73,9 @@ pub struct TunnelListenerConfig {
     /// Server TLS; plaintext when absent.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
+    /// Handshake authentication and authorization (`auth.rs`); none when absent.
+    #[serde(default, deserialize_with = "super::auth::tunnel_auth")]
+    pub auth: TunnelAuthConfig,
 }
 
 /// Server side of TLS / mTLS.
@@ -184,6 +188,7 @@ impl TunnelListenerConfig {
             max_tunnels_per_node: default_max_tunnels_per_node(),
             max_concurrent_streams: default_max_streams(),
             tls: None,
+            auth: TunnelAuthConfig::default(),
         }
     }
 }

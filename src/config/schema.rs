@@ -187,6 +187,13 @@ impl RawConfig {
             admin_listen: self.admin.as_ref().map(|a| a.listen),
             tunnel_listen: self.responder.as_ref().map(|r| r.tunnel_listener.listen),
             backoffs: self.initiator.as_ref().map(RawInitiator::backoffs),
+            tunnel_client_ca: self.responder.as_ref().is_some_and(|r| {
+                r.tunnel_listener
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_ca.is_some())
+            }),
+            initiator_auth: self.initiator.as_ref().is_some_and(|i| i.auth.is_some()),
         }
     }
 

@@ -118,6 +118,13 @@ impl Config {
                 i.ping_failure_threshold,
                 i.max_concurrent_streams
             )?;
+            writeln!(
+                out,
+                "  credential: {}",
+                i.auth
+                    .as_ref()
+                    .map_or("none".to_owned(), |a| format!("bearer {}", a.describe()))
+            )?;
         }
         if let Some(r) = &self.responder {
             let t = &r.tunnel_listener;
@@ -190,6 +197,29 @@ impl Config {
                 }
             )?;
             writeln!(out, "  cleanup every {}", dur(r.cleanup_interval))?;
+            let auth = &t.auth;
+            writeln!(out, "  security:")?;
+            match auth.authenticates() {
+                true => writeln!(out, "    authentication: {}", auth.describe())?,
+                false => writeln!(
+                    out,
+                    "    authentication: none (WARNING: anyone who reaches the tunnel listener \
+                     can register any node id)"
+                )?,
+            }
+            if let Some(name) = &auth.required_cluster_name {
+                writeln!(out, "    required cluster name: {name}")?;
+            }
+            writeln!(
+                out,
+                "    TLS: {}",
+                match &t.tls {
+                    Some(tls) if tls.client_ca.is_some() => "on (client certificates required)",
+                    Some(_) => "on",
+                    None => "off",
+                }
+            )?;
+            writeln!(out, "    tenant isolation: off")?;
         }
         Ok(())
     }

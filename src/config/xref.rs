@@ -35,6 +35,10 @@ pub(crate) struct FirstPass {
     pub(crate) tunnel_listen: Option<SocketAddr>,
     /// The initiator's redial backoffs, when `initiator:` is given.
     pub(crate) backoffs: Option<Backoffs>,
+    /// Whether `responder.tunnel_listener.tls.client_ca` is set (client certificates).
+    pub(crate) tunnel_client_ca: bool,
+    /// Whether `initiator.auth` is given (it writes the `authorization` header).
+    pub(crate) initiator_auth: bool,
 }
 
 /// `initiator.initial_reconnect_backoff` and `initiator.max_reconnect_backoff`.

@@ -4,6 +4,7 @@
 //! A `429` handshake answer is honoured with its `Retry-After` (capped at 3600 s); any other
 //! non-200 answer is a failed attempt that backs off like a failed connect.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ pub enum DialError {
     Malformed(#[from] crate::protocol::HandshakeError),
     #[error("responder closed the connection during the handshake")]
     Closed,
+    #[error("no bearer token: {0}")]
+    Credential(#[from] super::credential::CredentialError),
     #[error("responder rejected the handshake: {status} {body}")]
     Rejected {
         status: u16,
@@ -88,8 +91,12 @@ pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: St
                 }
                 Err(e) => {
                     inc(&ctx.stats().initiator_dial_failures);
-                    if let DialError::Rejected { .. } = e {
-                        inc(&ctx.stats().initiator_handshake_rejected);
+                    match e {
+                        DialError::Rejected { .. } => {
+                            inc(&ctx.stats().initiator_handshake_rejected)
+                        }
+                        DialError::Credential(_) => inc(&ctx.stats().initiator_credential_errors),
+                        _ => {}
                     }
                     let wait = next_backoff(&mut backoff, cfg.max_reconnect_backoff);
                     tracing::warn!("dial failed, retrying in {wait:?}: {e}");
@@ -122,6 +129,13 @@ pub async fn establish(
     endpoint: &str,
 ) -> Result<TunnelIo, DialError> {
     let cfg = ctx.cfg();
+    // The token is read before connecting: without one there is nothing to dial for.
+    let mut extra_headers = Cow::Borrowed(cfg.extra_handshake_headers.as_slice());
+    if let Some(source) = &cfg.auth {
+        extra_headers
+            .to_mut()
+            .push(super::credential::authorization(source)?);
+    }
     let remote = ctx.clusters.get(&spec.remote_cluster);
     let connect_timeout = remote.map_or(Duration::from_secs(30), |c| c.connect_timeout);
     let stream = crate::net::connect(endpoint, connect_timeout)
@@ -143,7 +157,7 @@ pub async fn establish(
         path: &cfg.request_path,
         identity: &identity,
         upstream_cluster: &spec.remote_cluster,
-        extra_headers: &cfg.extra_handshake_headers,
+        extra_headers: &extra_headers,
     };
     io.write_all(&request.encode()).await?;
     let leftover = monoio::time::timeout(cfg.handshake_timeout, read_response(&mut io))

@@ -1,9 +1,11 @@
 //! The initiator: dials tunnels to the responder, serves HTTP/2 on them, and forwards each
 //! stream to a local service.
 //!
-//! Modules: `dialer` (connect, handshake, redial), `tunnel_server` (HTTP/2 server on a tunnel),
-//! `forward` (the request driver), `pool` (local services).
+//! Modules: `dialer` (connect, handshake, redial), `credential` (the handshake's bearer token),
+//! `tunnel_server` (HTTP/2 server on a tunnel), `forward` (the request driver), `pool` (local
+//! services).
 
+pub mod credential;
 pub mod dialer;
 pub mod forward;
 pub mod pool;

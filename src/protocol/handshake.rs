@@ -238,9 +238,18 @@ pub enum Rejection {
     /// 401: missing or invalid credentials.
     #[error("{0}")]
     Unauthenticated(Cow<'static, str>),
-    /// 403: the credentials do not allow this identity.
+    /// 403: the credentials do not allow this identity (or it does not match the client
+    /// certificate).
     #[error("{0}")]
     Forbidden(Cow<'static, str>),
+    /// 403: within the tenant, the handshake's cluster id is a live node id or its node id a
+    /// live cluster id (node and cluster ids share one namespace).
+    #[error("{0}")]
+    IdentityCollision(Cow<'static, str>),
+    /// 400: `x-envoy-reverse-tunnel-upstream-cluster-name` is missing or is not the
+    /// listener's `required_cluster_name`.
+    #[error("x-envoy-reverse-tunnel-upstream-cluster-name does not name this responder's cluster")]
+    WrongCluster,
     /// 403: the node already holds `max_tunnels_per_node` tunnels.
     #[error("node {node} already holds its maximum of {max} tunnels")]
     NodeLimit { node: String, max: u32 },
@@ -256,10 +265,12 @@ impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
             Rejection::NotTunnelRequest => 404,
-            Rejection::Malformed(_) | Rejection::TooLarge => 400,
+            Rejection::Malformed(_) | Rejection::TooLarge | Rejection::WrongCluster => 400,
             Rejection::Timeout => 408,
             Rejection::Unauthenticated(_) => 401,
-            Rejection::Forbidden(_) | Rejection::NodeLimit { .. } => 403,
+            Rejection::Forbidden(_)
+            | Rejection::IdentityCollision(_)
+            | Rejection::NodeLimit { .. } => 403,
             Rejection::TunnelLimit { .. } => 429,
             Rejection::ShuttingDown => 503,
         }
@@ -274,6 +285,8 @@ impl Rejection {
             Rejection::Timeout => "timeout",
             Rejection::Unauthenticated(_) => "unauthenticated",
             Rejection::Forbidden(_) => "forbidden",
+            Rejection::IdentityCollision(_) => "collision",
+            Rejection::WrongCluster => "wrong_cluster_name",
             Rejection::NodeLimit { .. } => "node_limit",
             Rejection::TunnelLimit { .. } => "tunnel_limit",
             Rejection::ShuttingDown => "shutting_down",
@@ -710,6 +723,26 @@ x-envoy-reverse-tunnel-upstream-cluster-name: u\r\ncontent-length: 0\r\n\r\n"
         let r = reject(&request(GET, &headers));
         assert_eq!(r.status(), 400);
         assert_eq!(r.reason(), "Too many headers");
+    }
+
+    #[test]
+    fn auth_rejections_have_their_status_and_label() {
+        let cases = [
+            (
+                Rejection::Unauthenticated("no".into()),
+                401,
+                "unauthenticated",
+            ),
+            (Rejection::Forbidden("no".into()), 403, "forbidden"),
+            (Rejection::IdentityCollision("no".into()), 403, "collision"),
+            (Rejection::WrongCluster, 400, "wrong_cluster_name"),
+        ];
+        for (rejection, status, label) in cases {
+            assert_eq!((rejection.status(), rejection.label()), (status, label));
+            assert!(rejection
+                .encode()
+                .starts_with(format!("HTTP/1.1 {status} ").as_bytes()));
+        }
     }
 
     #[test]

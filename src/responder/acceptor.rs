@@ -40,41 +40,35 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
         }
     };
     let read = read_handshake(&mut io, &cfg.request_path);
-    let hs = match monoio::time::timeout(cfg.handshake_timeout, read).await {
+    let mut hs = match monoio::time::timeout(cfg.handshake_timeout, read).await {
         Err(_elapsed) => return reject(&ctx, &mut io, peer, Rejection::Timeout).await,
         Ok(Err(rejection)) => return reject(&ctx, &mut io, peer, rejection).await,
         Ok(Ok(None)) => return, // closed before a full request: nothing to answer
         Ok(Ok(Some(hs))) => hs,
     };
-    let facts = ConnectionFacts { peer };
+    let facts = ConnectionFacts {
+        peer,
+        // TLS is not wired into the tunnel listener yet; the mTLS binding (admission) reads
+        // the verified client certificate from here once it is.
+        peer_certificate: None,
+    };
     if let Err(rejection) = ctx.admission.admit(&hs, &facts) {
         return reject(&ctx, &mut io, peer, rejection).await;
     }
-    let tenant = ctx
-        .shared
-        .tenancy()
-        .registry_tenant(Some(&hs.identity.tenant_id));
-    let (node, cluster) = (&hs.identity.node_id, &hs.identity.cluster_id);
-    let target = match ctx.shared.directory.place(tenant, node, cluster, ctx.shard) {
+    // The credential has done its job; it does not travel with the tunnel.
+    hs.headers.retain(|(name, _)| name != "authorization");
+    let slot = ctx.shared.slot(&hs.identity);
+    let node = slot.node;
+    let target = match ctx.shared.directory.place(slot, ctx.shard) {
         Ok(shard) => shard,
-        Err(PlaceError::TooManyTunnels(max)) => {
-            let rejection = Rejection::TunnelLimit {
-                max,
-                retry_after_secs: RETRY_AFTER_SECS,
-            };
-            return reject(&ctx, &mut io, peer, rejection).await;
-        }
-        Err(PlaceError::TooManyForNode { node, max }) => {
-            let rejection = Rejection::NodeLimit { node, max };
-            return reject(&ctx, &mut io, peer, rejection).await;
-        }
+        Err(e) => return reject(&ctx, &mut io, peer, placement_rejection(e)).await,
     };
     tracing::debug!(%peer, node, target, "handshake accepted");
     let stream = match io.try_into_comp_io() {
         Ok(stream) => stream,
         Err((e, _)) => {
             tracing::warn!(%peer, "completion io: {e}");
-            ctx.shared.directory.release(tenant, node, cluster, target);
+            ctx.shared.directory.release(slot, target);
             return;
         }
     };
@@ -93,12 +87,9 @@ async fn hand_over(
 ) {
     let identity = hs.identity.clone();
     let release = || {
-        let tenant = ctx
-            .shared
-            .tenancy()
-            .registry_tenant(Some(&identity.tenant_id));
-        let (node, cluster) = (&identity.node_id, &identity.cluster_id);
-        ctx.shared.directory.release(tenant, node, cluster, target);
+        ctx.shared
+            .directory
+            .release(ctx.shared.slot(&identity), target)
     };
     let detached = match super::tunnel::detach(stream) {
         Ok(s) => s,
@@ -114,6 +105,20 @@ async fn hand_over(
     if ctx.shared.mesh.send(target, msg).await.is_err() {
         // The target stopped (shutdown): the socket dropped with the message.
         release();
+    }
+}
+
+/// The rejection for a slot the directory refused.
+fn placement_rejection(e: PlaceError) -> Rejection {
+    match e {
+        PlaceError::TooManyTunnels(max) => Rejection::TunnelLimit {
+            max,
+            retry_after_secs: RETRY_AFTER_SECS,
+        },
+        PlaceError::TooManyForNode { node, max } => Rejection::NodeLimit { node, max },
+        PlaceError::Collision(collision) => {
+            Rejection::IdentityCollision(format!("Refused: {collision}").into())
+        }
     }
 }
 
@@ -155,12 +160,14 @@ async fn reject<S: tokio::io::AsyncWrite + Unpin>(
     inc(match &rejection {
         Rejection::Timeout => &stats.handshake_timeout,
         Rejection::NotTunnelRequest => &stats.handshake_rejected_404,
-        Rejection::Unauthenticated(_) | Rejection::Forbidden(_) | Rejection::NodeLimit { .. } => {
-            &stats.handshake_rejected_403
-        }
+        Rejection::Unauthenticated(_) => &stats.handshake_rejected_401,
+        Rejection::Forbidden(_) => &stats.handshake_rejected_403,
+        Rejection::IdentityCollision(_) => &stats.handshake_rejected_403_collision,
+        Rejection::NodeLimit { .. } => &stats.handshake_rejected_403_node_limit,
         Rejection::TunnelLimit { .. } => &stats.handshake_rejected_429,
         Rejection::ShuttingDown => &stats.handshake_rejected_503,
         Rejection::Malformed(_) | Rejection::TooLarge => &stats.handshake_rejected_400,
+        Rejection::WrongCluster => &stats.handshake_rejected_400_wrong_cluster_name,
     });
     match rejection {
         Rejection::Timeout => tracing::debug!(%peer, "handshake timed out"),

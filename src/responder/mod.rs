@@ -23,8 +23,8 @@ use http::HeaderName;
 
 use crate::config::{Config, EgressListenerConfig, ResponderConfig, TunnelListenerConfig};
 use crate::pipeline::{Pipeline, Role, StageSettings};
-use crate::protocol::AcceptedHandshake;
-use crate::shard::directory::Directory;
+use crate::protocol::{AcceptedHandshake, TunnelIdentity};
+use crate::shard::directory::{Directory, Slot};
 use crate::shard::mesh::{Inbox, Mesh};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
@@ -73,6 +73,15 @@ impl Responder {
         shutdown: ShutdownSignal,
     ) -> Option<(Arc<Responder>, Vec<Inbox<ShardMsg>>)> {
         let cfg = config.responder.clone()?;
+        if !cfg.tunnel_listener.auth.authenticates() {
+            tracing::warn!(
+                listen = %cfg.tunnel_listener.listen,
+                "SECURITY: no handshake authentication (responder.tunnel_listener.auth): anyone \
+                 who reaches the tunnel listener can register tunnels as any node, cluster and \
+                 tenant, and receive their traffic; configure tokens, jwt or mtls (README, \
+                 \"Authentication\")"
+            );
+        }
         let directory = Directory::new(
             shards,
             cfg.tunnel_listener.max_tunnels,
@@ -124,6 +133,17 @@ impl Responder {
 
     pub fn tenancy(&self) -> Tenancy {
         self.tenancy
+    }
+
+    /// The directory slot of a tunnel of `identity`: its namespace is the registry's tenant
+    /// key; the per-node cap counts its own tenant's tunnels.
+    pub fn slot<'a>(&self, identity: &'a TunnelIdentity) -> Slot<'a> {
+        Slot {
+            namespace: self.tenancy.registry_tenant(Some(&identity.tenant_id)),
+            tenant: &identity.tenant_id,
+            node: &identity.node_id,
+            cluster: &identity.cluster_id,
+        }
     }
 
     fn expected_host_headers(&self) -> Arc<str> {

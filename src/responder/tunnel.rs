@@ -44,13 +44,9 @@ pub async fn adopt(ctx: Rc<ResponderShard>, stream: std::net::TcpStream, hs: Acc
 
 /// Gives back the directory slot the acceptor reserved on this shard.
 fn release(ctx: &ResponderShard, identity: &TunnelIdentity) {
-    let tenant = ctx
-        .shared
-        .tenancy()
-        .registry_tenant(Some(&identity.tenant_id));
     ctx.shared
         .directory
-        .release(tenant, &identity.node_id, &identity.cluster_id, ctx.shard);
+        .release(ctx.shared.slot(identity), ctx.shard);
 }
 
 /// Runs an accepted tunnel whose directory slot on this shard is already reserved.

@@ -95,6 +95,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(dir: &TempDir, name: &str, program: &str, args: &[&str]) -> Proc {
+        Self::spawn_with_env(dir, name, program, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        dir: &TempDir,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Proc {
         let log = dir.join(&format!("{name}.log"));
         let out = fs::File::create(&log).expect("create log");
         let err = out.try_clone().unwrap();
@@ -105,6 +116,7 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("RTUN_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -525,6 +537,8 @@ pub struct ResponderOpts {
     pub probe_path: String,
     /// More `egress_listener` keys, as YAML lines indented by four spaces.
     pub egress_extra: String,
+    /// More `tunnel_listener` lines (indented by 4), e.g. `auth:`.
+    pub tunnel_extra: String,
 }
 
 impl ResponderOpts {
@@ -541,6 +555,7 @@ impl ResponderOpts {
             drain_timeout: "2s".into(),
             probe_path: "/ready-probe".into(),
             egress_extra: String::new(),
+            tunnel_extra: String::new(),
         }
     }
 
@@ -555,10 +570,11 @@ impl ResponderOpts {
              \x20   ping_interval: {pi}\n\
              \x20   ping_failure_threshold: {pt}\n\
              \x20   handshake_timeout: {ht}\n\
+             {tunnel_extra}\
              \x20 egress_listener:\n\
              \x20   listen: 127.0.0.1:{egress}\n\
              \x20   routes: {routes}\n\
-             {extra}",
+             {egress_extra}",
             shards = self.shards,
             admin = self.admin,
             drain = self.drain_timeout,
@@ -566,9 +582,10 @@ impl ResponderOpts {
             pi = self.ping_interval,
             pt = self.ping_failure_threshold,
             ht = self.handshake_timeout,
+            tunnel_extra = self.tunnel_extra,
             egress = self.egress,
             routes = self.routes,
-            extra = self.egress_extra,
+            egress_extra = self.egress_extra,
         )
     }
 
@@ -602,6 +619,10 @@ pub struct InitiatorOpts {
     pub initial_backoff: String,
     pub max_backoff: String,
     pub drain_timeout: String,
+    /// More `initiator` lines (indented by 2), e.g. `auth:`.
+    pub initiator_extra: String,
+    /// Environment variables of the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl InitiatorOpts {
@@ -619,6 +640,8 @@ impl InitiatorOpts {
             initial_backoff: "100ms".into(),
             max_backoff: "1s".into(),
             drain_timeout: "3s".into(),
+            initiator_extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -642,7 +665,8 @@ impl InitiatorOpts {
              \x20 tunnels: [\"rc://{node}:{cluster}:{tenant}@responder:{count}\"]\n\
              \x20 routes: [{{ prefix: /, cluster: local-app }}]\n\
              \x20 initial_reconnect_backoff: {ib}\n\
-             \x20 max_reconnect_backoff: {mb}\n",
+             \x20 max_reconnect_backoff: {mb}\n\
+             {extra}",
             shards = self.shards,
             drain = self.drain_timeout,
             service = self.service,
@@ -654,11 +678,14 @@ impl InitiatorOpts {
             count = self.count,
             ib = self.initial_backoff,
             mb = self.max_backoff,
+            extra = self.initiator_extra,
         )
     }
 
     pub fn spawn(&self, dir: &TempDir, name: &str) -> Proc {
-        let p = spawn_rtun(dir, name, &self.yaml());
+        let cfg = dir.write(&format!("{name}.yaml"), self.yaml());
+        let args = ["run", "-c", cfg.to_str().unwrap()];
+        let p = Proc::spawn_with_env(dir, name, RTUN, &args, &self.env);
         if let Some(a) = self.admin {
             assert!(
                 wait_for_port(a, Duration::from_secs(10)),
