@@ -1,5 +1,6 @@
 //! Process lifecycle: start the shards for whatever roles the configuration holds, wait for
-//! SIGINT/SIGTERM, drain, exit.
+//! SIGINT/SIGTERM, drain, exit. SIGHUP reloads certificates (new TLS handshakes use the new
+//! files; live tunnels keep their sessions).
 //!
 //! Signals are blocked in every thread and collected by the main thread, so no shard is ever
 //! interrupted. A shard that hits a fatal error (a listener that cannot bind) stops every shard
@@ -11,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::initiator::tunnel_tls::TunnelTls;
 use crate::responder::{self, Responder};
 use crate::shard::runtime::spawn_shards;
 use crate::shard::shutdown::{Shutdown, ShutdownSignal};
@@ -19,19 +21,19 @@ use crate::stats::Stats;
 /// Refuses configurations that ask for what this build cannot do yet, rather than silently
 /// running without it (a `tls:` section run as plaintext would be a security hole).
 pub fn check_supported(config: &Config) -> Result<(), String> {
-    let mut unsupported: Vec<String> = config
+    // Tunnel TLS (a responder cluster the initiator dials, the tunnel listener) runs.
+    let dialed: Vec<&str> = config
+        .initiator
+        .iter()
+        .flat_map(|i| &i.tunnels)
+        .map(|t| t.remote_cluster.as_str())
+        .collect();
+    let unsupported: Vec<String> = config
         .clusters
         .iter()
-        .filter(|(_, c)| c.tls.is_some())
+        .filter(|(name, c)| c.tls.is_some() && !dialed.contains(&name.as_str()))
         .map(|(name, _)| format!("clusters.{name}.tls"))
         .collect();
-    if config
-        .responder
-        .as_ref()
-        .is_some_and(|r| r.tunnel_listener.tls.is_some())
-    {
-        unsupported.push("responder.tunnel_listener.tls".into());
-    }
     match unsupported.is_empty() {
         true => Ok(()),
         false => Err(format!(
@@ -44,13 +46,16 @@ pub fn check_supported(config: &Config) -> Result<(), String> {
 /// A running rtun: its shards and how to stop them.
 pub struct Running {
     config: Arc<Config>,
+    responder: Option<Arc<Responder>>,
+    tunnel_tls: Arc<TunnelTls>,
     stats: Stats,
     shutdown: Shutdown,
     signal: ShutdownSignal,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread and every thread it spawns afterwards.
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and every thread it spawns
+/// afterwards.
 pub fn block_signals() {
     // SAFETY: plain sigset manipulation on a zeroed set.
     unsafe {
@@ -58,6 +63,7 @@ pub fn block_signals() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
@@ -83,7 +89,8 @@ impl std::fmt::Display for StopReason {
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 impl Running {
-    /// Waits for SIGINT or SIGTERM (blocked by [`block_signals`]) or for a shard's fatal error.
+    /// Waits for SIGINT or SIGTERM (blocked by [`block_signals`]) or for a shard's fatal error;
+    /// reloads certificates on each SIGHUP meanwhile.
     pub fn wait_for_stop(&self) -> StopReason {
         let timeout = libc::timespec {
             tv_sec: 0,
@@ -99,13 +106,35 @@ impl Running {
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, libc::SIGINT);
                 libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGHUP);
                 libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout)
             };
             match sig {
                 libc::SIGINT => return StopReason::Signal("SIGINT"),
                 libc::SIGTERM => return StopReason::Signal("SIGTERM"),
+                libc::SIGHUP => self.reload_certificates(),
                 _ => {} // timeout or EINTR: look again
             }
+        }
+    }
+
+    /// Re-reads every certificate, key and CA file; a file that does not load is reported and
+    /// its old version kept.
+    pub fn reload_certificates(&self) {
+        let mut failed = 0;
+        if let Some(responder) = &self.responder {
+            if let Err(e) = responder.reload_certificates() {
+                tracing::error!("certificate reload: {e}; keeping the loaded one");
+                failed += 1;
+            }
+        }
+        for e in self.tunnel_tls.reload() {
+            tracing::error!("certificate reload: {e}; keeping the loaded one");
+            failed += 1;
+        }
+        match failed {
+            0 => tracing::info!("SIGHUP: certificates reloaded"),
+            n => tracing::warn!(failed = n, "SIGHUP: some certificates were not reloaded"),
         }
     }
 
@@ -125,15 +154,16 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let shards = config.shards.resolve();
     let stats = Stats::new(shards);
     let (shutdown, signal) = Shutdown::new();
-    let (responder, inboxes) = match Responder::new(&config, shards, stats.clone(), signal.clone())
-    {
+    let responder = Responder::new(&config, shards, stats.clone(), signal.clone());
+    let (responder, inboxes) = match responder.map_err(std::io::Error::other)? {
         Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
         None => (None, Vec::new()),
     };
+    let tunnel_tls = TunnelTls::load(&config).map_err(std::io::Error::other)?;
     let inboxes = Arc::new(Mutex::new(inboxes));
     let body = {
         let (config, stats, responder) = (config.clone(), stats.clone(), responder.clone());
-        let signal = signal.clone();
+        let (signal, tunnel_tls) = (signal.clone(), tunnel_tls.clone());
         move |shard: usize| {
             let inbox = inboxes
                 .lock()
@@ -146,6 +176,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
                 stats.clone(),
                 signal.clone(),
                 responder.clone().zip(inbox),
+                tunnel_tls.clone(),
             )
         }
     };
@@ -153,6 +184,8 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     tracing::info!(shards, "rtun started");
     Ok(Running {
         config,
+        responder,
+        tunnel_tls,
         stats,
         shutdown,
         signal,
@@ -170,6 +203,7 @@ async fn run_shard(
         Arc<Responder>,
         crate::shard::mesh::Inbox<responder::ShardMsg>,
     )>,
+    tunnel_tls: Arc<TunnelTls>,
 ) {
     let admin = (shard == 0)
         .then(|| config.admin.clone())
@@ -184,7 +218,7 @@ async fn run_shard(
         });
     let responder =
         responder.map(|(r, inbox)| monoio::spawn(responder::run_shard(r, shard, inbox)));
-    crate::initiator::run_shard(config, shard, shards, stats, signal).await;
+    crate::initiator::run_shard(config, shard, shards, stats, signal, tunnel_tls).await;
     if let Some(r) = responder {
         r.await;
     }

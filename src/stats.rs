@@ -6,26 +6,89 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::tls::TlsFailure;
+
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// One shard's counters.
         #[derive(Debug, Default)]
         pub struct ShardStats {
             $($(#[$doc])* pub $name: AtomicU64,)*
+            /// TLS handshakes the tunnel listener refused or lost, by reason.
+            pub tunnel_tls_failed: TlsFailureCounts,
+            /// TLS handshakes the initiator's dialer refused or lost, by reason.
+            pub initiator_tls_failed: TlsFailureCounts,
         }
 
         impl ShardStats {
             /// (name, value) of every counter.
             pub fn values(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+                let mut values = vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*];
+                values.extend(self.tunnel_tls_failed.values(TlsSide::Tunnel));
+                values.extend(self.initiator_tls_failed.values(TlsSide::Initiator));
+                values
             }
         }
     };
 }
 
+/// Which end of a tunnel a TLS failure was seen on.
+#[derive(Debug, Clone, Copy)]
+enum TlsSide {
+    Tunnel,
+    Initiator,
+}
+
+macro_rules! tls_failure_counters {
+    ($($label:ident => $variant:ident),* $(,)?) => {
+        /// TLS failures by [`TlsFailure`] class, named `<side>_tls_failed_<label>`.
+        #[derive(Debug, Default)]
+        pub struct TlsFailureCounts {
+            $(pub $label: AtomicU64,)*
+        }
+
+        impl TlsFailureCounts {
+            /// Counts one failure of class `failure`.
+            pub fn count(&self, failure: TlsFailure) {
+                inc(match failure {
+                    $(TlsFailure::$variant => &self.$label,)*
+                });
+            }
+
+            fn values(&self, side: TlsSide) -> Vec<(&'static str, u64)> {
+                let names: &[&'static str] = match side {
+                    TlsSide::Tunnel => &[$(concat!("tunnel_tls_failed_", stringify!($label)),)*],
+                    TlsSide::Initiator => {
+                        &[$(concat!("initiator_tls_failed_", stringify!($label)),)*]
+                    }
+                };
+                let counts = [$(self.$label.load(Ordering::Relaxed),)*];
+                names.iter().copied().zip(counts).collect()
+            }
+        }
+    };
+}
+
+tls_failure_counters! {
+    unknown_ca => UnknownCa,
+    no_client_cert => NoClientCert,
+    spki_pin_mismatch => SpkiPinMismatch,
+    name_mismatch => NameMismatch,
+    expired => Expired,
+    not_yet_valid => NotYetValid,
+    bad_certificate => BadCertificate,
+    incompatible => Incompatible,
+    plaintext_peer => PlaintextPeer,
+    protocol => Protocol,
+    closed => Closed,
+    io => Io,
+}
+
 counters! {
     /// Handshakes answered 200.
     handshake_accepted,
+    /// TLS sessions the tunnel listener established (before the handshake request).
+    tunnel_tls_accepted,
     /// Handshakes rejected with 400 (malformed, missing identity, body present, too large).
     handshake_rejected_400,
     /// Handshakes rejected with 400 because the upstream cluster name is not

@@ -3,14 +3,20 @@
 //!
 //! A `429` handshake answer is honoured with its `Retry-After` (capped at 3600 s); any other
 //! non-200 answer is a failed attempt that backs off like a failed connect.
+//!
+//! With `clusters.NAME.tls` the TLS handshake (within `connect_timeout`) comes first and the
+//! session carries the handshake and then HTTP/2 for the tunnel's whole life. A refused TLS
+//! handshake is a [`DialError::Tls`] naming its class (`unknown_ca`, `spki_pin_mismatch`, …),
+//! counted as `initiator_tls_failed_<class>`. Under TLS 1.3 a responder that refuses our
+//! certificate says so only after our side finished: that alert arrives on the first read and
+//! is classified the same way.
 
 use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use super::InitiatorShard;
@@ -20,7 +26,8 @@ use crate::protocol::{
     parse_response, HandshakeRequest, RpingFilter, TunnelIdentity, MAX_HANDSHAKE_BYTES, RPING,
 };
 use crate::stats::inc;
-use crate::tunnel::TunnelIo;
+use crate::tls::{classify, TlsFailure};
+use crate::tunnel::{TunnelIo, TunnelStream};
 
 /// A tunnel that lived at least this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
@@ -35,6 +42,10 @@ pub enum DialError {
     },
     #[error("handshake I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS refused ({}): {detail}", .failure.label())]
+    Tls { failure: TlsFailure, detail: String },
+    #[error("TLS handshake not done within {0:?}")]
+    TlsTimeout(Duration),
     #[error("no handshake response within {0:?}")]
     Timeout(Duration),
     #[error("malformed handshake response: {0}")]
@@ -96,6 +107,9 @@ pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: St
                             inc(&ctx.stats().initiator_handshake_rejected)
                         }
                         DialError::Credential(_) => inc(&ctx.stats().initiator_credential_errors),
+                        DialError::Tls { failure, .. } => {
+                            ctx.stats().initiator_tls_failed.count(failure)
+                        }
                         _ => {}
                     }
                     let wait = next_backoff(&mut backoff, cfg.max_reconnect_backoff);
@@ -144,9 +158,47 @@ pub async fn establish(
             endpoint: endpoint.to_owned(),
             source,
         })?;
-    let mut io = stream
+    let io = stream
         .try_into_poll_io()
         .map_err(|(e, _)| DialError::Io(e))?;
+    let mut io = match ctx.tunnel_tls.get(&spec.remote_cluster, endpoint) {
+        None => TunnelStream::Plain(io),
+        Some(tls) => match monoio::time::timeout(connect_timeout, tls.connect(io)).await {
+            Ok(Ok(stream)) => TunnelStream::Dialed(Box::new(stream)),
+            Ok(Err(e)) => {
+                return Err(DialError::Tls {
+                    failure: e.failure,
+                    detail: e.to_string(),
+                })
+            }
+            Err(_) => return Err(DialError::TlsTimeout(connect_timeout)),
+        },
+    };
+    let is_tls = io.is_tls();
+    handshake(ctx, spec, endpoint, &extra_headers, &mut io)
+        .await
+        .map_err(|e| match e {
+            // A TLS alert that arrives after our side of the TLS handshake (TLS 1.3: the
+            // responder refusing our certificate) surfaces as an I/O error here.
+            DialError::Io(e) if is_tls && classify(&e) != TlsFailure::Io => DialError::Tls {
+                failure: classify(&e),
+                detail: e.to_string(),
+            },
+            other => other,
+        })
+        .map(|prefix| Rewind::new(prefix, io))
+}
+
+/// Writes the handshake request, reads the answer and skips leading RPINGs; returns the first
+/// bytes of HTTP/2.
+async fn handshake(
+    ctx: &InitiatorShard,
+    spec: &TunnelSpec,
+    endpoint: &str,
+    extra_headers: &[(String, String)],
+    io: &mut TunnelStream,
+) -> Result<Bytes, DialError> {
+    let cfg = ctx.cfg();
     let identity = TunnelIdentity {
         node_id: spec.identity.id.clone(),
         cluster_id: spec.identity.cluster.clone(),
@@ -157,18 +209,18 @@ pub async fn establish(
         path: &cfg.request_path,
         identity: &identity,
         upstream_cluster: &spec.remote_cluster,
-        extra_headers: &extra_headers,
+        extra_headers,
     };
     io.write_all(&request.encode()).await?;
-    let leftover = monoio::time::timeout(cfg.handshake_timeout, read_response(&mut io))
+    io.flush().await?;
+    let leftover = monoio::time::timeout(cfg.handshake_timeout, read_response(io))
         .await
         .map_err(|_| DialError::Timeout(cfg.handshake_timeout))??;
-    let prefix = skip_rpings(&mut io, leftover, cfg.idle_timeout).await?;
-    Ok(Rewind::new(prefix, io))
+    skip_rpings(io, leftover, cfg.idle_timeout).await
 }
 
 /// Reads the handshake response; on 200 returns the bytes read past it.
-async fn read_response(io: &mut TcpStreamPoll) -> Result<Vec<u8>, DialError> {
+async fn read_response<S: AsyncRead + Unpin>(io: &mut S) -> Result<Vec<u8>, DialError> {
     let mut buf = Vec::with_capacity(512);
     loop {
         if io.read_buf(&mut buf).await? == 0 {
@@ -195,8 +247,8 @@ async fn read_response(io: &mut TcpStreamPoll) -> Result<Vec<u8>, DialError> {
 /// Echoes each complete leading `RPING` (Envoy's pre-h2 keepalive) and returns the first bytes
 /// of HTTP/2 once a non-RPING byte arrives. Each read may wait up to `idle`: an Envoy responder
 /// starts HTTP/2 only when it first needs the tunnel and pings with RPING meanwhile.
-async fn skip_rpings(
-    io: &mut TcpStreamPoll,
+async fn skip_rpings<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
     mut input: Vec<u8>,
     idle: Duration,
 ) -> Result<Bytes, DialError> {
@@ -205,6 +257,9 @@ async fn skip_rpings(
         let step = filter.feed(&input);
         for _ in 0..step.echo_count {
             io.write_all(RPING).await?;
+        }
+        if step.echo_count > 0 {
+            io.flush().await?;
         }
         if let Some(from) = step.passthrough_from {
             let mut h2 = Vec::with_capacity(step.replay.len() + input.len() - from);

@@ -10,6 +10,7 @@ pub mod dialer;
 pub mod forward;
 pub mod pool;
 pub mod tunnel_server;
+pub mod tunnel_tls;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -23,6 +24,7 @@ use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
 
 use pool::LocalCluster;
+use tunnel_tls::TunnelTls;
 
 /// One shard's view of the initiator.
 pub struct InitiatorShard {
@@ -39,6 +41,8 @@ pub struct InitiatorShard {
     pipeline: Rc<Pipeline>,
     /// Forwarded streams in flight: the drain waits for them.
     tasks: Rc<Tracker>,
+    /// TLS of the responder endpoints it dials (shared by every shard).
+    tunnel_tls: Arc<TunnelTls>,
 }
 
 impl InitiatorShard {
@@ -48,6 +52,7 @@ impl InitiatorShard {
         shard: ShardId,
         stats: Stats,
         shutdown: ShutdownSignal,
+        tunnel_tls: Arc<TunnelTls>,
     ) -> Option<Rc<Self>> {
         let cfg = config.initiator.clone()?;
         let local = cfg
@@ -71,6 +76,7 @@ impl InitiatorShard {
             local,
             pipeline,
             tasks: Tracker::new(),
+            tunnel_tls,
         }))
     }
 
@@ -97,8 +103,9 @@ pub async fn run_shard(
     shards: usize,
     stats: Stats,
     shutdown: ShutdownSignal,
+    tunnel_tls: Arc<TunnelTls>,
 ) {
-    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown) else {
+    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tunnel_tls) else {
         return;
     };
     let mut keepers = Vec::new();

@@ -229,6 +229,9 @@ pub enum Rejection {
     /// 400: malformed HTTP, a body, or a missing, repeated or invalid identity header.
     #[error("{0}")]
     Malformed(Cow<'static, str>),
+    /// 400: a plaintext request on a tunnel listener that requires TLS.
+    #[error("This tunnel listener requires TLS")]
+    TlsRequired,
     /// 400: the head does not end within [`MAX_HANDSHAKE_BYTES`].
     #[error("Handshake request too large")]
     TooLarge,
@@ -265,7 +268,10 @@ impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
             Rejection::NotTunnelRequest => 404,
-            Rejection::Malformed(_) | Rejection::TooLarge | Rejection::WrongCluster => 400,
+            Rejection::Malformed(_)
+            | Rejection::TooLarge
+            | Rejection::TlsRequired
+            | Rejection::WrongCluster => 400,
             Rejection::Timeout => 408,
             Rejection::Unauthenticated(_) => 401,
             Rejection::Forbidden(_)
@@ -282,6 +288,7 @@ impl Rejection {
             Rejection::NotTunnelRequest => "not_tunnel_request",
             Rejection::Malformed(_) => "malformed",
             Rejection::TooLarge => "too_large",
+            Rejection::TlsRequired => "tls_required",
             Rejection::Timeout => "timeout",
             Rejection::Unauthenticated(_) => "unauthenticated",
             Rejection::Forbidden(_) => "forbidden",

@@ -1,13 +1,23 @@
-//! The tunnel listener: reads a handshake, passes it through admission, reserves a slot in the
-//! directory, and places the tunnel on the shard that holds the fewest tunnels of its node.
+//! The tunnel listener: TLS when configured, then the handshake request, admission, a slot in
+//! the directory, and the tunnel's placement.
 //!
 //! Every refusal is a [`Rejection`]: a `text/plain` reply with its status, a counter, a log
-//! line with its label, and a close. The whole handshake must arrive within
-//! `handshake_timeout` and fit in 16 KiB.
+//! line with its label, and a close. TLS and the whole handshake must complete within
+//! `handshake_timeout`; the handshake must fit in 16 KiB. A failed TLS handshake is counted by
+//! its class (`tunnel_tls_failed_<label>`) and logged with it; a plaintext peer on a TLS
+//! listener is told so in plaintext (400) so a misconfigured initiator logs why.
+//!
+//! Placement: a plaintext tunnel goes to the shard holding the fewest tunnels of its node (its
+//! socket moves before HTTP/2 starts). A TLS tunnel stays on the shard that accepted it: a
+//! rustls session cannot be rebuilt on another thread through tokio-rustls, and requests
+//! reach it from any shard through the directory anyway.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use std::time::Instant;
+
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::{TcpListener, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -15,8 +25,10 @@ use super::admission::ConnectionFacts;
 use super::{ResponderShard, ShardMsg};
 use crate::protocol::{parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES};
 use crate::shard::accept_loop;
-use crate::shard::directory::PlaceError;
+use crate::shard::directory::{PlaceError, Placement};
 use crate::stats::inc;
+use crate::tls::{peek_is_tls, Looks, ServerTls, TlsFailure};
+use crate::tunnel::TunnelStream;
 
 /// Seconds a 429 asks the initiator to wait.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -32,38 +44,63 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
 
 async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
     let cfg = ctx.shared.tunnel_listener();
-    let mut io = match stream.try_into_poll_io() {
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let io = match stream.try_into_poll_io() {
         Ok(io) => io,
         Err((e, _)) => {
             tracing::warn!(%peer, "poll io: {e}");
             return;
         }
     };
-    let read = read_handshake(&mut io, &cfg.request_path);
-    let mut hs = match monoio::time::timeout(cfg.handshake_timeout, read).await {
-        Err(_elapsed) => return reject(&ctx, &mut io, peer, Rejection::Timeout).await,
-        Ok(Err(rejection)) => return reject(&ctx, &mut io, peer, rejection).await,
+    let mut stream = match ctx.shared.tunnel_tls.as_ref().map(|tls| tls.current()) {
+        None => TunnelStream::Plain(io),
+        Some(tls) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, accept_tls(&ctx, &tls, io, peer)).await {
+                Ok(Some(stream)) => stream,
+                Ok(None) => return, // refused: counted and logged
+                Err(_elapsed) => {
+                    inc(&ctx.stats().handshake_timeout);
+                    return tracing::info!(%peer, "TLS handshake not done within handshake_timeout");
+                }
+            }
+        }
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let read = read_handshake(&mut stream, &cfg.request_path);
+    let mut hs = match monoio::time::timeout(left, read).await {
+        Err(_elapsed) => return reject(&ctx, &mut stream, peer, Rejection::Timeout).await,
+        Ok(Err(rejection)) => return reject(&ctx, &mut stream, peer, rejection).await,
         Ok(Ok(None)) => return, // closed before a full request: nothing to answer
         Ok(Ok(Some(hs))) => hs,
     };
     let facts = ConnectionFacts {
         peer,
-        // TLS is not wired into the tunnel listener yet; the mTLS binding (admission) reads
-        // the verified client certificate from here once it is.
-        peer_certificate: None,
+        peer_certificate: stream.peer_certificate(),
     };
     if let Err(rejection) = ctx.admission.admit(&hs, &facts) {
-        return reject(&ctx, &mut io, peer, rejection).await;
+        return reject(&ctx, &mut stream, peer, rejection).await;
     }
     // The credential has done its job; it does not travel with the tunnel.
     hs.headers.retain(|(name, _)| name != "authorization");
     let slot = ctx.shared.slot(&hs.identity);
     let node = slot.node;
-    let target = match ctx.shared.directory.place(slot, ctx.shard) {
-        Ok(shard) => shard,
-        Err(e) => return reject(&ctx, &mut io, peer, placement_rejection(e)).await,
+    let placement = match stream {
+        TunnelStream::Plain(_) => Placement::Spread {
+            preferred: ctx.shard,
+        },
+        _ => Placement::Fixed(ctx.shard),
     };
-    tracing::debug!(%peer, node, target, "handshake accepted");
+    let target = match ctx.shared.directory.place(slot, placement) {
+        Ok(shard) => shard,
+        Err(e) => return reject(&ctx, &mut stream, peer, placement_rejection(e)).await,
+    };
+    tracing::debug!(%peer, node, target, tls = stream.is_tls(), "handshake accepted");
+    let io = match stream {
+        TunnelStream::Plain(io) if target != ctx.shard => io,
+        // Here, or a TLS tunnel (always placed here).
+        stream => return super::tunnel::run(ctx, stream, hs, peer).await,
+    };
     let stream = match io.try_into_comp_io() {
         Ok(stream) => stream,
         Err((e, _)) => {
@@ -72,10 +109,43 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    if target == ctx.shard {
-        return super::tunnel::run(ctx, stream, hs).await;
-    }
     hand_over(ctx, stream, hs, target).await;
+}
+
+/// The TLS handshake as the server; `None` (counted and logged) when it fails or the peer
+/// speaks plaintext.
+async fn accept_tls(
+    ctx: &ResponderShard,
+    tls: &ServerTls,
+    mut io: TcpStreamPoll,
+    peer: SocketAddr,
+) -> Option<TunnelStream> {
+    let peek = peek_is_tls(&mut io).await.ok()?;
+    match peek.looks {
+        Looks::Tls => {}
+        Looks::Closed => return None,
+        Looks::Plaintext | Looks::Unknown => {
+            ctx.stats()
+                .tunnel_tls_failed
+                .count(TlsFailure::PlaintextPeer);
+            tracing::info!(%peer, reason = TlsFailure::PlaintextPeer.label(), "TLS refused: plaintext peer on a TLS port");
+            let mut io = peek.replay(io);
+            let _ = io.write_all(&Rejection::TlsRequired.encode()).await;
+            let _ = io.shutdown().await;
+            return None;
+        }
+    }
+    match tls.accept(peek.replay(io)).await {
+        Ok(stream) => {
+            inc(&ctx.stats().tunnel_tls_accepted);
+            Some(TunnelStream::Accepted(Box::new(stream)))
+        }
+        Err(e) => {
+            ctx.stats().tunnel_tls_failed.count(e.failure);
+            tracing::info!(%peer, reason = e.failure.label(), "TLS refused: {e}");
+            None
+        }
+    }
 }
 
 /// Moves the socket to `target` before HTTP/2 starts there.
@@ -166,7 +236,9 @@ async fn reject<S: tokio::io::AsyncWrite + Unpin>(
         Rejection::NodeLimit { .. } => &stats.handshake_rejected_403_node_limit,
         Rejection::TunnelLimit { .. } => &stats.handshake_rejected_429,
         Rejection::ShuttingDown => &stats.handshake_rejected_503,
-        Rejection::Malformed(_) | Rejection::TooLarge => &stats.handshake_rejected_400,
+        Rejection::Malformed(_) | Rejection::TooLarge | Rejection::TlsRequired => {
+            &stats.handshake_rejected_400
+        }
         Rejection::WrongCluster => &stats.handshake_rejected_400_wrong_cluster_name,
     });
     match rejection {

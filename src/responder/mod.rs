@@ -30,6 +30,7 @@ use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
+use crate::tls::{Reloadable, ServerTls, TlsLoadError};
 
 use admission::Admission;
 use registry::{Registry, Tenancy};
@@ -60,19 +61,36 @@ pub struct Responder {
     expected_host_headers: Arc<str>,
     /// The same headers, which a client's `Connection` header may not strip.
     routing_headers: Arc<[HeaderName]>,
+    /// The tunnel listener's TLS (reloaded on SIGHUP); plaintext when `None`.
+    tunnel_tls: Option<Reloadable<ServerTls>>,
     next_tunnel_id: AtomicU64,
+}
+
+/// Why the responder cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("responder.tunnel_listener.tls: {0}")]
+    TunnelTls(#[from] TlsLoadError),
 }
 
 impl Responder {
     /// Builds the shared state and one inbox per shard; `None` when the configuration has no
-    /// responder.
+    /// responder. Fails when the tunnel listener's certificates do not load.
+    #[allow(clippy::type_complexity)]
     pub fn new(
         config: &Config,
         shards: usize,
         stats: Stats,
         shutdown: ShutdownSignal,
-    ) -> Option<(Arc<Responder>, Vec<Inbox<ShardMsg>>)> {
-        let cfg = config.responder.clone()?;
+    ) -> Result<Option<(Arc<Responder>, Vec<Inbox<ShardMsg>>)>, StartError> {
+        let Some(cfg) = config.responder.clone() else {
+            return Ok(None);
+        };
+        // No ALPN: the tunnel speaks HTTP/1.1 for the handshake, then HTTP/2, on one session.
+        let tunnel_tls = match &cfg.tunnel_listener.tls {
+            Some(tls) => Some(ServerTls::reloadable(tls, &[])?),
+            None => None,
+        };
         if !cfg.tunnel_listener.auth.authenticates() {
             tracing::warn!(
                 listen = %cfg.tunnel_listener.listen,
@@ -105,9 +123,19 @@ impl Responder {
             tenancy: Tenancy::Shared,
             expected_host_headers: expected.join(", ").into(),
             routing_headers,
+            tunnel_tls,
             next_tunnel_id: AtomicU64::new(1),
         };
-        Some((Arc::new(responder), inboxes))
+        Ok(Some((Arc::new(responder), inboxes)))
+    }
+
+    /// Re-reads the tunnel listener's certificate, key and client CA: new handshakes use them,
+    /// live tunnels keep their sessions. On error the old ones stay in force.
+    pub fn reload_certificates(&self) -> Result<(), StartError> {
+        match &self.tunnel_tls {
+            Some(tls) => Ok(tls.reload()?),
+            None => Ok(()),
+        }
     }
 
     pub fn tunnel_listener(&self) -> &TunnelListenerConfig {

@@ -19,7 +19,7 @@ use super::ResponderShard;
 use crate::http::io::Rewind;
 use crate::protocol::{encode_response, AcceptedHandshake, TunnelIdentity};
 use crate::stats::{dec, inc};
-use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo};
+use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo, TunnelStream};
 
 /// Detaches a stream's file descriptor so another shard can adopt it.
 pub fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
@@ -33,10 +33,17 @@ pub fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
 
 /// Entry point for a tunnel handed over by another shard.
 pub async fn adopt(ctx: Rc<ResponderShard>, stream: std::net::TcpStream, hs: AcceptedHandshake) {
-    match TcpStream::from_std(stream) {
-        Ok(stream) => run(ctx, stream, hs).await,
-        Err(e) => {
+    let peer = stream.peer_addr().ok();
+    let adopted =
+        TcpStream::from_std(stream).and_then(|s| s.try_into_poll_io().map_err(|(e, _)| e));
+    match (adopted, peer) {
+        (Ok(io), Some(peer)) => run(ctx, TunnelStream::Plain(io), hs, peer).await,
+        (Err(e), _) => {
             tracing::warn!(node = %hs.identity.node_id, "cannot adopt tunnel: {e}");
+            release(&ctx, &hs.identity);
+        }
+        (Ok(_), None) => {
+            tracing::debug!(node = %hs.identity.node_id, "tunnel closed before adoption");
             release(&ctx, &hs.identity);
         }
     }
@@ -50,15 +57,19 @@ fn release(ctx: &ResponderShard, identity: &TunnelIdentity) {
 }
 
 /// Runs an accepted tunnel whose directory slot on this shard is already reserved.
-pub async fn run(ctx: Rc<ResponderShard>, stream: TcpStream, hs: AcceptedHandshake) {
+pub async fn run(
+    ctx: Rc<ResponderShard>,
+    stream: TunnelStream,
+    hs: AcceptedHandshake,
+    peer: std::net::SocketAddr,
+) {
     let id = ctx.shared.next_tunnel_id();
     let identity = hs.identity;
-    let span = tracing::info_span!("tunnel", id, node = %identity.node_id, cluster = %identity.cluster_id, shard = ctx.shard);
+    let span = tracing::info_span!("tunnel", id, node = %identity.node_id, cluster = %identity.cluster_id, shard = ctx.shard, tls = stream.is_tls());
     async {
-        let peer = stream.peer_addr().ok();
         match serve(&ctx, id, stream, &identity).await {
-            Ok(end) => tracing::info!(?peer, reason = end.label(), "tunnel closed: {end}"),
-            Err(e) => tracing::warn!(?peer, "tunnel failed: {e}"),
+            Ok(end) => tracing::info!(%peer, reason = end.label(), "tunnel closed: {end}"),
+            Err(e) => tracing::warn!(%peer, "tunnel failed: {e}"),
         }
         release(&ctx, &identity);
         inc(&ctx.stats().tunnels_closed);
@@ -70,14 +81,11 @@ pub async fn run(ctx: Rc<ResponderShard>, stream: TcpStream, hs: AcceptedHandsha
 async fn serve(
     ctx: &Rc<ResponderShard>,
     id: u64,
-    stream: TcpStream,
+    stream: TunnelStream,
     identity: &TunnelIdentity,
 ) -> Result<End, Box<dyn std::error::Error>> {
     let cfg = ctx.shared.tunnel_listener();
-    let io = stream
-        .try_into_poll_io()
-        .map_err(|(e, _)| format!("poll io: {e}"))?;
-    let mut io: TunnelIo = Rewind::new(Bytes::new(), io);
+    let mut io: TunnelIo = Rewind::new(Bytes::new(), stream);
     io.write_all(&encode_response(200, "", None)).await?;
     let handshake = h2::client::Builder::new()
         .initial_window_size(tunnel::STREAM_WINDOW)

@@ -49,6 +49,16 @@ pub struct Slot<'a> {
     pub cluster: &'a str,
 }
 
+/// Where a new tunnel may be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On any shard: the one holding the fewest tunnels of the node, `preferred` on ties.
+    Spread { preferred: ShardId },
+    /// Only on this shard: the connection cannot move (a TLS session lives where it was
+    /// accepted).
+    Fixed(ShardId),
+}
+
 #[derive(Debug)]
 struct NodeEntry {
     /// Tunnels of this node id per shard, all tenants together (placement spreads them).
@@ -112,11 +122,11 @@ impl Directory {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves a slot for a tunnel of `slot.node` on the shard holding the fewest tunnels of
-    /// that node (`preferred` on ties, to avoid a needless move). Refuses, in this order: the
-    /// responder's total cap, a node id / cluster id collision, the per-node cap of
-    /// (`slot.tenant`, `slot.node`).
-    pub fn place(&self, slot: Slot<'_>, preferred: ShardId) -> Result<ShardId, PlaceError> {
+    /// Reserves a slot for a tunnel of `slot.node`: with [`Placement::Spread`] on the shard
+    /// holding the fewest tunnels of that node (`preferred` on ties, to avoid a needless move),
+    /// with [`Placement::Fixed`] on that shard. Refuses, in this order: the responder's total
+    /// cap, a node id / cluster id collision, the per-node cap of (`slot.tenant`, `slot.node`).
+    pub fn place(&self, slot: Slot<'_>, placement: Placement) -> Result<ShardId, PlaceError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if inner.total >= self.max_tunnels {
@@ -152,12 +162,18 @@ impl Directory {
                 per_tenant: HashMap::new(),
             });
         let counts = &node.per_shard;
-        let mut target = preferred.min(shards - 1);
-        for (shard, &count) in counts.iter().enumerate() {
-            if count < counts[target] {
-                target = shard;
+        let target = match placement {
+            Placement::Fixed(shard) => shard.min(shards - 1),
+            Placement::Spread { preferred } => {
+                let mut target = preferred.min(shards - 1);
+                for (shard, &count) in counts.iter().enumerate() {
+                    if count < counts[target] {
+                        target = shard;
+                    }
+                }
+                target
             }
-        }
+        };
         node.per_shard[target] += 1;
         *node.per_tenant.entry(slot.tenant.to_owned()).or_default() += 1;
         hosts
@@ -286,10 +302,16 @@ mod tests {
     #[test]
     fn spreads_a_nodes_tunnels_over_shards() {
         let d = Directory::new(2, 100, 10);
-        assert_eq!(d.place(slot("", "n", "c"), 0), Ok(0));
-        assert_eq!(d.place(slot("", "n", "c"), 0), Ok(1));
         assert_eq!(
-            d.place(slot("", "n", "c"), 1),
+            d.place(slot("", "n", "c"), Placement::Spread { preferred: 0 }),
+            Ok(0)
+        );
+        assert_eq!(
+            d.place(slot("", "n", "c"), Placement::Spread { preferred: 0 }),
+            Ok(1)
+        );
+        assert_eq!(
+            d.place(slot("", "n", "c"), Placement::Spread { preferred: 1 }),
             Ok(1),
             "ties go to the preferred shard"
         );
@@ -301,7 +323,9 @@ mod tests {
     #[test]
     fn release_forgets_empty_hosts() {
         let d = Directory::new(2, 100, 10);
-        let s = d.place(slot("t", "n", "c"), 1).expect("place");
+        let s = d
+            .place(slot("t", "n", "c"), Placement::Spread { preferred: 1 })
+            .expect("place");
         d.release(slot("t", "n", "c"), s);
         assert!(d.shards_for("", "n", 9).is_empty());
         assert!(d.shards_for("", "c", 9).is_empty());
@@ -310,9 +334,20 @@ mod tests {
     }
 
     #[test]
+    fn fixed_placement_stays_on_its_shard() {
+        let d = Directory::new(2, 100, 10);
+        for _ in 0..3 {
+            assert_eq!(d.place(slot("", "n", "c"), Placement::Fixed(1)), Ok(1));
+        }
+        assert_eq!(d.shards_for("", "n", 0), [1]);
+    }
+
+    #[test]
     fn node_equal_to_cluster_is_listed_once() {
         let d = Directory::new(1, 100, 10);
-        let s = d.place(slot("", "same", "same"), 0).expect("place");
+        let s = d
+            .place(slot("", "same", "same"), Placement::Spread { preferred: 0 })
+            .expect("place");
         assert_eq!(
             d.snapshot(),
             vec![(String::new(), "same".to_owned(), vec![1])]
@@ -324,14 +359,16 @@ mod tests {
     #[test]
     fn limits() {
         let d = Directory::new(1, 2, 1);
-        d.place(slot("", "a", "c"), 0).expect("first");
+        d.place(slot("", "a", "c"), Placement::Spread { preferred: 0 })
+            .expect("first");
         assert!(matches!(
-            d.place(slot("", "a", "c"), 0),
+            d.place(slot("", "a", "c"), Placement::Spread { preferred: 0 }),
             Err(PlaceError::TooManyForNode { .. })
         ));
-        d.place(slot("", "b", "c"), 0).expect("second");
+        d.place(slot("", "b", "c"), Placement::Spread { preferred: 0 })
+            .expect("second");
         assert_eq!(
-            d.place(slot("", "x", "c"), 0),
+            d.place(slot("", "x", "c"), Placement::Spread { preferred: 0 }),
             Err(PlaceError::TooManyTunnels(2))
         );
     }
@@ -340,19 +377,21 @@ mod tests {
     fn the_per_node_cap_is_per_tenant() {
         let d = Directory::new(1, 100, 2);
         for _ in 0..2 {
-            d.place(slot("acme", "n", "c"), 0).expect("acme's n");
+            d.place(slot("acme", "n", "c"), Placement::Spread { preferred: 0 })
+                .expect("acme's n");
         }
         assert!(matches!(
-            d.place(slot("acme", "n", "c"), 0),
+            d.place(slot("acme", "n", "c"), Placement::Spread { preferred: 0 }),
             Err(PlaceError::TooManyForNode { .. })
         ));
         // Another tenant's tunnels under the same node id have their own count, in a shared
         // namespace too, and never fill acme's.
         for _ in 0..2 {
-            d.place(slot("globex", "n", "c"), 0).expect("globex's n");
+            d.place(slot("globex", "n", "c"), Placement::Spread { preferred: 0 })
+                .expect("globex's n");
         }
         d.release(slot("acme", "n", "c"), 0);
-        d.place(slot("acme", "n", "c"), 0)
+        d.place(slot("acme", "n", "c"), Placement::Spread { preferred: 0 })
             .expect("acme's freed slot is acme's again");
         assert_eq!(d.total(), 4);
     }
@@ -360,9 +399,17 @@ mod tests {
     #[test]
     fn tenants_have_separate_namespaces() {
         let d = Directory::new(2, 100, 1);
-        let s = d.place(isolated("acme", "n", "c"), 0).expect("acme's n");
-        d.place(isolated("globex", "n", "c"), 0)
-            .expect("globex's n is another node: its own per-node cap");
+        let s = d
+            .place(
+                isolated("acme", "n", "c"),
+                Placement::Spread { preferred: 0 },
+            )
+            .expect("acme's n");
+        d.place(
+            isolated("globex", "n", "c"),
+            Placement::Spread { preferred: 0 },
+        )
+        .expect("globex's n is another node: its own per-node cap");
         assert!(d.shards_for("initech", "n", 9).is_empty());
         assert_eq!(d.shards_for("acme", "c", 9).len(), 1);
         d.release(isolated("acme", "n", "c"), s);
@@ -370,20 +417,24 @@ mod tests {
         assert_eq!(d.shards_for("globex", "n", 9).len(), 1);
         assert_eq!(d.total(), 1);
         // A collision is within a namespace only.
-        d.place(isolated("acme", "x", "n"), 0)
-            .expect("acme has no node n any more; globex's n is in another namespace");
+        d.place(
+            isolated("acme", "x", "n"),
+            Placement::Spread { preferred: 0 },
+        )
+        .expect("acme has no node n any more; globex's n is in another namespace");
     }
 
     #[test]
     fn node_and_cluster_ids_share_one_namespace() {
         let d = Directory::new(2, 100, 10);
-        d.place(slot("t", "n1", "c1"), 0).expect("n1");
-        let cluster_is_node = d.place(slot("t", "evil", "n1"), 0);
+        d.place(slot("t", "n1", "c1"), Placement::Spread { preferred: 0 })
+            .expect("n1");
+        let cluster_is_node = d.place(slot("t", "evil", "n1"), Placement::Spread { preferred: 0 });
         assert_eq!(
             cluster_is_node,
             Err(PlaceError::Collision(Collision::ClusterIsNode("n1".into())))
         );
-        let node_is_cluster = d.place(slot("t", "c1", "c9"), 0);
+        let node_is_cluster = d.place(slot("t", "c1", "c9"), Placement::Spread { preferred: 0 });
         assert_eq!(
             node_is_cluster,
             Err(PlaceError::Collision(Collision::NodeIsCluster("c1".into())))
@@ -395,18 +446,26 @@ mod tests {
         assert_eq!(d.collision("", "n2", "c1"), None);
         assert_eq!(d.total(), 1, "refused handshakes reserve nothing");
         // Joining a cluster, and a node carrying its own cluster's id, are fine.
-        d.place(slot("t", "n2", "c1"), 0).expect("n2 joins c1");
-        d.place(slot("t", "solo", "solo"), 0)
-            .expect("node id == own cluster id");
-        d.place(slot("t", "solo", "solo"), 0).expect("and again");
+        d.place(slot("t", "n2", "c1"), Placement::Spread { preferred: 0 })
+            .expect("n2 joins c1");
+        d.place(
+            slot("t", "solo", "solo"),
+            Placement::Spread { preferred: 0 },
+        )
+        .expect("node id == own cluster id");
+        d.place(
+            slot("t", "solo", "solo"),
+            Placement::Spread { preferred: 0 },
+        )
+        .expect("and again");
         // ... but no other node may then join a cluster named after the live node `solo`.
         assert!(matches!(
-            d.place(slot("t", "n3", "solo"), 0),
+            d.place(slot("t", "n3", "solo"), Placement::Spread { preferred: 0 }),
             Err(PlaceError::Collision(_))
         ));
         // Once the node is gone its id is free for a cluster.
         d.release(slot("t", "n1", "c1"), 0);
-        d.place(slot("t", "evil", "n1"), 0)
+        d.place(slot("t", "evil", "n1"), Placement::Spread { preferred: 0 })
             .expect("n1 is no longer a live node");
     }
 
@@ -422,7 +481,13 @@ mod tests {
                     std::thread::spawn(move || {
                         let (node, cluster) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
                         (0..50)
-                            .filter(|_| d.place(slot("", node, cluster), i % 4).is_ok())
+                            .filter(|_| {
+                                d.place(
+                                    slot("", node, cluster),
+                                    Placement::Spread { preferred: i % 4 },
+                                )
+                                .is_ok()
+                            })
                             .map(|_| node)
                             .collect::<Vec<_>>()
                     })

@@ -3,24 +3,24 @@
 //! server (docs/ARCHITECTURE.md, "The life of a tunnel").
 //!
 //! This module belongs to neither role. It owns what the two ends must agree on: the connection
-//! type a tunnel runs on ([`TunnelIo`]), the HTTP/2 windows and stream limits, the PING keepalive
+//! type a tunnel runs on ([`TunnelIo`] over a plaintext or TLS [`TunnelStream`]), the HTTP/2 windows and stream limits, the PING keepalive
 //! ([`keepalive`]), and why a tunnel ended ([`End`]). The role-specific halves live in
 //! `responder::tunnel` (registration, adoption across shards) and `initiator::tunnel_server`
 //! (serving streams, redialing).
 
 pub mod keepalive;
+pub mod stream;
 
 use std::time::Duration;
-
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 
 use crate::http::io::Rewind;
 
 pub use keepalive::Keepalive;
+pub use stream::TunnelStream;
 
-/// The connection a tunnel runs on, after the handshake: the socket with any bytes read past
-/// the handshake replayed first. Both ends run HTTP/2 over this one type.
-pub type TunnelIo = Rewind<TcpStreamPoll>;
+/// The connection a tunnel runs on, after the handshake: its stream (plaintext or TLS) with any
+/// bytes read past the handshake replayed first. Both ends run HTTP/2 over this one type.
+pub type TunnelIo = Rewind<TunnelStream>;
 
 /// Per-stream HTTP/2 window on tunnels (and on the h2 hops next to them): large enough to fill
 /// loopback, and the most one stream can have in flight.

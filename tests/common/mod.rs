@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -621,6 +623,8 @@ pub struct InitiatorOpts {
     pub drain_timeout: String,
     /// More `initiator` lines (indented by 2), e.g. `auth:`.
     pub initiator_extra: String,
+    /// More lines of the `responder` cluster (indented by 4), e.g. `tls:`.
+    pub responder_cluster_extra: String,
     /// Environment variables of the process.
     pub env: Vec<(String, String)>,
 }
@@ -641,6 +645,7 @@ impl InitiatorOpts {
             max_backoff: "1s".into(),
             drain_timeout: "3s".into(),
             initiator_extra: String::new(),
+            responder_cluster_extra: String::new(),
             env: Vec::new(),
         }
     }
@@ -661,6 +666,7 @@ impl InitiatorOpts {
              \x20 responder:\n\
              \x20   endpoints: [\"127.0.0.1:{tunnel}\"]\n\
              \x20   connect_timeout: 1s\n\
+             {cluster_extra}\
              initiator:\n\
              \x20 tunnels: [\"rc://{node}:{cluster}:{tenant}@responder:{count}\"]\n\
              \x20 routes: [{{ prefix: /, cluster: local-app }}]\n\
@@ -679,6 +685,7 @@ impl InitiatorOpts {
             ib = self.initial_backoff,
             mb = self.max_backoff,
             extra = self.initiator_extra,
+            cluster_extra = self.responder_cluster_extra,
         )
     }
 
