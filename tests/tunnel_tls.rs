@@ -262,22 +262,87 @@ fn every_tls_refusal_is_named_and_counted_on_both_sides() {
 }
 
 #[test]
-#[ignore = "prints the log lines of each refusal; run by hand"]
-fn show_refusal_logs() {
-    let dir = TempDir::new("tls-show");
+fn the_client_certificate_binds_the_node_id() {
+    let dir = TempDir::new("tls-mtls-binding");
     let pki = Pki::new(dir.path(), "ca");
     let server = pki.server("responder");
+    let n1 = pki.client("n1", "t", "n1");
     let svc = port();
-    let r = tls_responder(&server, Some(&pki), "");
+    let _service = spawn_service(&dir, "svc", svc);
+    let binding = "    auth:\n      mtls: { node_id_format: \"%DOWNSTREAM_PEER_DNS_SAN%\" }\n";
+    let r = tls_responder(&server, Some(&pki), binding);
     let responder = r.spawn(&dir, "responder");
-    let i = tls_initiator("anonymous", &r, svc, &pki, None, "");
-    let initiator = i.spawn(&dir, "anon");
-    let plain = InitiatorOpts::new("plain", "c1", r.tunnel, svc).spawn(&dir, "plain");
-    std::thread::sleep(Duration::from_secs(2));
-    println!(
-        "{}\n----\n{}\n----\n{}",
+    let on = (&dir, &r, &responder);
+
+    // n1's certificate claiming n2: refused, n2 never registers.
+    let i = tls_initiator("n2", &r, svc, &pki, Some(&n1), "");
+    let forbidden = |admin| admin_stat(admin, "handshake_rejected_403");
+    refused(on, "n1-as-n2", i, "403", "handshake rejected", forbidden);
+
+    // n1's certificate claiming n1: served.
+    let i = tls_initiator("n1", &r, svc, &pki, Some(&n1), "");
+    let initiator = i.spawn(&dir, "n1");
+    assert!(
+        wait_tunnels(&r, "n1", 1, WAIT),
+        "{}\n{}",
         responder.log_text(),
-        initiator.log_text(),
-        plain.log_text()
+        initiator.log_text()
     );
+}
+
+#[test]
+fn sighup_rotates_the_certificate_and_keeps_live_tunnels() {
+    let dir = TempDir::new("tls-rotation");
+    let pki = Pki::new(dir.path(), "ca");
+    pki.server("responder");
+    let svc = port();
+    let _service = spawn_service(&dir, "svc", svc);
+    let server = Leaf {
+        cert: pki.dir.join("responder.pem"),
+        key: pki.dir.join("responder-key.pem"),
+    };
+    let r = tls_responder(&server, None, "");
+    let responder = r.spawn(&dir, "responder");
+    let live = tls_initiator("n1", &r, svc, &pki, None, "").spawn(&dir, "n1");
+    assert!(wait_tunnels(&r, "n1", 1, WAIT), "{}", live.log_text());
+    let closed = admin_stat(r.admin, "tunnels_closed");
+
+    // Rotate: a new key and certificate in the same files, then SIGHUP.
+    pki.server("responder");
+    let new_pin = format!(", spki_pins: [\"{}\"]", spki_pin(&server.cert));
+    responder.signal(libc::SIGHUP);
+    assert!(
+        wait_until(WAIT, || responder
+            .log_text()
+            .contains("certificates reloaded")),
+        "{}",
+        responder.log_text()
+    );
+    // New handshakes get the new certificate: an initiator pinned to the new key connects.
+    let pinned = tls_initiator("n2", &r, svc, &pki, None, &new_pin).spawn(&dir, "n2");
+    assert!(wait_tunnels(&r, "n2", 1, WAIT), "{}", pinned.log_text());
+
+    // A file that does not load is refused and the loaded certificate kept.
+    fs::write(&server.cert, "not a certificate").unwrap();
+    responder.signal(libc::SIGHUP);
+    assert!(
+        wait_until(WAIT, || responder
+            .log_text()
+            .contains("keeping the loaded one")),
+        "{}",
+        responder.log_text()
+    );
+    let again = tls_initiator("n3", &r, svc, &pki, None, &new_pin).spawn(&dir, "n3");
+    assert!(wait_tunnels(&r, "n3", 1, WAIT), "{}", again.log_text());
+
+    // The live tunnel never dropped: no tunnel closed, one "tunnel up", still serving.
+    assert_eq!(admin_stat(r.admin, "tunnels_closed"), closed);
+    assert_eq!(
+        live.log_text().matches("tunnel up").count(),
+        1,
+        "{}",
+        live.log_text()
+    );
+    let resp = get(r.egress, "/still-here", &[("x-node-id", "n1")]).expect("request");
+    assert_eq!(resp.status, 200, "{}", resp.text());
 }

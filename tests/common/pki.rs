@@ -129,13 +129,15 @@ impl Pki {
         )
     }
 
-    /// A client certificate whose URI SAN is `spiffe://rtun/<tenant>/<node>`.
+    /// A client certificate whose URI SAN is `spiffe://rtun/<tenant>/<node>` and DNS SAN
+    /// `<node>`.
     pub fn client(&self, stem: &str, tenant: &str, node: &str) -> Leaf {
         self.issue(
             stem,
             &format!("/O={tenant}/CN={node}"),
             &format!(
-                "subjectAltName=URI:spiffe://rtun/{tenant}/{node}\nextendedKeyUsage=clientAuth\n\
+                "subjectAltName=URI:spiffe://rtun/{tenant}/{node},DNS:{node}\n\
+                 extendedKeyUsage=clientAuth\n\
                  keyUsage=digitalSignature\n"
             ),
         )
