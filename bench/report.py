@@ -24,7 +24,7 @@ LOADS = [
     ("e-up", "(e) bulk upload: one request body streamed to the service"),
     ("f", "(f) many hosts: h2 -c 4 -m 32 through one responder, 1 host vs many hosts"),
 ]
-SETUP_ORDER = ["direct", "rtun", "nginx", "rathole", "rathole-nodelay"]
+SETUP_ORDER = ["direct", "rtun", "rtun-tls", "nginx", "rathole", "rathole-nodelay"]
 PEERS = ["nginx", "rathole", "rathole-nodelay"]
 
 
@@ -183,9 +183,12 @@ def main():
                 w(f"| {s} | {fmt_num(m['rps'])}{extra} | {fmt_us(m['p50'])} | {fmt_us(m['p99'])} | {fmt_us(m['p999'])} | "
                   f"{fmt_num(m['cpu_per_req'], 1)} | {rss} | {fmt_ratio(m['rps'], base and base['rps'])} | "
                   f"{fmt_ratio(m['p99'], base and base['p99'])} | {fmt_num(m['errors'])} | {m['n']} |")
-        # rtun against each peer
+        # rtun against each peer, and what TLS on the tunnel costs
         r = agg(load, "rtun")
         peer_lines = []
+        t = agg(load, "rtun-tls")
+        if r and t:
+            peer_lines.append(f"rtun-tls / rtun (what mutual TLS on the tunnel adds): CPU/req {fmt_ratio(t['cpu_per_req'], r['cpu_per_req'])}, req/s {fmt_ratio(t['rps'], r['rps'])}, p99 {fmt_ratio(t['p99'], r['p99'])}")
         if r:
             for p in PEERS:
                 pm = agg(load, p)
@@ -252,6 +255,11 @@ def main():
             ok = r["rps"] >= n["rps"] and (r["cpu_per_req"] or 1e9) <= (n["cpu_per_req"] or 0)
             v(f"({load}) rtun ≥ nginx req/s and ≤ nginx CPU/req", ok,
               f"req/s {fmt_num(r['rps'])} vs {fmt_num(n['rps'])} ({fmt_ratio(r['rps'], n['rps'])}); CPU/req {fmt_num(r['cpu_per_req'], 1)} vs {fmt_num(n['cpu_per_req'], 1)} µs ({fmt_ratio(r['cpu_per_req'], n['cpu_per_req'])})")
+    for load in ["a", "b"]:
+        r, t = agg(load, "rtun"), agg(load, "rtun-tls")
+        if r and t and r["cpu_per_req"] and t["cpu_per_req"]:
+            v(f"({load}) TLS on the tunnel adds ≤ 15 % CPU per request", t["cpu_per_req"] <= 1.15 * r["cpu_per_req"],
+              f"{fmt_num(t['cpu_per_req'], 1)} vs {fmt_num(r['cpu_per_req'], 1)} µs ({fmt_ratio(t['cpu_per_req'], r['cpu_per_req'])})")
     for load in ["c-h2", "c-h1", "c-h2-low", "c-h1-low"]:
         r, n = agg(load, "rtun"), agg(load, "nginx")
         if r and n:

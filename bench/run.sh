@@ -3,7 +3,8 @@
 # rathole (reverse tunnel). See bench/README.md for what it measures and how to read it.
 #
 #   bench/run.sh [--quick] [--no-build] [--shards N] [--rounds R] [--duration SECS]
-#                [--setups "direct rtun nginx rathole rathole-nodelay"] [--loads "a b c d e f scale"]
+#                [--setups "direct rtun rtun-tls nginx rathole rathole-nodelay"]
+#                [--loads "a b c d e f scale"]
 #                [--no-install] [--out DIR]
 #
 # Everything listens on 127.0.0.1 (the swarm also binds 127.0.0.2-20 as sources); every
@@ -14,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
 QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1
-SETUPS="direct rtun nginx rathole rathole-nodelay"
+SETUPS="direct rtun rtun-tls nginx rathole rathole-nodelay"
 LOADS="a b c d e f scale"
 OUT=""
 SWARM_NODES=1000 SCALE_NODES=10000 BULK=$((1 << 30))
@@ -97,7 +98,8 @@ BASE=${BENCH_PORT_BASE:-$(pick_base)}
 P_SVC=$BASE P_RTUN_TUN=$((BASE+1)) P_RTUN_EGR=$((BASE+2)) P_RTUN_ADM=$((BASE+3)) P_INIT_ADM=$((BASE+4))
 P_NGX_H1=$((BASE+5)) P_NGX_H2=$((BASE+6)) P_RH_CTL=$((BASE+7)) P_RH_SVC=$((BASE+8))
 P_RHN_CTL=$((BASE+9)) P_RHN_SVC=$((BASE+10)) P_SW_TUN=$((BASE+11)) P_SW_EGR=$((BASE+12)) P_SW_ADM=$((BASE+13))
-log "results in $RES; ports $BASE-$((BASE+13)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
+P_TLS_TUN=$((BASE+14)) P_TLS_EGR=$((BASE+15)) P_TLS_ADM=$((BASE+16)) P_TLS_IADM=$((BASE+17))
+log "results in $RES; ports $BASE-$((BASE+17)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
 
 wait_port() { # port timeout_s
   local i
@@ -124,21 +126,48 @@ ACTIVE=()
 EXPECTED=()   # setups that should produce numbers
 SKIPPED=()
 
-start_rtun() {
-  cat >"$RES/conf/responder.yaml" <<EOF
+# A CA, a responder certificate and an initiator certificate for the TLS tunnel (mutual TLS,
+# P-256 keys), made with openssl as README "Securing rtun" does.
+make_pki() { # dir
+  local d=$1
+  mkdir -p "$d"
+  (cd "$d" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca-key.pem \
+      -out ca.pem -days 2 -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
+      -addext keyUsage=critical,keyCertSign,cRLSign &&
+    for leaf in responder:serverAuth:IP:127.0.0.1 initiator:clientAuth:DNS:bench-node; do
+      IFS=: read -r name eku san_kind san <<<"$leaf"
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$name-key.pem" -out "$name.csr" -subj "/CN=$name" &&
+      printf 'subjectAltName=%s:%s\nextendedKeyUsage=%s\n' "$san_kind" "$san" "$eku" >"$name.ext" &&
+      openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+        -out "$name.pem" -days 2 -extfile "$name.ext" || return 1
+    done) >"$RES/logs/pki.log" 2>&1
+}
+
+start_rtun() { # setup tunnel-port egress-port responder-admin initiator-admin tls(0|1)
+  local name=$1 tun=$2 egr=$3 adm=$4 iadm=$5 tls=$6 server_tls="" client_tls=""
+  if [ "$tls" = 1 ]; then
+    make_pki "$RES/conf/pki" || { note "$name: openssl could not make certificates"; return 1; }
+    local k=$RES/conf/pki
+    server_tls="    tls: { cert: $k/responder.pem, key: $k/responder-key.pem, client_ca: $k/ca.pem }"
+    client_tls="    tls: { ca: $k/ca.pem, cert: $k/initiator.pem, key: $k/initiator-key.pem }"
+  fi
+  cat >"$RES/conf/$name-responder.yaml" <<EOF
 shards: $SHARDS
-admin: { listen: 127.0.0.1:$P_RTUN_ADM }
+admin: { listen: 127.0.0.1:$adm }
 responder:
   tunnel_listener:
-    listen: 127.0.0.1:$P_RTUN_TUN
+    listen: 127.0.0.1:$tun
     max_tunnels: 20000
+$server_tls
   egress_listener:
-    listen: 127.0.0.1:$P_RTUN_EGR
+    listen: 127.0.0.1:$egr
     routes: [{ prefix: / }]
 EOF
-  cat >"$RES/conf/initiator.yaml" <<EOF
+  cat >"$RES/conf/$name-initiator.yaml" <<EOF
 shards: $SHARDS
-admin: { listen: 127.0.0.1:$P_INIT_ADM }
+admin: { listen: 127.0.0.1:$iadm }
 node: { id: bench-node, cluster: bench, tenant: bench }
 clusters:
   service:
@@ -146,20 +175,23 @@ clusters:
     protocol: http1
     max_idle_per_shard: 256
   responder:
-    endpoints: ["127.0.0.1:$P_RTUN_TUN"]
+    endpoints: ["127.0.0.1:$tun"]
+$client_tls
 initiator:
   tunnels: [{ cluster: responder, connections: $SHARDS }]
   routes: [{ prefix: /, cluster: service }]
 EOF
-  RUST_LOG=warn "$RTUN" run -c "$RES/conf/responder.yaml" >"$RES/logs/rtun-responder.log" 2>&1 &
+  RUST_LOG=warn "$RTUN" run -c "$RES/conf/$name-responder.yaml" >"$RES/logs/$name-responder.log" 2>&1 &
   local r=$!; PIDS+=($r)
-  RUST_LOG=warn "$RTUN" run -c "$RES/conf/initiator.yaml" >"$RES/logs/rtun-initiator.log" 2>&1 &
+  RUST_LOG=warn "$RTUN" run -c "$RES/conf/$name-initiator.yaml" >"$RES/logs/$name-initiator.log" 2>&1 &
   local i=$!; PIDS+=($i)
-  if ! wait_http 20 -H 'x-node-id: bench-node' "http://127.0.0.1:$P_RTUN_EGR/"; then
-    note "rtun did not become ready (see logs/rtun-*.log)"; return 1
+  if ! wait_http 20 -H 'x-node-id: bench-node' "http://127.0.0.1:$egr/"; then
+    note "$name did not become ready (see logs/$name-*.log)"; return 1
   fi
-  URL_H1[rtun]=http://127.0.0.1:$P_RTUN_EGR URL_H2[rtun]=http://127.0.0.1:$P_RTUN_EGR
-  HDRS[rtun]="x-node-id: bench-node" SPIDS[rtun]="$r $i"
+  URL_H1[$name]=http://127.0.0.1:$egr URL_H2[$name]=http://127.0.0.1:$egr
+  HDRS[$name]="x-node-id: bench-node" SPIDS[$name]="$r $i"
+  [ "$tls" = 1 ] && note "$name: the tunnel runs mutual TLS (rustls, ring, P-256 certificates); measured on loads (a) and (b) only"
+  return 0
 }
 
 start_nginx() {
@@ -281,7 +313,8 @@ for s in $SETUPS; do
   rc=0
   case $s in
     direct) ;;
-    rtun) start_rtun; rc=$? ;;
+    rtun) start_rtun rtun $P_RTUN_TUN $P_RTUN_EGR $P_RTUN_ADM $P_INIT_ADM 0; rc=$? ;;
+    rtun-tls) start_rtun rtun-tls $P_TLS_TUN $P_TLS_EGR $P_TLS_ADM $P_TLS_IADM 1; rc=$? ;;
     nginx) start_nginx; rc=$? ;;
     rathole) start_rathole rathole $P_RH_CTL $P_RH_SVC 0; rc=$? ;;
     rathole-nodelay) start_rathole rathole-nodelay $P_RHN_CTL $P_RHN_SVC 1; rc=$? ;;
@@ -294,6 +327,9 @@ for s in $SETUPS; do
   esac
 done
 log "setups: ${ACTIVE[*]}${SKIPPED[*]:+ (skipped: ${SKIPPED[*]})}"
+# The TLS-tunnel variant runs loads (a) and (b) only: it measures what TLS adds per request.
+AB=("${ACTIVE[@]}") ACTIVE=()
+for s in "${AB[@]}"; do [ "$s" = rtun-tls ] || ACTIVE+=("$s"); done
 
 # ---------------------------------------------------------------- measuring
 TCK=$(getconf CLK_TCK)
@@ -339,8 +375,8 @@ print(max(100, int(0.5*min(v))) if v else 1000)' "${f[@]}"
 has() { case " $LOADS " in *" $1 "*) return 0 ;; esac; return 1; }
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round/$ROUNDS"
-  if has a; then for s in "${ACTIVE[@]}"; do run_load $round a $s --h2c -c 4 -m 32 $D "${URL_H2[$s]}/"; done; fi
-  if has b; then for s in "${ACTIVE[@]}"; do run_load $round b $s --http1 -c 64 $D "${URL_H1[$s]}/"; done; fi
+  if has a; then for s in "${AB[@]}"; do run_load $round a $s --h2c -c 4 -m 32 $D "${URL_H2[$s]}/"; done; fi
+  if has b; then for s in "${AB[@]}"; do run_load $round b $s --http1 -c 64 $D "${URL_H1[$s]}/"; done; fi
   if has c; then
     # 50 % of direct capacity for the same protocol, fixed from round 1 ...
     [ -z "$RATE_H2" ] && RATE_H2=$(half_of a direct)
