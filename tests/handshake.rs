@@ -56,6 +56,13 @@ fn bad_handshakes_rejected_while_traffic_continues() {
     };
 
     let good_ids = [(NODE, "evil"), (CLUSTER, "evil-c"), (TENANT, "t")];
+    let upgrade_ids = [
+        ("connection", "upgrade"),
+        ("upgrade", "reverse-tunnel"),
+        (NODE, "evil"),
+        (CLUSTER, "evil-c"),
+        (TENANT, "t"),
+    ];
     let t = Duration::from_secs(3);
     let mut checks: Vec<(&str, Vec<u8>, &[u16])> = vec![
         (
@@ -102,6 +109,31 @@ fn bad_handshakes_rejected_while_traffic_continues() {
             "GET with a body",
             handshake(PATH, "GET", &good_ids, "hello"),
             &[400],
+        ),
+        (
+            "upgrade with a body",
+            handshake(PATH, "GET", &upgrade_ids, "hello"),
+            &[400],
+        ),
+        (
+            "upgrade to another protocol",
+            handshake(
+                PATH,
+                "GET",
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "websocket"),
+                    (NODE, "evil"),
+                    (CLUSTER, "evil-c"),
+                ],
+                "",
+            ),
+            &[400],
+        ),
+        (
+            "upgrade to a wrong path",
+            handshake("/wrong/path", "GET", &upgrade_ids, ""),
+            &[404],
         ),
         (
             "garbage with CRLFCRLF",
@@ -209,7 +241,7 @@ fn bad_handshakes_rejected_while_traffic_continues() {
         "handshake_rejected_404 {r404} -> {r404_after}"
     );
     assert!(
-        r400_after >= r400 + 7,
+        r400_after >= r400 + 9,
         "handshake_rejected_400 {r400} -> {r400_after}"
     );
     let resp = get(egress, "/still", &[("x-node-id", "n1")]).unwrap();

@@ -30,7 +30,8 @@ use monoio::io::IntoPollIo;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use rtun::http::io::Rewind;
 use rtun::protocol::{
-    parse_response, HandshakeRequest, TunnelIdentity, DEFAULT_REQUEST_PATH, MAX_HANDSHAKE_BYTES,
+    parse_response, HandshakeForm, HandshakeRequest, TunnelIdentity, DEFAULT_REQUEST_PATH,
+    MAX_HANDSHAKE_BYTES,
 };
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -323,6 +324,8 @@ async fn open_tunnel(
         path: &cfg.request_path,
         identity: &identity,
         upstream_cluster: "swarm",
+        form: HandshakeForm::Plain,
+        initiation_time: None,
         extra_headers: &[],
     };
     let exchange = async {
@@ -335,7 +338,7 @@ async fn open_tunnel(
             if n == 0 {
                 return Err(dial_err("closed", "responder closed during the handshake"));
             }
-            match parse_response(&buf) {
+            match parse_response(&buf, HandshakeForm::Plain) {
                 Ok(Some((resp, used))) => {
                     if resp.status != 200 {
                         let kind = match resp.status {

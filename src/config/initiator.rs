@@ -16,6 +16,7 @@ use super::node::NodeIdentity;
 use super::rc::{parse_rc_address, TunnelSpec};
 use super::xref;
 use crate::http::route::Prefixed;
+use crate::protocol::HandshakeForm;
 
 /// The default first redial delay of an initiator.
 pub const DEFAULT_INITIAL_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
@@ -35,6 +36,12 @@ pub struct InitiatorConfig {
     pub request_path: String,
     /// Time allowed for the handshake response (default 10s).
     pub handshake_timeout: Duration,
+    /// `plain` (`GET` → `200`, default) or `upgrade` (`GET` with `upgrade: reverse-tunnel` →
+    /// `101`, Envoy's `use_http_upgrade`), for an HTTP proxy between the two ends.
+    pub handshake: HandshakeForm,
+    /// Send `x-envoy-reverse-tunnel-initiation-time`, when the tunnel was first wanted (default
+    /// true, as Envoy's initiator always does).
+    pub send_initiation_time: bool,
     /// After the handshake's `200` and before HTTP/2 starts, each wait for the responder's next
     /// bytes (an Envoy `RPING` or the HTTP/2 preface) may last this long; then the tunnel is
     /// redialed (default 30s). Once HTTP/2 runs, the keepalive below watches the tunnel.
@@ -96,6 +103,10 @@ pub(crate) struct RawInitiator {
     pub(crate) request_path: String,
     #[serde(default = "secs::<10>", deserialize_with = "duration::positive")]
     pub(crate) handshake_timeout: Duration,
+    #[serde(default)]
+    pub(crate) handshake: HandshakeForm,
+    #[serde(default = "yes")]
+    pub(crate) send_initiation_time: bool,
     #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
     pub(crate) idle_timeout: Duration,
     #[serde(default = "secs::<10>", deserialize_with = "duration::positive")]
@@ -156,6 +167,8 @@ impl RawInitiator {
                 .unwrap_or(DEFAULT_INITIAL_RECONNECT_BACKOFF),
             request_path: self.request_path,
             handshake_timeout: self.handshake_timeout,
+            handshake: self.handshake,
+            send_initiation_time: self.send_initiation_time,
             idle_timeout: self.idle_timeout,
             ping_interval: self.ping_interval,
             ping_failure_threshold: self.ping_failure_threshold,
@@ -185,6 +198,8 @@ impl InitiatorConfig {
             initial_reconnect_backoff: DEFAULT_INITIAL_RECONNECT_BACKOFF,
             request_path: default_request_path(),
             handshake_timeout: secs::<10>(),
+            handshake: HandshakeForm::Plain,
+            send_initiation_time: true,
             idle_timeout: secs::<30>(),
             ping_interval: secs::<10>(),
             ping_failure_threshold: default_ping_failure_threshold(),
@@ -193,6 +208,10 @@ impl InitiatorConfig {
             auth: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_ping_failure_threshold() -> u32 {

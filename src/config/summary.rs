@@ -94,8 +94,14 @@ impl Config {
             }
             writeln!(
                 out,
-                "  handshake: GET {} (timeout {}{}), redial backoff {}..{}, idle timeout {}",
+                "  handshake: GET {} ({}{}, timeout {}{}), redial backoff {}..{}, idle timeout {}",
                 i.request_path,
+                i.handshake.as_str(),
+                if i.send_initiation_time {
+                    ", initiation time sent"
+                } else {
+                    ""
+                },
                 dur(i.handshake_timeout),
                 if i.extra_handshake_headers.is_empty() {
                     String::new()

@@ -150,6 +150,8 @@ fn defaults() {
     assert_eq!(i.ping_failure_threshold, 3);
     assert_eq!(i.max_concurrent_streams, 1024);
     assert!(i.extra_handshake_headers.is_empty());
+    assert_eq!(i.handshake, crate::protocol::HandshakeForm::Plain);
+    assert!(i.send_initiation_time);
     let app = &config.clusters["app"];
     assert_eq!(app.protocol, Protocol::Http1);
     assert_eq!(app.connect_timeout, Duration::from_secs(5));
@@ -573,6 +575,34 @@ fn handshake_headers_keep_order_and_reject_reserved() {
     let (line, column, message) = error(&source);
     assert_eq!((line, column), (13, 5), "{message}");
     assert_contains(&message, &["written by the handshake"]);
+}
+
+#[test]
+fn handshake_form_and_initiation_time() {
+    let source = initiator(
+        "",
+        "    - rc://n:c:t@cloud:1\n",
+        "    - { prefix: /, cluster: app }\n  handshake: upgrade\n  send_initiation_time: false\n",
+    );
+    let config = ok(&source);
+    assert!(config
+        .summary()
+        .contains("handshake: GET /reverse_connections/request (upgrade, timeout 10s)"));
+    let i = config.initiator.unwrap();
+    assert_eq!(i.handshake, crate::protocol::HandshakeForm::Upgrade);
+    assert!(!i.send_initiation_time);
+    let plain = ok(&source
+        .replace("upgrade\n", "plain\n")
+        .replace("false", "true"));
+    assert!(plain
+        .summary()
+        .contains("(plain, initiation time sent, timeout 10s)"));
+
+    let (line, _, message) = error(&source.replace("handshake: upgrade", "handshake: websocket"));
+    assert_eq!(line, 11, "{message}");
+    assert_contains(&message, &["websocket", "plain", "upgrade"]);
+    let (_, _, message) = error(&source.replace("false", "sometimes"));
+    assert_contains(&message, &["send_initiation_time"]);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! the tunnel server, and redial on loss with capped exponential backoff plus jitter.
 //!
 //! A `429` handshake answer is honoured with its `Retry-After` (capped at 3600 s); any other
-//! non-200 answer is a failed attempt that backs off like a failed connect.
+//! answer but the acceptance (`200`, or `101` to `handshake: upgrade`) is a failed attempt that
+//! backs off like a failed connect.
 //!
 //! With `clusters.NAME.tls` the TLS handshake (within `connect_timeout`) comes first and the
 //! session carries the handshake and then HTTP/2 for the tunnel's whole life. A refused TLS
@@ -13,7 +14,7 @@
 
 use std::borrow::Cow;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -23,7 +24,8 @@ use super::InitiatorShard;
 use crate::config::TunnelSpec;
 use crate::http::io::Rewind;
 use crate::protocol::{
-    parse_response, HandshakeRequest, RpingFilter, TunnelIdentity, MAX_HANDSHAKE_BYTES, RPING,
+    parse_response, HandshakeForm, HandshakeRequest, RpingFilter, TunnelIdentity,
+    MAX_HANDSHAKE_BYTES, RPING,
 };
 use crate::stats::inc;
 use crate::tls::{classify, TlsFailure};
@@ -68,12 +70,17 @@ pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: St
     async {
         let cfg = ctx.cfg();
         let mut backoff = cfg.initial_reconnect_backoff;
+        // When this slot first wanted its current tunnel: kept across failed attempts, cleared
+        // once one is up (Envoy stamps its initiation-time header once per such episode).
+        let mut wanted_since = None;
         loop {
             if ctx.shutdown.is_triggered() {
                 return;
             }
-            let wait = match establish(&ctx, &spec, &endpoint).await {
+            let initiated = *wanted_since.get_or_insert_with(SystemTime::now);
+            let wait = match establish(&ctx, &spec, &endpoint, initiated).await {
                 Ok(io) => {
+                    wanted_since = None;
                     inc(&ctx.stats().initiator_tunnels_up);
                     tracing::info!("tunnel up");
                     let started = Instant::now();
@@ -137,10 +144,12 @@ fn next_backoff(backoff: &mut Duration, max: Duration) -> Duration {
 }
 
 /// Connects and completes the handshake; returns the connection positioned at HTTP/2.
+/// `initiated` (when the tunnel was first wanted) is sent unless `send_initiation_time` is off.
 pub async fn establish(
     ctx: &InitiatorShard,
     spec: &TunnelSpec,
     endpoint: &str,
+    initiated: SystemTime,
 ) -> Result<TunnelIo, DialError> {
     let cfg = ctx.cfg();
     // The token is read before connecting: without one there is nothing to dial for.
@@ -175,7 +184,7 @@ pub async fn establish(
         },
     };
     let is_tls = io.is_tls();
-    handshake(ctx, spec, endpoint, &extra_headers, &mut io)
+    handshake(ctx, spec, endpoint, &extra_headers, initiated, &mut io)
         .await
         .map_err(|e| match e {
             // A TLS alert that arrives after our side of the TLS handshake (TLS 1.3: the
@@ -196,6 +205,7 @@ async fn handshake(
     spec: &TunnelSpec,
     endpoint: &str,
     extra_headers: &[(String, String)],
+    initiated: SystemTime,
     io: &mut TunnelStream,
 ) -> Result<Bytes, DialError> {
     let cfg = ctx.cfg();
@@ -209,25 +219,32 @@ async fn handshake(
         path: &cfg.request_path,
         identity: &identity,
         upstream_cluster: &spec.remote_cluster,
+        form: cfg.handshake,
+        initiation_time: cfg.send_initiation_time.then_some(initiated),
         extra_headers,
     };
     io.write_all(&request.encode()).await?;
     io.flush().await?;
-    let leftover = monoio::time::timeout(cfg.handshake_timeout, read_response(io))
+    let read = read_response(io, cfg.handshake);
+    let leftover = monoio::time::timeout(cfg.handshake_timeout, read)
         .await
         .map_err(|_| DialError::Timeout(cfg.handshake_timeout))??;
     skip_rpings(io, leftover, cfg.idle_timeout).await
 }
 
-/// Reads the handshake response; on 200 returns the bytes read past it.
-async fn read_response<S: AsyncRead + Unpin>(io: &mut S) -> Result<Vec<u8>, DialError> {
+/// Reads the handshake response; on acceptance (200, or 101 to the upgrade form) returns the
+/// bytes read past it.
+async fn read_response<S: AsyncRead + Unpin>(
+    io: &mut S,
+    form: HandshakeForm,
+) -> Result<Vec<u8>, DialError> {
     let mut buf = Vec::with_capacity(512);
     loop {
         if io.read_buf(&mut buf).await? == 0 {
             return Err(DialError::Closed);
         }
-        if let Some((resp, consumed)) = parse_response(&buf)? {
-            if resp.status != 200 {
+        if let Some((resp, consumed)) = parse_response(&buf, form)? {
+            if !resp.accepted() {
                 return Err(DialError::Rejected {
                     status: resp.status,
                     body: resp.body.trim_end().to_owned(),

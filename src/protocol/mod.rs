@@ -8,10 +8,11 @@ pub mod ids;
 pub mod rping;
 
 pub use handshake::{
-    encode_response, parse_request, parse_response, AcceptedHandshake, HandshakeError,
-    HandshakeRequest, HandshakeResponse, Rejection, TunnelIdentity, CLUSTER_ID_HEADER,
-    DEFAULT_REQUEST_PATH, MAX_HANDSHAKE_BYTES, MAX_HEADERS, MAX_RETRY_AFTER, NODE_ID_HEADER,
-    TENANT_ID_HEADER, UPSTREAM_CLUSTER_HEADER,
+    encode_accept, encode_response, parse_request, parse_response, AcceptedHandshake,
+    HandshakeError, HandshakeForm, HandshakeRequest, HandshakeResponse, Rejection, TunnelIdentity,
+    CLUSTER_ID_HEADER, DEFAULT_REQUEST_PATH, INITIATION_TIME_HEADER, MAX_HANDSHAKE_BYTES,
+    MAX_HEADERS, MAX_RETRY_AFTER, NODE_ID_HEADER, TENANT_ID_HEADER, UPGRADE_PROTOCOL,
+    UPSTREAM_CLUSTER_HEADER,
 };
 pub use ids::{validate_id, IdError, MAX_ID_LEN};
 pub use rping::{RpingFilter, RpingStep, RPING};

@@ -165,6 +165,8 @@ mod tests {
                 tenant_id: String::new(),
             },
             upstream_cluster: None,
+            form: Default::default(),
+            initiation_time_ms: None,
             headers: Vec::new(),
         }
     }
@@ -264,6 +266,8 @@ mod tests {
                 tenant_id: tenant.into(),
             },
             upstream_cluster: Some("cloud".into()),
+            form: Default::default(),
+            initiation_time_ms: None,
             headers,
         }
     }

@@ -1,6 +1,7 @@
-//! A tunnel on its owning responder shard: answer the handshake with 200, start HTTP/2 as the
-//! client, register, keep it alive with PINGs, and take it out of the registry the moment it
-//! dies. What both ends share (windows, keepalive, end reasons) is in `crate::tunnel`.
+//! A tunnel on its owning responder shard: answer the handshake (200, or 101 to the upgrade
+//! form), start HTTP/2 as the client, register, keep it alive with PINGs, and take it out of the
+//! registry the moment it dies. What both ends share (windows, keepalive, end reasons) is in
+//! `crate::tunnel`.
 
 use std::future::poll_fn;
 use std::future::Future;
@@ -17,7 +18,7 @@ use tracing::Instrument;
 use super::registry::TunnelHandle;
 use super::ResponderShard;
 use crate::http::io::Rewind;
-use crate::protocol::{encode_response, AcceptedHandshake, TunnelIdentity};
+use crate::protocol::{encode_accept, AcceptedHandshake, HandshakeForm, TunnelIdentity};
 use crate::stats::{dec, inc};
 use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo, TunnelStream};
 
@@ -64,10 +65,12 @@ pub async fn run(
     peer: std::net::SocketAddr,
 ) {
     let id = ctx.shared.next_tunnel_id();
+    let (form, initiation_time_ms) = (hs.form, hs.initiation_time_ms);
     let identity = hs.identity;
-    let span = tracing::info_span!("tunnel", id, node = %identity.node_id, cluster = %identity.cluster_id, shard = ctx.shard, tls = stream.is_tls());
+    let span = tracing::info_span!("tunnel", id, node = %identity.node_id, cluster = %identity.cluster_id, shard = ctx.shard, tls = stream.is_tls(), form = form.as_str());
     async {
-        match serve(&ctx, id, stream, &identity).await {
+        tracing::debug!(%peer, initiation_time_ms, "accepting handshake");
+        match serve(&ctx, id, stream, &identity, form).await {
             Ok(end) => tracing::info!(%peer, reason = end.label(), "tunnel closed: {end}"),
             Err(e) => tracing::warn!(%peer, "tunnel failed: {e}"),
         }
@@ -83,10 +86,12 @@ async fn serve(
     id: u64,
     stream: TunnelStream,
     identity: &TunnelIdentity,
+    form: HandshakeForm,
 ) -> Result<End, Box<dyn std::error::Error>> {
     let cfg = ctx.shared.tunnel_listener();
     let mut io: TunnelIo = Rewind::new(Bytes::new(), stream);
-    io.write_all(&encode_response(200, "", None)).await?;
+    // 200 or 101, the form the request used; HTTP/2 starts the same way after either.
+    io.write_all(&encode_accept(form)).await?;
     let handshake = h2::client::Builder::new()
         .initial_window_size(tunnel::STREAM_WINDOW)
         .initial_connection_window_size(tunnel::CONNECTION_WINDOW)
