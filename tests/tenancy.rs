@@ -319,3 +319,38 @@ fn an_exposed_admin_endpoint_without_a_token_warns() {
     // Still served: the warning is the operator's cue, not a refusal.
     assert!(wait_until(WAIT, || admin_get(r.admin, "/ready").is_some()));
 }
+
+#[test]
+fn a_trusted_header_is_believed_and_warned_about() {
+    let dir = TempDir::new("tenancy-trusted-header");
+    let r = responder("{ trusted_header: x-tenant-id }");
+    let responder = r.spawn(&dir, "responder");
+    assert!(
+        wait_until(WAIT, || responder.log_text().contains(
+            "SECURITY: each egress request's tenant is the `x-tenant-id` header as sent"
+        )),
+        "{}",
+        responder.log_text()
+    );
+    let _a = start_initiator(&dir, &r, "a");
+    let up = wait_until(WAIT, || {
+        ask(&r, "/probe", "node-a", &[("x-tenant-id", "a")]).status == 200
+    });
+    assert!(up, "{:?}", admin_tunnels(r.admin));
+    let resp = ask(&r, "/who", "node-a", &[("x-tenant-id", "a")]);
+    assert_eq!(resp.header("x-served-by"), Some("svc-a"));
+    assert_eq!(
+        ask(&r, "/who", "node-a", &[("x-tenant-id", "b")]).status,
+        503
+    );
+    let missing = ask(&r, "/who", "node-a", &[]);
+    assert_eq!(
+        (missing.status, missing.text().trim_end()),
+        (401, "Unauthenticated: Missing `x-tenant-id` header")
+    );
+    let summary = validate(&dir, "trusted.yaml", &r.yaml());
+    assert!(
+        summary.contains("tenant isolation: on, trusted header x-tenant-id (WARNING"),
+        "{summary}"
+    );
+}

@@ -228,7 +228,8 @@ impl Config {
                 Some(source) => writeln!(out, "    tenant isolation: on, {}", source.describe())?,
                 None => writeln!(
                     out,
-                    "    tenant isolation: off (every tenant's nodes and clusters share one                      namespace; set egress_listener.tenant)"
+                    "    tenant isolation: off (every tenant's nodes and clusters share one \
+                     namespace; set egress_listener.tenant)"
                 )?,
             }
             if let Some(admin) = &self.admin {

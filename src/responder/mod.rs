@@ -176,11 +176,15 @@ fn warn_about_tenant_source(source: Option<&TenantSource>, cfg: &ResponderConfig
         Some(TenantSource::TrustedHeader(name)) => tracing::warn!(
             %listen,
             header = %name,
-            "SECURITY: each egress request's tenant is the `{name}` header as sent              (responder.egress_listener.tenant.trusted_header): anyone who reaches the egress              listener directly can pick any tenant; expose it only behind a proxy that sets              that header on every request"
+            "SECURITY: each egress request's tenant is the `{name}` header as sent \
+             (responder.egress_listener.tenant.trusted_header): anyone who reaches the egress \
+             listener directly can pick any tenant; expose it only behind a proxy that sets \
+             that header on every request"
         ),
         Some(TenantSource::ClientCertificate { .. }) => tracing::warn!(
             %listen,
-            "the egress listener takes tenants from client certificates, but it does not run              TLS in this build: every request will be refused with 401"
+            "the egress listener takes tenants from client certificates, but it does not run \
+             TLS in this build: every request will be refused with 401"
         ),
         _ => {}
     }
