@@ -1,8 +1,14 @@
 //! The admin endpoint: counters and the tunnel directory, for operators and tests.
 //!
 //! Served by shard 0 only, on `admin.listen` (127.0.0.1:9901 by default: never public unless
-//! the configuration says so). `GET /stats` lists every counter as `name value`, `GET /tunnels`
-//! lists host ids with their tunnels per shard, `GET /ready` answers 200.
+//! the configuration says so). `GET /stats` lists every counter as `name value`,
+//! `GET /tunnels[?tenant=ID]` lists host ids with their tunnels per shard (`tunnels`),
+//! `GET /ready` answers 200. With `admin.token_sha256` or `admin.token_file`, every request
+//! needs the bearer token (`access`); listening beyond loopback without one is warned about
+//! loudly at start.
+
+mod access;
+mod tunnels;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use crate::http::rt::ShardTimer;
 use crate::responder::Responder;
 use crate::shard::accept_loop;
 use crate::shard::shutdown::ShutdownSignal;
-use crate::stats::Stats;
+use crate::stats::{inc, Stats};
 
 /// Serves the admin endpoint until shutdown.
 pub async fn run(
@@ -36,14 +42,23 @@ pub async fn run(
             return shutdown.fatal();
         }
     };
+    if cfg.exposed_without_token() {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "SECURITY: the admin endpoint listens beyond loopback without a token: anyone who \
+             reaches it reads every counter and the tunnel directory (node, cluster and tenant \
+             ids); set admin.token_sha256 or admin.token_file, or listen on 127.0.0.1"
+        );
+    }
+    let cfg = Arc::new(cfg);
     accept_loop(listener, &shutdown, "admin", |stream, _| {
         let Ok(io) = stream.try_into_poll_io() else {
             return;
         };
-        let (stats, responder) = (stats.clone(), responder.clone());
+        let (cfg, stats, responder) = (cfg.clone(), stats.clone(), responder.clone());
         monoio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let page = page(&req, &stats, responder.as_deref());
+                let page = page(&cfg, &req, &stats, responder.as_deref());
                 async move { Ok::<_, Infallible>(page) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -57,10 +72,16 @@ pub async fn run(
 }
 
 fn page(
+    cfg: &AdminConfig,
     req: &Request<Incoming>,
     stats: &Stats,
     responder: Option<&Responder>,
 ) -> Response<Full<Bytes>> {
+    if !access::admitted(cfg.token.as_ref(), req.headers()) {
+        // Admin runs on shard 0.
+        inc(&stats.shard(0).admin_401_unauthenticated);
+        return access::refusal().map(Full::new);
+    }
     match req.uri().path() {
         "/stats" => {
             let mut out = String::new();
@@ -73,20 +94,8 @@ fn page(
             text(StatusCode::OK, out.trim_end())
         }
         "/tunnels" => {
-            let mut out = String::new();
-            for (tenant, host, per_shard) in responder
-                .map(|r| r.directory().snapshot())
-                .unwrap_or_default()
-            {
-                let total: u32 = per_shard.iter().sum();
-                // `tenant/host` when tenants are isolated; while they share one namespace the
-                // tenant key is empty and the host stands alone.
-                match tenant.is_empty() {
-                    true => out.push_str(&format!("{host} {total} {per_shard:?}\n")),
-                    false => out.push_str(&format!("{tenant}/{host} {total} {per_shard:?}\n")),
-                }
-            }
-            text(StatusCode::OK, out.trim_end())
+            let (status, out) = tunnels::page(req.uri().query(), responder);
+            text(status, out)
         }
         "/ready" => text(StatusCode::OK, "ready"),
         other => text(

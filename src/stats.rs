@@ -135,6 +135,9 @@ counters! {
     egress_400_client_body,
     /// Egress 400: no host id could be computed.
     egress_400_no_host_id,
+    /// Egress 401: no tenant for the request (`egress_listener.tenant`): a missing or unknown
+    /// API key, no client certificate, a missing trusted header.
+    egress_401_unauthenticated,
     /// Egress 404: no route matches the path.
     egress_404_no_route,
     /// Egress 502: the tunnel failed during the request.
@@ -143,6 +146,9 @@ counters! {
     egress_503_no_tunnel,
     /// Egress 504: the route timeout elapsed.
     egress_504_timeout,
+    /// Admin requests refused with 401: `admin.token_sha256` / `token_file` is set and the
+    /// request did not carry that bearer token.
+    admin_401_unauthenticated,
     /// Initiator: tunnels established (handshake answered 200).
     initiator_tunnels_up,
     /// Initiator: dial or handshake attempts that failed.

@@ -8,10 +8,17 @@ use super::Denial;
 
 /// The token of the handshake's single `authorization: Bearer` header.
 pub fn bearer_token(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
-    let mut values = headers
-        .iter()
-        .filter(|(name, _)| name == "authorization")
-        .map(|(_, value)| value.as_slice());
+    bearer_of(
+        headers
+            .iter()
+            .filter(|(name, _)| name == "authorization")
+            .map(|(_, value)| value.as_slice()),
+    )
+}
+
+/// The token of the single `authorization: Bearer` value among `values` (every value of the
+/// `authorization` header, in order): the same rules for any request (the admin endpoint).
+pub fn bearer_of<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Result<&'a [u8], Denial> {
     let Some(value) = values.next() else {
         return Err(Denial::unauthenticated(
             "Missing credentials: send `authorization: Bearer <token>`",

@@ -110,6 +110,26 @@ impl PeerFormat {
 
     /// Whether some evaluation of this format over `cert` equals `value`.
     pub fn matches(&self, cert: &PeerCertificate, value: &str) -> bool {
+        self.any_value(cert, |v| v == value)
+    }
+
+    /// Every value this format yields over `cert`, in certificate order, without repeats: one
+    /// per choice of SAN for each list operator. Empty when a list operator has no SAN. The
+    /// egress listener takes a request's tenant from here (`crate::auth::tenant`).
+    pub fn values(&self, cert: &PeerCertificate) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        self.any_value(cert, |v| {
+            if seen.insert(v.clone()) {
+                out.push(v);
+            }
+            false
+        });
+        out
+    }
+
+    /// Calls `found` with each evaluation until it returns true; whether one did.
+    fn any_value(&self, cert: &PeerCertificate, mut found: impl FnMut(String) -> bool) -> bool {
         let uses = |kind: &Part| self.parts.contains(kind);
         // One SAN per list operator per evaluation; `None` for an operator not used.
         let choices = |used: bool, sans: &[String]| -> Vec<Option<usize>> {
@@ -122,7 +142,7 @@ impl PeerFormat {
         let dns = choices(uses(&Part::DnsSan), &cert.dns_sans);
         uris.iter().any(|&uri| {
             dns.iter()
-                .any(|&dns| self.render(cert, uri, dns).as_deref() == Some(value))
+                .any(|&dns| self.render(cert, uri, dns).is_some_and(&mut found))
         })
     }
 
@@ -244,6 +264,30 @@ mod tests {
             "no SAN, no value"
         );
         assert!(!f("x%DOWNSTREAM_PEER_URI_SAN%").matches(&bare, "x"));
+    }
+
+    #[test]
+    fn values_lists_every_evaluation_once() {
+        let c = cert();
+        assert_eq!(
+            f("t-%DOWNSTREAM_PEER_DNS_SAN%").values(&c),
+            ["t-edge-42.acme.test", "t-edge-42"]
+        );
+        assert_eq!(f("acme").values(&c), ["acme"]);
+        assert_eq!(
+            f("%DOWNSTREAM_PEER_SUBJECT%").values(&c),
+            ["CN=edge-42,O=acme"]
+        );
+        let same = PeerCertificate {
+            dns_sans: vec!["a".into(), "a".into()],
+            ..cert()
+        };
+        assert_eq!(f("%DOWNSTREAM_PEER_DNS_SAN%").values(&same), ["a"]);
+        let bare = PeerCertificate {
+            uri_sans: vec![],
+            ..cert()
+        };
+        assert!(f("%DOWNSTREAM_PEER_URI_SAN%").values(&bare).is_empty());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! `printf %s "$TOKEN" | sha256sum` prints), never the token: a leaked configuration does not
 //! leak credentials. A presented token is hashed and compared with every stored hash in constant
 //! time ([`subtle`]), so the comparison's timing says nothing about how close a guess was.
+//!
+//! The same hashing and comparison serve the egress listener's API keys
+//! (`crate::auth::tenant`) and the admin token ([`hash_matches`]).
 
 use std::fmt;
 
@@ -89,19 +92,33 @@ impl TokenTable {
         self.entries.len()
     }
 
-    /// The grant of `token`, if it is one of the configured tokens. Every stored hash is
-    /// compared, each in constant time, whether or not an earlier one matched.
+    /// The grant of `token`, if it is one of the configured tokens (see [`find_hashed`]).
     pub fn find(&self, token: &[u8]) -> Option<&Grant> {
-        let digest = sha256(token);
-        let mut found = None;
-        for entry in &self.entries {
-            let equal: bool = entry.sha256.ct_eq(&digest).into();
-            if equal && found.is_none() {
-                found = Some(&entry.grant);
-            }
-        }
-        found
+        find_hashed(self.entries.iter().map(|e| (&e.sha256, &e.grant)), token)
     }
+}
+
+/// Whether `secret` hashes to `stored`, compared in constant time (the admin token).
+pub fn hash_matches(stored: &[u8; 32], secret: &[u8]) -> bool {
+    stored.ct_eq(&sha256(secret)).into()
+}
+
+/// The value stored under the hash of `secret`, if any. Every stored hash is compared, each in
+/// constant time, whether or not an earlier one matched, so the time taken says nothing about
+/// which entry (if any) is close. Shared by the handshake's tokens and the egress API keys.
+pub fn find_hashed<'a, T>(
+    entries: impl IntoIterator<Item = (&'a [u8; 32], &'a T)>,
+    secret: &[u8],
+) -> Option<&'a T> {
+    let digest = sha256(secret);
+    let mut found = None;
+    for (hash, value) in entries {
+        let equal: bool = hash.ct_eq(&digest).into();
+        if equal && found.is_none() {
+            found = Some(value);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -152,6 +169,20 @@ mod tests {
             "the hash is not the token"
         );
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn hash_helpers() {
+        let stored = sha256(b"admin-secret");
+        assert!(hash_matches(&stored, b"admin-secret"));
+        assert!(!hash_matches(&stored, b"admin-secreT"));
+        assert!(!hash_matches(&stored, b""));
+        let entries = [(sha256(b"k1"), 1), (sha256(b"k2"), 2)];
+        let find = |s: &[u8]| find_hashed(entries.iter().map(|(h, v)| (h, v)), s).copied();
+        assert_eq!(
+            (find(b"k1"), find(b"k2"), find(b"k3")),
+            (Some(1), Some(2), None)
+        );
     }
 
     #[test]

@@ -192,7 +192,7 @@ fn sha256<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
     with_str(d, "the token's SHA-256 in hex", parse_sha256_hex)
 }
 
-fn tenant<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn tenant<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     with_str(d, "a tenant id (\"\" for the empty tenant)", |s| {
         validate_id(s, true).map_err(|e| format!("tenant id `{s}` {e}"))?;
         Ok(s.to_owned())

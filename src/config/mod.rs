@@ -9,11 +9,13 @@
 //! (a serde limitation); once the file deserializes, every cross-reference error is reported.
 //!
 //! Layout, each module importing only the ones after it in this list: `summary`; `schema` (the
-//! top level: `shards`, `admin`, and the whole file as read); the sections `initiator`,
-//! `responder`, `cluster`, `auth` (credentials of both roles); `rc` (the `rc://` address); `node`; then the generic pieces `de`
+//! top level: `shards` and the whole file as read); the sections `admin` (listener and token),
+//! `initiator`, `responder`, `tenant` (the egress listener's tenant source), `cluster`, `auth`
+//! (credentials of both roles); `rc` (the `rc://` address); `node`; then the generic pieces `de`
 //! (validating deserializers), `duration`, `xref` (cross-reference checks and how they keep
 //! locations), `error`. The id rule comes from [`crate::protocol::ids`].
 
+mod admin;
 mod auth;
 mod cluster;
 mod de;
@@ -25,16 +27,20 @@ mod rc;
 mod responder;
 mod schema;
 mod summary;
+mod tenant;
 mod xref;
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod tenancy_tests;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
 use std::rc::Rc;
 
+pub use admin::{AdminConfig, AdminToken};
 pub use auth::{token_problem, JwtConfig, Secret, TokenSource, TunnelAuthConfig};
 pub use cluster::{ClientTlsConfig, ClusterConfig, Protocol};
 pub use duration::{format_duration, parse_duration, DurationError};
@@ -45,7 +51,7 @@ pub use rc::{parse_rc_address, RcAddressError, RcReason, TunnelSpec, RC_SCHEME};
 pub use responder::{
     EgressListenerConfig, EgressRoute, ResponderConfig, ServerTlsConfig, TunnelListenerConfig,
 };
-pub use schema::{AdminConfig, Config, Shards};
+pub use schema::{Config, Shards};
 
 use schema::RawConfig;
 

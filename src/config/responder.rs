@@ -16,6 +16,7 @@ use super::de::{
 };
 use super::duration::{self, secs};
 use super::xref::{self, Listener};
+use crate::auth::TenantSource;
 use crate::http::host_id::HostIdFormat;
 use crate::http::path::EscapedSlashes;
 use crate::http::route::Prefixed;
@@ -139,6 +140,9 @@ pub struct EgressListenerConfig {
     /// `keep_unchanged` (Envoy's `path_with_escaped_slashes_action`; ARCHITECTURE.md §4).
     #[serde(default, deserialize_with = "escaped_slashes")]
     pub path_with_escaped_slashes_action: EscapedSlashes,
+    /// Where each request's tenant comes from (`tenant.rs`); `None`: tenants are not isolated.
+    #[serde(default, deserialize_with = "super::tenant::tenant_source")]
+    pub tenant: Option<TenantSource>,
 }
 
 /// An egress route: requests whose path starts with `prefix` are carried through tunnels.
@@ -207,6 +211,7 @@ impl EgressListenerConfig {
             xff_num_trusted_hops: 0,
             trust_request_id: false,
             path_with_escaped_slashes_action: EscapedSlashes::default(),
+            tenant: None,
         }
     }
 }

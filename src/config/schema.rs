@@ -1,7 +1,7 @@
 //! The configuration schema: the typed structs the rest of rtun codes against, with their serde
-//! attributes and defaults. This module holds the top level of the file ([`Config`], `shards:`,
-//! `admin:`); each section has its own module: `node`, `cluster`, `initiator`, `responder`, and
-//! `rc` for the tunnel address.
+//! attributes and defaults. This module holds the top level of the file ([`Config`],
+//! `shards:`); each section has its own module: `admin`, `node`, `cluster`, `initiator`,
+//! `responder`, and `rc` for the tunnel address.
 //!
 //! Every struct denies unknown fields. Values are validated while they are deserialized, by
 //! deserializers that sit next to the types they fill and are built from the generic ones in
@@ -11,15 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use super::admin::AdminConfig;
 use super::cluster::{self, ClusterConfig};
-use super::de::{parse_listen, with_str, LISTEN};
 use super::duration::{self, secs};
 use super::initiator::{InitiatorConfig, RawInitiator};
 use super::node::NodeIdentity;
@@ -121,40 +121,6 @@ impl<'de> Deserialize<'de> for Shards {
     }
 }
 
-/// The admin listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an admin mapping such as `{ listen: 127.0.0.1:9901 }`"
-)]
-pub struct AdminConfig {
-    /// Address to listen on (default 127.0.0.1:9901).
-    #[serde(default = "default_admin_listen", deserialize_with = "admin_listen")]
-    pub listen: SocketAddr,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            listen: default_admin_listen(),
-        }
-    }
-}
-
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 9901))
-}
-
-/// `admin.listen`.
-fn admin_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    with_str(d, LISTEN, parse_listen)
-}
-
-/// `admin:` — present but empty (`admin:` or `admin: {}`) means enabled with defaults.
-fn admin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AdminConfig>, D::Error> {
-    Option::<AdminConfig>::deserialize(d).map(|admin| Some(admin.unwrap_or_default()))
-}
-
 /// The file as read, before cross-references are resolved.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
@@ -164,7 +130,7 @@ fn admin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AdminConfig>, D::Erro
 pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) shards: Shards,
-    #[serde(default, deserialize_with = "admin")]
+    #[serde(default, deserialize_with = "super::admin::admin")]
     pub(crate) admin: Option<AdminConfig>,
     #[serde(default)]
     pub(crate) node: Option<NodeIdentity>,

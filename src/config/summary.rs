@@ -35,7 +35,12 @@ impl Config {
         }
         writeln!(out, "drain timeout: {}", dur(self.drain_timeout))?;
         match &self.admin {
-            Some(admin) => writeln!(out, "admin: http://{}", admin.listen)?,
+            Some(admin) => writeln!(
+                out,
+                "admin: http://{} ({})",
+                admin.listen,
+                admin.describe_token()
+            )?,
             None => writeln!(out, "admin: off")?,
         }
         if let Some(node) = &self.node {
@@ -225,7 +230,17 @@ impl Config {
                     None => "off",
                 }
             )?;
-            writeln!(out, "    tenant isolation: off")?;
+            match &e.tenant {
+                Some(source) => writeln!(out, "    tenant isolation: on, {}", source.describe())?,
+                None => writeln!(
+                    out,
+                    "    tenant isolation: off (every tenant's nodes and clusters share one \
+                     namespace; set egress_listener.tenant)"
+                )?,
+            }
+            if let Some(admin) = &self.admin {
+                writeln!(out, "    admin: {}", admin.describe_token())?;
+            }
         }
         Ok(())
     }

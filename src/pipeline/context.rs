@@ -188,8 +188,14 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     /// The host id the request was routed by (egress).
     pub host_id: Option<String>,
-    /// The tenant the request belongs to (set by the stage that authenticates it).
+    /// The tenant the request belongs to (set by the stage that authenticates it: the egress
+    /// tenant stage, when `egress_listener.tenant` is configured).
     pub tenant: Option<String>,
+    /// The verified client certificate of the connection (egress), for the tenant stage's
+    /// `client_certificate` source. `None` until the egress listener runs TLS: the egress TLS
+    /// work fills it from the connection (`tls::PeerCertificate::from_stream`), once per
+    /// connection, shared by its requests.
+    pub peer_certificate: Option<Arc<crate::tls::PeerCertificate>>,
     /// The tunnel that carried the request.
     pub tunnel_id: Option<u64>,
     /// The local cluster that served it (initiator).
@@ -227,6 +233,7 @@ impl RequestCtx {
             route: None,
             host_id: None,
             tenant: None,
+            peer_certificate: None,
             tunnel_id: None,
             cluster: None,
             timings: Timings {

@@ -5,6 +5,7 @@
 //! never an internal address or an error chain. The details (`detail` fields) go to the log,
 //! under the request id, through `Display`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,13 @@ pub enum ProxyError {
     BadRequest {
         /// What is wrong, in words fit for the client (no internal detail).
         reason: String,
+    },
+    /// The request carries no credential the listener accepts, so it has no tenant (egress,
+    /// with `egress_listener.tenant`): no API key or an unknown one, no client certificate.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Why, in words fit for the client (never the credential).
+        reason: Cow<'static, str>,
     },
     /// The client's request body was malformed or cut short (a bad chunk, a body shorter
     /// than its content-length). A 400 when the response head has not been sent; after it,
@@ -71,6 +79,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. }
             | ProxyError::ClientBodyFailed { .. }
             | ProxyError::NoHostId { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::NoTunnel { .. }
             | ProxyError::TunnelsBusy { .. }
             | ProxyError::LocalUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -89,6 +98,7 @@ impl ProxyError {
     pub fn label(&self) -> &'static str {
         match self {
             ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::Unauthenticated { .. } => "unauthenticated",
             ProxyError::ClientBodyFailed { .. } => "client_body",
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::NoHostId { .. } => "no_host_id",
@@ -107,6 +117,7 @@ impl ProxyError {
     pub fn public_message(&self) -> String {
         match self {
             ProxyError::BadRequest { reason } => format!("Bad request: {reason}"),
+            ProxyError::Unauthenticated { reason } => format!("Unauthenticated: {reason}"),
             ProxyError::ClientBodyFailed { .. } => {
                 "The request body was malformed or cut short".into()
             }
@@ -168,11 +179,14 @@ mod tests {
                 detail: "reset".into(),
             },
             ProxyError::ClientClosed,
+            ProxyError::Unauthenticated {
+                reason: "Unknown API key".into(),
+            },
         ];
         let statuses: Vec<u16> = all.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(
             statuses,
-            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499]
+            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499, 401]
         );
         let mut labels: Vec<&str> = all.iter().map(ProxyError::label).collect();
         labels.sort_unstable();
@@ -196,5 +210,7 @@ mod tests {
         );
         assert_eq!(all[0].label(), "bad_request");
         assert_eq!(all[1].label(), "client_body");
+        assert_eq!(all[12].label(), "unauthenticated");
+        assert_eq!(all[12].public_message(), "Unauthenticated: Unknown API key");
     }
 }

@@ -28,9 +28,11 @@ pub mod respond;
 mod stages;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use http::{request, response};
 
+use crate::auth::TenantSource;
 use crate::shard::ShardId;
 use crate::stats::Stats;
 
@@ -70,6 +72,9 @@ pub struct StageSettings {
     /// `egress_listener.xff_num_trusted_hops`: proxies in front of the egress whose
     /// `x-forwarded-*` headers are kept (0: rtun is the edge).
     pub xff_num_trusted_hops: u32,
+    /// `egress_listener.tenant`: where each request's tenant comes from; `None` when tenants
+    /// are not isolated (no tenant stage).
+    pub tenant: Option<Arc<TenantSource>>,
 }
 
 /// A role's stages on one shard.
@@ -97,6 +102,13 @@ impl Pipeline {
             }));
         }
         stages.push(Box::new(stages::Counting::new(stats.clone(), shard)));
+        // After `Counting`, so a request refused for want of a tenant is still counted as a
+        // request (and its 401 by `Counting`'s response filter).
+        if let (Role::Egress, Some(source)) = (role, &settings.tenant) {
+            stages.push(Box::new(stages::Tenant {
+                source: source.clone(),
+            }));
+        }
         Self::new(stages)
     }
 

@@ -236,8 +236,16 @@ async fn upstream(
     let body = Counted::new(body, tally);
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
-    let tenant = ctx.shared.tenancy().registry_tenant(rctx.tenant.as_deref());
+    // The tenant stage set `rctx.tenant` in phase 1 when tenants are isolated; a host of
+    // another tenant then misses below exactly as an unknown host does (ARCHITECTURE.md §6).
     let host_id = rctx.host_id.as_deref().unwrap_or_default();
+    let tenancy = ctx.shared.tenancy();
+    let Some(tenant) = tenancy.request_tenant(rctx.tenant.as_deref()) else {
+        // Isolated, yet no tenant: fail closed, with the unknown host's answer.
+        return Err(ProxyError::NoTunnel {
+            host_id: host_id.to_owned(),
+        });
+    };
     let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request);
     let proxied = match route.timeout.or(cfg.request_timeout) {
         None => proxied.await,

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::auth::TenantSource;
 use crate::config::{Config, EgressListenerConfig, ResponderConfig, TunnelListenerConfig};
 use crate::pipeline::{Pipeline, Role, StageSettings};
 use crate::protocol::{AcceptedHandshake, TunnelIdentity};
@@ -57,6 +58,8 @@ pub struct Responder {
     stats: Stats,
     shutdown: ShutdownSignal,
     tenancy: Tenancy,
+    /// `egress_listener.tenant`, shared by every shard's tenant stage.
+    tenant_source: Option<Arc<TenantSource>>,
     /// The headers `host_id_format` reads, for the 400 that names them (computed once).
     expected_host_headers: Arc<str>,
     /// The same headers, which a client's `Connection` header may not strip.
@@ -100,6 +103,8 @@ impl Responder {
                  \"Authentication\")"
             );
         }
+        let tenant_source = cfg.egress_listener.tenant.clone().map(Arc::new);
+        warn_about_tenant_source(tenant_source.as_deref(), &cfg);
         let directory = Directory::new(
             shards,
             cfg.tunnel_listener.max_tunnels,
@@ -118,9 +123,14 @@ impl Responder {
             mesh,
             stats,
             shutdown,
-            // Isolation is switched on by the authentication work (docs/ARCHITECTURE.md,
-            // "Tenants"); until then every tunnel shares one namespace, as before.
-            tenancy: Tenancy::Shared,
+            // A tenant source isolates tenants for the whole responder: tunnels are keyed by
+            // their handshake's tenant, requests by the one the source gives (ARCHITECTURE.md
+            // §6). Without one every tunnel shares one namespace.
+            tenancy: match tenant_source {
+                Some(_) => Tenancy::Isolated,
+                None => Tenancy::Shared,
+            },
+            tenant_source,
             expected_host_headers: expected.join(", ").into(),
             routing_headers,
             tunnel_tls,
@@ -187,6 +197,27 @@ impl Responder {
     }
 }
 
+/// Start-time warnings about the egress listener's tenant source.
+fn warn_about_tenant_source(source: Option<&TenantSource>, cfg: &ResponderConfig) {
+    let listen = cfg.egress_listener.listen;
+    match source {
+        Some(TenantSource::TrustedHeader(name)) => tracing::warn!(
+            %listen,
+            header = %name,
+            "SECURITY: each egress request's tenant is the `{name}` header as sent \
+             (responder.egress_listener.tenant.trusted_header): anyone who reaches the egress \
+             listener directly can pick any tenant; expose it only behind a proxy that sets \
+             that header on every request"
+        ),
+        Some(TenantSource::ClientCertificate { .. }) => tracing::warn!(
+            %listen,
+            "the egress listener takes tenants from client certificates, but it does not run \
+             TLS in this build: every request will be refused with 401"
+        ),
+        _ => {}
+    }
+}
+
 /// One shard's view of the responder.
 pub struct ResponderShard {
     shard: ShardId,
@@ -204,6 +235,7 @@ impl ResponderShard {
     pub fn new(shared: Arc<Responder>, shard: ShardId) -> Rc<Self> {
         let settings = StageSettings {
             xff_num_trusted_hops: shared.egress().xff_num_trusted_hops,
+            tenant: shared.tenant_source.clone(),
         };
         let pipeline = Pipeline::for_role(Role::Egress, &settings, &shared.stats, shard);
         let admission = Admission::for_listener(shared.tunnel_listener(), &shared.shutdown);
@@ -287,5 +319,77 @@ async fn cleanup_loop(ctx: Rc<ResponderShard>) {
         if swept > 0 {
             tracing::debug!(shard = ctx.shard, swept, "registry cleanup");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::directory::{Collision, PlaceError};
+
+    fn responder(tenant: Option<TenantSource>) -> Arc<Responder> {
+        let mut config = Config::empty();
+        let mut r = ResponderConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            "127.0.0.1:0".parse().expect("addr"),
+        );
+        r.tunnel_listener.max_tunnels_per_node = 1;
+        r.egress_listener.tenant = tenant;
+        config.responder = Some(r);
+        let (_shutdown, signal) = crate::shard::shutdown::Shutdown::new();
+        Responder::new(&config, 1, Stats::new(1), signal)
+            .expect("a responder")
+            .0
+    }
+
+    fn id(tenant: &str, node: &str, cluster: &str) -> TunnelIdentity {
+        TunnelIdentity {
+            node_id: node.into(),
+            cluster_id: cluster.into(),
+            tenant_id: tenant.into(),
+        }
+    }
+
+    #[test]
+    fn a_tenant_source_isolates_placement_per_tenant() {
+        let r = responder(Some(TenantSource::Fixed("a".into())));
+        assert_eq!(r.tenancy(), Tenancy::Isolated);
+        let (a, b) = (id("a", "n1", "c1"), id("b", "n1", "c1"));
+        assert_eq!(r.slot(&a).namespace, "a");
+        r.directory().place(r.slot(&a), 0).expect("a's n1");
+        r.directory()
+            .place(r.slot(&b), 0)
+            .expect("b's n1: another namespace, its own per-node cap");
+        assert!(matches!(
+            r.directory().place(r.slot(&a), 0),
+            Err(PlaceError::TooManyForNode { .. })
+        ));
+        // A cluster named after a live node collides only within its tenant.
+        r.directory()
+            .place(r.slot(&id("b", "x", "n9")), 0)
+            .expect("no node n9 anywhere");
+        r.directory()
+            .place(r.slot(&id("b", "y", "c1")), 0)
+            .expect("b joins its own c1");
+        assert_eq!(
+            r.directory().place(r.slot(&id("a", "z", "n1")), 0),
+            Err(PlaceError::Collision(Collision::ClusterIsNode("n1".into())))
+        );
+        r.directory()
+            .place(r.slot(&id("c", "z", "n1")), 0)
+            .expect("tenant c has no node n1");
+    }
+
+    #[test]
+    fn without_a_source_tenants_share_one_namespace() {
+        let r = responder(None);
+        assert_eq!(r.tenancy(), Tenancy::Shared);
+        let (a, b) = (id("a", "n1", "c1"), id("b", "other", "n1"));
+        assert_eq!(r.slot(&a).namespace, "");
+        r.directory().place(r.slot(&a), 0).expect("a's n1");
+        assert!(matches!(
+            r.directory().place(r.slot(&b), 0),
+            Err(PlaceError::Collision(_))
+        ));
     }
 }

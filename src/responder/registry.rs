@@ -85,6 +85,16 @@ impl Tenancy {
             Tenancy::Isolated => tenant.unwrap_or(""),
         }
     }
+
+    /// The registry key an egress request looks hosts up under: `None` when tenants are
+    /// isolated and the request has no tenant, which must then reach nothing (not the empty
+    /// tenant's hosts).
+    pub fn request_tenant<'a>(&self, tenant: Option<&'a str>) -> Option<&'a str> {
+        match (self, tenant) {
+            (Tenancy::Shared, _) => Some(""),
+            (Tenancy::Isolated, tenant) => tenant,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -307,6 +317,15 @@ mod tests {
         assert_eq!(Tenancy::Shared.registry_tenant(Some("acme")), "");
         assert_eq!(Tenancy::Isolated.registry_tenant(Some("acme")), "acme");
         assert_eq!(Tenancy::Isolated.registry_tenant(None), "");
+        assert_eq!(Tenancy::Shared.request_tenant(Some("acme")), Some(""));
+        assert_eq!(Tenancy::Shared.request_tenant(None), Some(""));
+        assert_eq!(Tenancy::Isolated.request_tenant(Some("acme")), Some("acme"));
+        assert_eq!(Tenancy::Isolated.request_tenant(Some("")), Some(""));
+        assert_eq!(
+            Tenancy::Isolated.request_tenant(None),
+            None,
+            "no tenant, no hosts"
+        );
     }
 
     #[test]

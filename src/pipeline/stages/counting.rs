@@ -45,6 +45,7 @@ impl Stage for Counting {
         let counter = match (ctx.role, failure) {
             (Role::Egress, ProxyError::BadRequest { .. }) => &s.egress_400_bad_request,
             (Role::Egress, ProxyError::ClientBodyFailed { .. }) => &s.egress_400_client_body,
+            (Role::Egress, ProxyError::Unauthenticated { .. }) => &s.egress_401_unauthenticated,
             (Role::Egress, ProxyError::NoRoute { .. }) => &s.egress_404_no_route,
             (Role::Egress, ProxyError::NoHostId { .. }) => &s.egress_400_no_host_id,
             (Role::Egress, ProxyError::NoTunnel { .. } | ProxyError::TunnelsBusy { .. }) => {
@@ -91,5 +92,12 @@ mod tests {
         assert_eq!(count(Role::Egress, bad()), [("egress_400_bad_request", 1)]);
         assert_eq!(count(Role::Egress, body()), [("egress_400_client_body", 1)]);
         assert_eq!(count(Role::Initiator, bad()), []);
+        let unauthenticated = ProxyError::Unauthenticated {
+            reason: "Unknown API key".into(),
+        };
+        assert_eq!(
+            count(Role::Egress, unauthenticated),
+            [("egress_401_unauthenticated", 1)]
+        );
     }
 }

@@ -2,6 +2,8 @@
 
 mod counting;
 mod proxy_headers;
+mod tenant;
 
 pub(super) use counting::Counting;
 pub(super) use proxy_headers::ProxyHeaders;
+pub(super) use tenant::Tenant;
