@@ -325,7 +325,7 @@ async fn cleanup_loop(ctx: Rc<ResponderShard>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::directory::{Collision, PlaceError};
+    use crate::shard::directory::{Collision, PlaceError, Placement};
 
     fn responder(tenant: Option<TenantSource>) -> Arc<Responder> {
         let mut config = Config::empty();
@@ -337,9 +337,8 @@ mod tests {
         r.egress_listener.tenant = tenant;
         config.responder = Some(r);
         let (_shutdown, signal) = crate::shard::shutdown::Shutdown::new();
-        Responder::new(&config, 1, Stats::new(1), signal)
-            .expect("a responder")
-            .0
+        let built = Responder::new(&config, 1, Stats::new(1), signal);
+        built.ok().flatten().expect("a responder").0
     }
 
     fn id(tenant: &str, node: &str, cluster: &str) -> TunnelIdentity {
@@ -356,27 +355,42 @@ mod tests {
         assert_eq!(r.tenancy(), Tenancy::Isolated);
         let (a, b) = (id("a", "n1", "c1"), id("b", "n1", "c1"));
         assert_eq!(r.slot(&a).namespace, "a");
-        r.directory().place(r.slot(&a), 0).expect("a's n1");
         r.directory()
-            .place(r.slot(&b), 0)
+            .place(r.slot(&a), Placement::Spread { preferred: 0 })
+            .expect("a's n1");
+        r.directory()
+            .place(r.slot(&b), Placement::Spread { preferred: 0 })
             .expect("b's n1: another namespace, its own per-node cap");
         assert!(matches!(
-            r.directory().place(r.slot(&a), 0),
+            r.directory()
+                .place(r.slot(&a), Placement::Spread { preferred: 0 }),
             Err(PlaceError::TooManyForNode { .. })
         ));
         // A cluster named after a live node collides only within its tenant.
         r.directory()
-            .place(r.slot(&id("b", "x", "n9")), 0)
+            .place(
+                r.slot(&id("b", "x", "n9")),
+                Placement::Spread { preferred: 0 },
+            )
             .expect("no node n9 anywhere");
         r.directory()
-            .place(r.slot(&id("b", "y", "c1")), 0)
+            .place(
+                r.slot(&id("b", "y", "c1")),
+                Placement::Spread { preferred: 0 },
+            )
             .expect("b joins its own c1");
         assert_eq!(
-            r.directory().place(r.slot(&id("a", "z", "n1")), 0),
+            r.directory().place(
+                r.slot(&id("a", "z", "n1")),
+                Placement::Spread { preferred: 0 }
+            ),
             Err(PlaceError::Collision(Collision::ClusterIsNode("n1".into())))
         );
         r.directory()
-            .place(r.slot(&id("c", "z", "n1")), 0)
+            .place(
+                r.slot(&id("c", "z", "n1")),
+                Placement::Spread { preferred: 0 },
+            )
             .expect("tenant c has no node n1");
     }
 
@@ -386,9 +400,12 @@ mod tests {
         assert_eq!(r.tenancy(), Tenancy::Shared);
         let (a, b) = (id("a", "n1", "c1"), id("b", "other", "n1"));
         assert_eq!(r.slot(&a).namespace, "");
-        r.directory().place(r.slot(&a), 0).expect("a's n1");
+        r.directory()
+            .place(r.slot(&a), Placement::Spread { preferred: 0 })
+            .expect("a's n1");
         assert!(matches!(
-            r.directory().place(r.slot(&b), 0),
+            r.directory()
+                .place(r.slot(&b), Placement::Spread { preferred: 0 }),
             Err(PlaceError::Collision(_))
         ));
     }
