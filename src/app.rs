@@ -18,11 +18,20 @@ use crate::stats::Stats;
 
 /// Refuses configurations that ask for what this build cannot do yet, rather than silently
 /// running without it (a `tls:` section run as plaintext would be a security hole).
+/// Supported: `responder.egress_listener.tls`, and `tls` on local clusters (those only
+/// `initiator.routes` name). Refused: TLS on the tunnels, both ends.
 pub fn check_supported(config: &Config) -> Result<(), String> {
+    // Clusters the initiator dials tunnels to.
+    let tunnel_clusters: std::collections::BTreeSet<&str> = config
+        .initiator
+        .iter()
+        .flat_map(|i| &i.tunnels)
+        .map(|t| t.remote_cluster.as_str())
+        .collect();
     let mut unsupported: Vec<String> = config
         .clusters
         .iter()
-        .filter(|(_, c)| c.tls.is_some())
+        .filter(|(name, c)| c.tls.is_some() && tunnel_clusters.contains(name.as_str()))
         .map(|(name, _)| format!("clusters.{name}.tls"))
         .collect();
     if config
@@ -125,11 +134,12 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let shards = config.shards.resolve();
     let stats = Stats::new(shards);
     let (shutdown, signal) = Shutdown::new();
-    let (responder, inboxes) = match Responder::new(&config, shards, stats.clone(), signal.clone())
+    let (responder, inboxes) = match Responder::new(&config, shards, stats.clone(), signal.clone())?
     {
         Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
         None => (None, Vec::new()),
     };
+    let local_tls = Arc::new(crate::initiator::pool::load_local_tls(&config)?);
     let inboxes = Arc::new(Mutex::new(inboxes));
     let body = {
         let (config, stats, responder) = (config.clone(), stats.clone(), responder.clone());
@@ -146,6 +156,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
                 stats.clone(),
                 signal.clone(),
                 responder.clone().zip(inbox),
+                local_tls.clone(),
             )
         }
     };
@@ -170,6 +181,7 @@ async fn run_shard(
         Arc<Responder>,
         crate::shard::mesh::Inbox<responder::ShardMsg>,
     )>,
+    local_tls: Arc<crate::initiator::pool::LocalTls>,
 ) {
     let admin = (shard == 0)
         .then(|| config.admin.clone())
@@ -184,7 +196,7 @@ async fn run_shard(
         });
     let responder =
         responder.map(|(r, inbox)| monoio::spawn(responder::run_shard(r, shard, inbox)));
-    crate::initiator::run_shard(config, shard, shards, stats, signal).await;
+    crate::initiator::run_shard(config, shard, shards, stats, signal, local_tls).await;
     if let Some(r) = responder {
         r.await;
     }

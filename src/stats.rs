@@ -80,6 +80,43 @@ counters! {
     egress_503_no_tunnel,
     /// Egress 504: the route timeout elapsed.
     egress_504_timeout,
+    /// Egress HTTPS: TLS handshakes completed (`egress_listener.tls`).
+    egress_tls_handshakes,
+    /// Egress HTTPS: connections closed because the TLS handshake did not complete within
+    /// header_read_timeout.
+    egress_tls_handshake_timeout,
+    /// Egress HTTPS handshake failed, `unknown_ca`: the client's certificate does not chain to
+    /// `client_ca` (or the client said so of ours).
+    egress_tls_failed_unknown_ca,
+    /// Egress HTTPS handshake failed, `no_client_cert`: `client_ca` is set and the client presented
+    /// no certificate.
+    egress_tls_failed_no_client_cert,
+    /// Egress HTTPS handshake failed, `spki_pin_mismatch`: a pin mismatch (client side only; kept
+    /// so that every failure class has a counter).
+    egress_tls_failed_spki_pin_mismatch,
+    /// Egress HTTPS handshake failed, `name_mismatch`: a certificate not valid for the name
+    /// (reported by the client).
+    egress_tls_failed_name_mismatch,
+    /// Egress HTTPS handshake failed, `expired`: an expired certificate.
+    egress_tls_failed_expired,
+    /// Egress HTTPS handshake failed, `not_yet_valid`: a certificate not valid yet.
+    egress_tls_failed_not_yet_valid,
+    /// Egress HTTPS handshake failed, `bad_certificate`: any other certificate rejection, or a
+    /// client certificate whose facts cannot be read.
+    egress_tls_failed_bad_certificate,
+    /// Egress HTTPS handshake failed, `incompatible`: no TLS version, cipher suite or ALPN protocol
+    /// in common.
+    egress_tls_failed_incompatible,
+    /// Egress HTTPS handshake failed, `plaintext_peer`: a plaintext client on the HTTPS port (an
+    /// HTTP/1 request is answered 400 first).
+    egress_tls_failed_plaintext_peer,
+    /// Egress HTTPS handshake failed, `protocol`: any other TLS protocol violation.
+    egress_tls_failed_protocol,
+    /// Egress HTTPS handshake failed, `closed`: the client closed or reset the connection before
+    /// the handshake completed.
+    egress_tls_failed_closed,
+    /// Egress HTTPS handshake failed, `io`: an I/O error during the handshake.
+    egress_tls_failed_io,
     /// Initiator: tunnels established (handshake answered 200).
     initiator_tunnels_up,
     /// Initiator: dial or handshake attempts that failed.

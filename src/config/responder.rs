@@ -139,6 +139,11 @@ pub struct EgressListenerConfig {
     /// `keep_unchanged` (Envoy's `path_with_escaped_slashes_action`; ARCHITECTURE.md §4).
     #[serde(default, deserialize_with = "escaped_slashes")]
     pub path_with_escaped_slashes_action: EscapedSlashes,
+    /// HTTPS: server TLS on this listener, ALPN `h2` and `http/1.1` on one port; with
+    /// `client_ca`, clients must present a certificate that chains to it. Plaintext (HTTP/1.1
+    /// and h2c) when absent.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// An egress route: requests whose path starts with `prefix` are carried through tunnels.
@@ -207,6 +212,7 @@ impl EgressListenerConfig {
             xff_num_trusted_hops: 0,
             trust_request_id: false,
             path_with_escaped_slashes_action: EscapedSlashes::default(),
+            tls: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
 
-use pool::LocalCluster;
+use pool::{LocalCluster, LocalTls};
 
 /// One shard's view of the initiator.
 pub struct InitiatorShard {
@@ -42,12 +42,14 @@ pub struct InitiatorShard {
 }
 
 impl InitiatorShard {
-    /// This shard's initiator, or `None` when the configuration has no initiator.
+    /// This shard's initiator, or `None` when the configuration has no initiator. `local_tls`
+    /// is the local clusters' TLS, loaded once for every shard (`pool::load_local_tls`).
     pub fn new(
         config: &Config,
         shard: ShardId,
         stats: Stats,
         shutdown: ShutdownSignal,
+        local_tls: &LocalTls,
     ) -> Option<Rc<Self>> {
         let cfg = config.initiator.clone()?;
         let local = cfg
@@ -55,7 +57,8 @@ impl InitiatorShard {
             .iter()
             .filter_map(|r| {
                 let c = config.clusters.get(&r.cluster)?;
-                let cluster = LocalCluster::new(r.cluster.as_str().into(), c.clone());
+                let tls = local_tls.get(&r.cluster).cloned();
+                let cluster = LocalCluster::new(r.cluster.as_str().into(), c.clone(), tls);
                 Some((r.cluster.clone(), Rc::new(cluster)))
             })
             .collect();
@@ -97,8 +100,9 @@ pub async fn run_shard(
     shards: usize,
     stats: Stats,
     shutdown: ShutdownSignal,
+    local_tls: Arc<LocalTls>,
 ) {
-    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown) else {
+    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, &local_tls) else {
         return;
     };
     let mut keepers = Vec::new();

@@ -30,6 +30,7 @@ use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
+use crate::tls::{Reloadable, ServerTls, TlsLoadError};
 
 use admission::Admission;
 use registry::{Registry, Tenancy};
@@ -47,6 +48,9 @@ pub enum ShardMsg {
     Forward(Box<ForwardedRequest>),
 }
 
+/// A new responder's shared state and the inbox of each shard.
+pub type WithInboxes = (Arc<Responder>, Vec<Inbox<ShardMsg>>);
+
 /// State shared by all responder shards (read-mostly).
 pub struct Responder {
     cfg: ResponderConfig,
@@ -61,18 +65,23 @@ pub struct Responder {
     /// The same headers, which a client's `Connection` header may not strip.
     routing_headers: Arc<[HeaderName]>,
     next_tunnel_id: AtomicU64,
+    /// The egress listener's server TLS (`egress_listener.tls`), loaded once for every shard.
+    egress_tls: Option<Reloadable<ServerTls>>,
 }
 
 impl Responder {
     /// Builds the shared state and one inbox per shard; `None` when the configuration has no
-    /// responder.
+    /// responder. Fails when the TLS files the configuration names do not load.
     pub fn new(
         config: &Config,
         shards: usize,
         stats: Stats,
         shutdown: ShutdownSignal,
-    ) -> Option<(Arc<Responder>, Vec<Inbox<ShardMsg>>)> {
-        let cfg = config.responder.clone()?;
+    ) -> std::io::Result<Option<WithInboxes>> {
+        let Some(cfg) = config.responder.clone() else {
+            return Ok(None);
+        };
+        let egress_tls = egress::tls::load(&cfg.egress_listener)?;
         if !cfg.tunnel_listener.auth.authenticates() {
             tracing::warn!(
                 listen = %cfg.tunnel_listener.listen,
@@ -106,8 +115,21 @@ impl Responder {
             expected_host_headers: expected.join(", ").into(),
             routing_headers,
             next_tunnel_id: AtomicU64::new(1),
+            egress_tls,
         };
-        Some((Arc::new(responder), inboxes))
+        Ok(Some((Arc::new(responder), inboxes)))
+    }
+
+    /// The egress listener's TLS configuration, `None` when it serves plaintext.
+    pub fn egress_tls(&self) -> Option<&Reloadable<ServerTls>> {
+        self.egress_tls.as_ref()
+    }
+
+    /// Re-reads the egress listener's certificate, key and client CA from their files. New
+    /// connections use them; established ones keep their session. On failure the old ones stay
+    /// in force and the error names the file. A plaintext listener has nothing to reload.
+    pub fn reload_egress_tls(&self) -> Result<(), TlsLoadError> {
+        self.egress_tls.as_ref().map_or(Ok(()), Reloadable::reload)
     }
 
     pub fn tunnel_listener(&self) -> &TunnelListenerConfig {
