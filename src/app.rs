@@ -13,34 +13,26 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::initiator::tunnel_tls::TunnelTls;
+use crate::initiator::InitiatorTls;
 use crate::responder::{self, Responder};
 use crate::shard::runtime::spawn_shards;
 use crate::shard::shutdown::{Shutdown, ShutdownSignal};
 use crate::stats::Stats;
 
-/// Refuses configurations that ask for what this build cannot do yet, rather than silently
-/// running without it (a `tls:` section run as plaintext would be a security hole).
-pub fn check_supported(config: &Config) -> Result<(), String> {
-    // Tunnel TLS (a responder cluster the initiator dials, the tunnel listener) runs.
-    let dialed: Vec<&str> = config
-        .initiator
-        .iter()
-        .flat_map(|i| &i.tunnels)
-        .map(|t| t.remote_cluster.as_str())
-        .collect();
-    let unsupported: Vec<String> = config
-        .clusters
-        .iter()
-        .filter(|(name, c)| c.tls.is_some() && !dialed.contains(&name.as_str()))
-        .map(|(name, _)| format!("clusters.{name}.tls"))
-        .collect();
-    match unsupported.is_empty() {
-        true => Ok(()),
-        false => Err(format!(
-            "TLS is not supported by this build yet; remove {} to run in plaintext",
-            unsupported.join(", ")
-        )),
+/// Loads every certificate, key and CA file the configuration names, as `rtun run` will, so
+/// that `rtun validate` reports a missing or broken file (with the key that names it).
+pub fn check_tls_files(config: &Config) -> std::io::Result<()> {
+    if let Some(r) = &config.responder {
+        if let Some(tls) = &r.tunnel_listener.tls {
+            crate::tls::ServerTls::load(tls, &[]).map_err(|e| {
+                std::io::Error::other(format!("responder.tunnel_listener.tls: {e}"))
+            })?;
+        }
+        crate::responder::egress::tls::load(&r.egress_listener)?;
     }
+    TunnelTls::load(config).map_err(std::io::Error::other)?;
+    crate::initiator::pool::load_local_tls(config)?;
+    Ok(())
 }
 
 /// A running rtun: its shards and how to stop them.
@@ -122,11 +114,9 @@ impl Running {
     /// its old version kept.
     pub fn reload_certificates(&self) {
         let mut failed = 0;
-        if let Some(responder) = &self.responder {
-            if let Err(e) = responder.reload_certificates() {
-                tracing::error!("certificate reload: {e}; keeping the loaded one");
-                failed += 1;
-            }
+        for e in self.responder.iter().flat_map(|r| r.reload_certificates()) {
+            tracing::error!("certificate reload: {e}; keeping the loaded one");
+            failed += 1;
         }
         for e in self.tunnel_tls.reload() {
             tracing::error!("certificate reload: {e}; keeping the loaded one");
@@ -154,16 +144,19 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let shards = config.shards.resolve();
     let stats = Stats::new(shards);
     let (shutdown, signal) = Shutdown::new();
-    let responder = Responder::new(&config, shards, stats.clone(), signal.clone());
-    let (responder, inboxes) = match responder.map_err(std::io::Error::other)? {
+    let responder = Responder::new(&config, shards, stats.clone(), signal.clone())?;
+    let (responder, inboxes) = match responder {
         Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
         None => (None, Vec::new()),
     };
-    let tunnel_tls = TunnelTls::load(&config).map_err(std::io::Error::other)?;
+    let initiator_tls = InitiatorTls {
+        tunnel: TunnelTls::load(&config).map_err(std::io::Error::other)?,
+        local: Arc::new(crate::initiator::pool::load_local_tls(&config)?),
+    };
     let inboxes = Arc::new(Mutex::new(inboxes));
     let body = {
         let (config, stats, responder) = (config.clone(), stats.clone(), responder.clone());
-        let (signal, tunnel_tls) = (signal.clone(), tunnel_tls.clone());
+        let (signal, initiator_tls) = (signal.clone(), initiator_tls.clone());
         move |shard: usize| {
             let inbox = inboxes
                 .lock()
@@ -176,7 +169,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
                 stats.clone(),
                 signal.clone(),
                 responder.clone().zip(inbox),
-                tunnel_tls.clone(),
+                initiator_tls.clone(),
             )
         }
     };
@@ -185,7 +178,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     Ok(Running {
         config,
         responder,
-        tunnel_tls,
+        tunnel_tls: initiator_tls.tunnel,
         stats,
         shutdown,
         signal,
@@ -203,7 +196,7 @@ async fn run_shard(
         Arc<Responder>,
         crate::shard::mesh::Inbox<responder::ShardMsg>,
     )>,
-    tunnel_tls: Arc<TunnelTls>,
+    initiator_tls: InitiatorTls,
 ) {
     let admin = (shard == 0)
         .then(|| config.admin.clone())
@@ -218,7 +211,7 @@ async fn run_shard(
         });
     let responder =
         responder.map(|(r, inbox)| monoio::spawn(responder::run_shard(r, shard, inbox)));
-    crate::initiator::run_shard(config, shard, shards, stats, signal, tunnel_tls).await;
+    crate::initiator::run_shard(config, shard, shards, stats, signal, initiator_tls).await;
     if let Some(r) = responder {
         r.await;
     }

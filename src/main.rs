@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match rtun::config::load(&config) {
-            Ok(cfg) => match rtun::app::check_supported(&cfg) {
+            Ok(cfg) => match rtun::app::check_tls_files(&cfg) {
                 Ok(()) => {
                     println!("{}: OK\n{}", config.display(), cfg.summary());
                     ExitCode::SUCCESS
@@ -83,10 +83,6 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if let Err(e) = rtun::app::check_supported(&cfg) {
-                eprintln!("{}: {e}", config.display());
-                return ExitCode::FAILURE;
-            }
             rtun::app::block_signals();
             let running = match rtun::app::start(cfg) {
                 Ok(r) => r,

@@ -18,6 +18,8 @@ macro_rules! counters {
             pub tunnel_tls_failed: TlsFailureCounts,
             /// TLS handshakes the initiator's dialer refused or lost, by reason.
             pub initiator_tls_failed: TlsFailureCounts,
+            /// TLS handshakes the egress listener (HTTPS) refused or lost, by reason.
+            pub egress_tls_failed: TlsFailureCounts,
         }
 
         impl ShardStats {
@@ -26,17 +28,19 @@ macro_rules! counters {
                 let mut values = vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*];
                 values.extend(self.tunnel_tls_failed.values(TlsSide::Tunnel));
                 values.extend(self.initiator_tls_failed.values(TlsSide::Initiator));
+                values.extend(self.egress_tls_failed.values(TlsSide::Egress));
                 values
             }
         }
     };
 }
 
-/// Which end of a tunnel a TLS failure was seen on.
+/// Where a TLS failure was seen: either end of a tunnel, or the egress listener.
 #[derive(Debug, Clone, Copy)]
 enum TlsSide {
     Tunnel,
     Initiator,
+    Egress,
 }
 
 macro_rules! tls_failure_counters {
@@ -50,9 +54,14 @@ macro_rules! tls_failure_counters {
         impl TlsFailureCounts {
             /// Counts one failure of class `failure`.
             pub fn count(&self, failure: TlsFailure) {
-                inc(match failure {
+                inc(self.counter(failure));
+            }
+
+            /// The counter of class `failure`.
+            pub fn counter(&self, failure: TlsFailure) -> &AtomicU64 {
+                match failure {
                     $(TlsFailure::$variant => &self.$label,)*
-                });
+                }
             }
 
             fn values(&self, side: TlsSide) -> Vec<(&'static str, u64)> {
@@ -61,6 +70,7 @@ macro_rules! tls_failure_counters {
                     TlsSide::Initiator => {
                         &[$(concat!("initiator_tls_failed_", stringify!($label)),)*]
                     }
+                    TlsSide::Egress => &[$(concat!("egress_tls_failed_", stringify!($label)),)*],
                 };
                 let counts = [$(self.$label.load(Ordering::Relaxed),)*];
                 names.iter().copied().zip(counts).collect()
@@ -149,6 +159,11 @@ counters! {
     /// Admin requests refused with 401: `admin.token_sha256` / `token_file` is set and the
     /// request did not carry that bearer token.
     admin_401_unauthenticated,
+    /// Egress HTTPS: TLS handshakes completed (`egress_listener.tls`).
+    egress_tls_handshakes,
+    /// Egress HTTPS: connections closed because the TLS handshake did not complete within
+    /// header_read_timeout.
+    egress_tls_handshake_timeout,
     /// Initiator: tunnels established (handshake answered 200).
     initiator_tunnels_up,
     /// Initiator: dial or handshake attempts that failed.

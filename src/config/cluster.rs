@@ -67,7 +67,8 @@ pub struct ClientTlsConfig {
     /// Its private key (PEM).
     #[serde(default)]
     pub key: Option<PathBuf>,
-    /// CA bundle (PEM) to verify the server; system roots when absent.
+    /// CA bundle (PEM) the server's certificate must chain to. Required: rtun has no
+    /// built-in or system roots (`crate::tls`).
     #[serde(default)]
     pub ca: Option<PathBuf>,
     /// Base64 SHA-256 SPKI pins; when non-empty the server key must match one.
@@ -196,9 +197,16 @@ fn endpoints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .map(|v| v.into_iter().map(|e| e.0).collect())
 }
 
-/// `clusters.*.tls`: `cert` and `key` together; `sni` not empty.
+/// `clusters.*.tls`: `ca` present; `cert` and `key` together; `sni` not empty.
 fn client_tls<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ClientTlsConfig>, D::Error> {
     checked_map(d, "a client tls mapping", |tls: &ClientTlsConfig| {
+        if tls.ca.is_none() {
+            return Err(
+                "`ca` is required: the server is verified only against the CA bundle given \
+                 there (rtun uses no system roots)"
+                    .to_owned(),
+            );
+        }
         if tls.cert.is_some() != tls.key.is_some() {
             return Err(
                 "`cert` and `key` must be given together (a client certificate needs its key)"

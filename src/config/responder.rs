@@ -143,6 +143,11 @@ pub struct EgressListenerConfig {
     /// Where each request's tenant comes from (`tenant.rs`); `None`: tenants are not isolated.
     #[serde(default, deserialize_with = "super::tenant::tenant_source")]
     pub tenant: Option<TenantSource>,
+    /// HTTPS: server TLS on this listener, ALPN `h2` and `http/1.1` on one port; with
+    /// `client_ca`, clients must present a certificate that chains to it. Plaintext (HTTP/1.1
+    /// and h2c) when absent.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// An egress route: requests whose path starts with `prefix` are carried through tunnels.
@@ -212,6 +217,7 @@ impl EgressListenerConfig {
             trust_request_id: false,
             path_with_escaped_slashes_action: EscapedSlashes::default(),
             tenant: None,
+            tls: None,
         }
     }
 }

@@ -171,7 +171,18 @@ impl Config {
                     None => format!("{}*", r.prefix),
                 })
                 .collect();
-            writeln!(out, "  egress listener: {}", e.listen)?;
+            writeln!(
+                out,
+                "  egress listener: {}{}",
+                e.listen,
+                match &e.tls {
+                    Some(tls) if tls.client_ca.is_some() => {
+                        " (HTTPS, client certificates required)"
+                    }
+                    Some(_) => " (HTTPS)",
+                    None => "",
+                }
+            )?;
             writeln!(
                 out,
                 "    host_id: first non-empty of {}",

@@ -134,6 +134,7 @@ fn defaults() {
         e.path_with_escaped_slashes_action,
         crate::http::path::EscapedSlashes::Reject
     );
+    assert_eq!(e.tls, None);
 
     let config = ok(&initiator(
         "",
@@ -705,11 +706,59 @@ fn client_tls_cert_and_key_go_together() {
     )
     .replace(
         "cloud.example.com:9000\"]\n",
-        "cloud.example.com:9000\"]\n    tls: { cert: a.pem }\n",
+        "cloud.example.com:9000\"]\n    tls: { ca: ca.pem, cert: a.pem }\n",
     );
     let (line, column, message) = error(&source);
     assert_eq!((line, column), (6, 10), "{message}");
     assert_contains(&message, &["clusters.cloud.tls", "`cert` and `key`"]);
+}
+
+#[test]
+fn client_tls_needs_a_ca() {
+    let with_tls = |tls: &str| {
+        initiator(
+            "",
+            "    - rc://n:c:t@cloud:1\n",
+            "    - { prefix: /, cluster: app }\n",
+        )
+        .replace(
+            "127.0.0.1:8080\"]\n",
+            &format!("127.0.0.1:8080\"]\n    tls: {tls}\n"),
+        )
+    };
+    let (line, column, message) = error(&with_tls("{ sni: app.internal }"));
+    assert_eq!((line, column), (4, 10), "{message}");
+    assert_contains(&message, &["clusters.app.tls", "`ca` is required"]);
+
+    let config = ok(&with_tls(
+        "{ ca: ca.pem, cert: c.pem, key: k.pem, sni: app.internal }",
+    ));
+    let tls = config.clusters["app"].tls.clone().expect("tls");
+    assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert_eq!(tls.sni.as_deref(), Some("app.internal"));
+}
+
+#[test]
+fn egress_listener_tls() {
+    let with = |tls: &str| {
+        MINIMAL_RESPONDER.replace(
+            "    listen: 127.0.0.1:8085\n",
+            &format!("    listen: 127.0.0.1:8085\n    tls: {tls}\n"),
+        )
+    };
+    let config = ok(&with("{ cert: s.pem, key: s-key.pem }"));
+    let tls = config.responder.unwrap().egress_listener.tls.expect("tls");
+    assert_eq!(tls.cert, std::path::PathBuf::from("s.pem"));
+    assert_eq!(tls.client_ca, None);
+
+    let config = ok(&with("{ cert: s.pem, key: s-key.pem, client_ca: ca.pem }"));
+    let tls = config.responder.unwrap().egress_listener.tls.expect("tls");
+    assert_eq!(tls.client_ca, Some(std::path::PathBuf::from("ca.pem")));
+
+    let (_, _, message) = error(&with("{ cert: s.pem }"));
+    assert_contains(&message, &["key"]);
+    let (_, _, message) = error(&with("{ cert: s.pem, key: k.pem, ca: x.pem }"));
+    assert_contains(&message, &["ca"]);
 }
 
 #[test]

@@ -23,8 +23,16 @@ use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
 
-use pool::LocalCluster;
+use pool::{LocalCluster, LocalTls};
 use tunnel_tls::TunnelTls;
+
+/// The initiator's TLS, loaded once at start and shared by every shard: the responder
+/// endpoints it dials, and its local services.
+#[derive(Clone)]
+pub struct InitiatorTls {
+    pub tunnel: Arc<TunnelTls>,
+    pub local: Arc<LocalTls>,
+}
 
 /// One shard's view of the initiator.
 pub struct InitiatorShard {
@@ -46,21 +54,24 @@ pub struct InitiatorShard {
 }
 
 impl InitiatorShard {
-    /// This shard's initiator, or `None` when the configuration has no initiator.
+    /// This shard's initiator, or `None` when the configuration has no initiator. `tls` is
+    /// loaded once for every shard.
     pub fn new(
         config: &Config,
         shard: ShardId,
         stats: Stats,
         shutdown: ShutdownSignal,
-        tunnel_tls: Arc<TunnelTls>,
+        tls: InitiatorTls,
     ) -> Option<Rc<Self>> {
+        let (tunnel_tls, local_tls) = (tls.tunnel, tls.local);
         let cfg = config.initiator.clone()?;
         let local = cfg
             .routes
             .iter()
             .filter_map(|r| {
                 let c = config.clusters.get(&r.cluster)?;
-                let cluster = LocalCluster::new(r.cluster.as_str().into(), c.clone());
+                let tls = local_tls.get(&r.cluster).cloned();
+                let cluster = LocalCluster::new(r.cluster.as_str().into(), c.clone(), tls);
                 Some((r.cluster.clone(), Rc::new(cluster)))
             })
             .collect();
@@ -103,9 +114,9 @@ pub async fn run_shard(
     shards: usize,
     stats: Stats,
     shutdown: ShutdownSignal,
-    tunnel_tls: Arc<TunnelTls>,
+    tls: InitiatorTls,
 ) {
-    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tunnel_tls) else {
+    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tls) else {
         return;
     };
     let mut keepers = Vec::new();

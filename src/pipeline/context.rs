@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
+use http::uri::Scheme;
 use http::{request, Method, StatusCode};
 
 use super::ProxyError;
@@ -174,6 +175,17 @@ impl Outcome {
     }
 }
 
+/// What the listener knows of the client connection a request arrived on. The egress
+/// listener puts it in each request's extensions on TLS connections; [`RequestCtx::new`] copies
+/// it into the context. Absent: plaintext, no client certificate.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// `https` on a TLS connection.
+    pub scheme: Scheme,
+    /// The client's verified certificate (listeners with `tls.client_ca`).
+    pub peer_certificate: Option<Arc<crate::tls::PeerCertificate>>,
+}
+
 /// One request's context.
 #[derive(Debug)]
 pub struct RequestCtx {
@@ -182,6 +194,11 @@ pub struct RequestCtx {
     pub request_id: RequestId,
     /// The client's address (egress); `None` on the initiator, whose peer is the tunnel.
     pub peer: Option<SocketAddr>,
+    /// How the client reached the listener: `https` over TLS, else `http` (`x-forwarded-proto`).
+    pub scheme: Scheme,
+    /// The client's verified TLS certificate (egress with `client_ca`): read once per
+    /// connection, shared by its requests; the tenant stage's `client_certificate` source.
+    pub peer_certificate: Option<Arc<crate::tls::PeerCertificate>>,
     pub method: Method,
     pub path: http::uri::PathAndQuery,
     /// Index of the matched route in the role's route table.
@@ -191,11 +208,6 @@ pub struct RequestCtx {
     /// The tenant the request belongs to (set by the stage that authenticates it: the egress
     /// tenant stage, when `egress_listener.tenant` is configured).
     pub tenant: Option<String>,
-    /// The verified client certificate of the connection (egress), for the tenant stage's
-    /// `client_certificate` source. `None` until the egress listener runs TLS: the egress TLS
-    /// work fills it from the connection (`tls::PeerCertificate::from_stream`), once per
-    /// connection, shared by its requests.
-    pub peer_certificate: Option<Arc<crate::tls::PeerCertificate>>,
     /// The tunnel that carried the request.
     pub tunnel_id: Option<u64>,
     /// The local cluster that served it (initiator).
@@ -219,11 +231,14 @@ impl RequestCtx {
             .then(|| RequestId::from_headers(&request.headers))
             .flatten()
             .unwrap_or_else(RequestId::generate);
+        let connection = request.extensions.get::<ConnectionInfo>();
         Self {
             role,
             shard,
             request_id,
             peer,
+            scheme: connection.map_or(Scheme::HTTP, |c| c.scheme.clone()),
+            peer_certificate: connection.and_then(|c| c.peer_certificate.clone()),
             method: request.method.clone(),
             path: request
                 .uri
@@ -233,7 +248,6 @@ impl RequestCtx {
             route: None,
             host_id: None,
             tenant: None,
-            peer_certificate: None,
             tunnel_id: None,
             cluster: None,
             timings: Timings {
@@ -300,6 +314,28 @@ mod tests {
         let fresh = RequestCtx::new(Role::Egress, 0, None, &parts, false);
         assert_ne!(fresh.request_id.as_str(), "from-client");
         assert_eq!(fresh.failure_label(), "-");
+    }
+
+    #[test]
+    fn context_takes_scheme_and_certificate_from_the_connection() {
+        let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let plain = RequestCtx::new(Role::Egress, 0, None, &parts, false);
+        assert_eq!(plain.scheme, Scheme::HTTP);
+        assert!(plain.peer_certificate.is_none());
+
+        let cert = Arc::new(crate::tls::PeerCertificate {
+            uri_sans: vec![],
+            dns_sans: vec!["client.test".into()],
+            subject: "CN=client".into(),
+            fingerprint_sha256: "00".into(),
+        });
+        parts.extensions.insert(ConnectionInfo {
+            scheme: Scheme::HTTPS,
+            peer_certificate: Some(cert.clone()),
+        });
+        let tls = RequestCtx::new(Role::Egress, 0, None, &parts, false);
+        assert_eq!(tls.scheme, Scheme::HTTPS);
+        assert_eq!(tls.peer_certificate, Some(cert));
     }
 
     #[test]

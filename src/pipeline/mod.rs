@@ -36,7 +36,7 @@ use crate::auth::TenantSource;
 use crate::shard::ShardId;
 use crate::stats::Stats;
 
-pub use context::{BodyTally, RequestCtx, RequestId, Role, REQUEST_ID_HEADER};
+pub use context::{BodyTally, ConnectionInfo, RequestCtx, RequestId, Role, REQUEST_ID_HEADER};
 pub use error::ProxyError;
 pub use logged::Logged;
 pub use respond::respond;

@@ -1,9 +1,13 @@
 //! The egress listener: where clients send requests meant for services behind initiators.
 //!
 //! HTTP/1.1 (keep-alive, content-length and chunked bodies, by hyper) and h2c with prior
-//! knowledge share the port: the first bytes decide. Each request's target is checked (`Host`)
-//! and its path normalized (`crate::http::target`), then it is routed by path prefix, given a
-//! host id by `host_id_format`, and sent through the reverse cluster.
+//! knowledge share the port: the first bytes decide. With `tls:` the listener speaks HTTPS
+//! instead (`tls`): the TLS handshake comes first, and ALPN (`h2`, `http/1.1`) picks the
+//! protocol. Each request's target is checked (`Host`) and its path normalized
+//! (`crate::http::target`), then it is routed by path prefix, given a host id by
+//! `host_id_format`, and sent through the reverse cluster.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +26,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use monoio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 use super::reverse_cluster::{self, TunnelBody};
@@ -34,7 +39,7 @@ use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::http::target;
 use crate::pipeline::logged::Counted;
 use crate::pipeline::{
-    respond, Logged, ProxyError, RequestCtx, RequestId, Role, REQUEST_ID_HEADER,
+    respond, ConnectionInfo, Logged, ProxyError, RequestCtx, RequestId, Role, REQUEST_ID_HEADER,
 };
 use crate::shard::accept_loop;
 use crate::stats::inc;
@@ -60,20 +65,46 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
             return;
         }
     };
+    if let Some(reloadable) = ctx.shared.egress_tls() {
+        let server = reloadable.current();
+        if let Some(accepted) = tls::accept(&ctx, &server, io, peer).await {
+            let connection = Some(accepted.connection);
+            serve_http(ctx, accepted.stream, accepted.h2, connection, peer).await;
+        }
+        return;
+    }
     let header_timeout = ctx.shared.egress().header_read_timeout;
     let (is_h2, io) = match monoio::time::timeout(header_timeout, sniff_h2(io)).await {
         Ok(Some(sniffed)) => sniffed,
         Ok(None) => return, // closed before sending anything
         Err(_) => return inc(&ctx.stats().egress_header_timeout),
     };
+    serve_http(ctx, io, is_h2, None, peer).await;
+}
+
+/// Serves HTTP/2 (`is_h2`) or HTTP/1.1 on a client connection until it ends or the shard
+/// drains. `connection` (TLS connections) goes into each request's extensions for its context.
+async fn serve_http<I>(
+    ctx: Rc<ResponderShard>,
+    io: I,
+    is_h2: bool,
+    connection: Option<ConnectionInfo>,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let io = HyperIo(io);
     let service = {
         let ctx = ctx.clone();
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
             let ctx = ctx.clone();
+            if let Some(connection) = &connection {
+                req.extensions_mut().insert(connection.clone());
+            }
             async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
         })
     };
+    let header_timeout = ctx.shared.egress().header_read_timeout;
     let max_headers = ctx.shared.egress().max_request_headers_kb as usize * 1024;
     let shutdown = ctx.shared.shutdown().clone();
     let drain = ctx.shared.drain_timeout();

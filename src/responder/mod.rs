@@ -31,7 +31,7 @@ use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
 use crate::stats::{ShardStats, Stats};
-use crate::tls::{Reloadable, ServerTls, TlsLoadError};
+use crate::tls::{Reloadable, ServerTls};
 
 use admission::Admission;
 use registry::{Registry, Tenancy};
@@ -48,6 +48,9 @@ pub enum ShardMsg {
     /// and the channel's slots are sized by the largest message).
     Forward(Box<ForwardedRequest>),
 }
+
+/// A new responder's shared state and the inbox of each shard.
+pub type WithInboxes = (Arc<Responder>, Vec<Inbox<ShardMsg>>);
 
 /// State shared by all responder shards (read-mostly).
 pub struct Responder {
@@ -67,31 +70,28 @@ pub struct Responder {
     /// The tunnel listener's TLS (reloaded on SIGHUP); plaintext when `None`.
     tunnel_tls: Option<Reloadable<ServerTls>>,
     next_tunnel_id: AtomicU64,
-}
-
-/// Why the responder cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("responder.tunnel_listener.tls: {0}")]
-    TunnelTls(#[from] TlsLoadError),
+    /// The egress listener's server TLS (`egress_listener.tls`), loaded once for every shard.
+    egress_tls: Option<Reloadable<ServerTls>>,
 }
 
 impl Responder {
     /// Builds the shared state and one inbox per shard; `None` when the configuration has no
-    /// responder. Fails when the tunnel listener's certificates do not load.
-    #[allow(clippy::type_complexity)]
+    /// responder. Fails when the TLS files the configuration names do not load.
     pub fn new(
         config: &Config,
         shards: usize,
         stats: Stats,
         shutdown: ShutdownSignal,
-    ) -> Result<Option<(Arc<Responder>, Vec<Inbox<ShardMsg>>)>, StartError> {
+    ) -> std::io::Result<Option<WithInboxes>> {
         let Some(cfg) = config.responder.clone() else {
             return Ok(None);
         };
+        let egress_tls = egress::tls::load(&cfg.egress_listener)?;
         // No ALPN: the tunnel speaks HTTP/1.1 for the handshake, then HTTP/2, on one session.
         let tunnel_tls = match &cfg.tunnel_listener.tls {
-            Some(tls) => Some(ServerTls::reloadable(tls, &[])?),
+            Some(tls) => Some(ServerTls::reloadable(tls, &[]).map_err(|e| {
+                std::io::Error::other(format!("responder.tunnel_listener.tls: {e}"))
+            })?),
             None => None,
         };
         if !cfg.tunnel_listener.auth.authenticates() {
@@ -135,17 +135,31 @@ impl Responder {
             routing_headers,
             tunnel_tls,
             next_tunnel_id: AtomicU64::new(1),
+            egress_tls,
         };
         Ok(Some((Arc::new(responder), inboxes)))
     }
 
-    /// Re-reads the tunnel listener's certificate, key and client CA: new handshakes use them,
-    /// live tunnels keep their sessions. On error the old ones stay in force.
-    pub fn reload_certificates(&self) -> Result<(), StartError> {
-        match &self.tunnel_tls {
-            Some(tls) => Ok(tls.reload()?),
-            None => Ok(()),
-        }
+    /// The egress listener's TLS configuration, `None` when it serves plaintext.
+    pub fn egress_tls(&self) -> Option<&Reloadable<ServerTls>> {
+        self.egress_tls.as_ref()
+    }
+
+    /// Re-reads the certificates, keys and client CAs of both listeners from their files. New
+    /// handshakes use them; live tunnels and connections keep their sessions. A file that does
+    /// not load leaves the old configuration in force; the failures are returned, named.
+    pub fn reload_certificates(&self) -> Vec<String> {
+        let listeners = [
+            ("responder.tunnel_listener.tls", &self.tunnel_tls),
+            ("responder.egress_listener.tls", &self.egress_tls),
+        ];
+        listeners
+            .into_iter()
+            .filter_map(|(key, tls)| {
+                let failed = tls.as_ref().map(Reloadable::reload)?.err()?;
+                Some(format!("{key}: {failed}"))
+            })
+            .collect()
     }
 
     pub fn tunnel_listener(&self) -> &TunnelListenerConfig {

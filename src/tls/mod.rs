@@ -3,8 +3,9 @@
 //! way.
 //!
 //! Who uses it (DESIGN §10): the responder's tunnel listener ([`ServerTls`], optionally mutual),
-//! the initiator's dialer ([`ClientTls`]: CA, SPKI pins, SNI, client certificate), and later the
-//! egress listener. Nothing here is wired into the running proxy yet.
+//! the initiator's dialer ([`ClientTls`]: CA, SPKI pins, SNI, client certificate), the egress
+//! listener (HTTPS, `responder::egress::tls`) and the initiator's local clusters
+//! (`initiator::pool`). The egress listener and local clusters use it today.
 //!
 //! **Stack.** rustls 0.23 with the *ring* crypto provider only ([`provider()`]): ring builds with
 //! nothing but a C compiler, whereas rustls' default provider, aws-lc-rs, needs cmake and takes
@@ -44,7 +45,7 @@ mod server;
 mod sniff;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use client::ClientTls;
 pub use error::TlsLoadError;
