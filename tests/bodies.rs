@@ -8,20 +8,6 @@ use common::*;
 
 const SIZE: usize = 64 * 1024 * 1024;
 
-/// Deterministic pseudo-random bytes (xorshift), so a shifted or repeated chunk is caught.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 /// Peak resident set (VmHWM) of a process in KiB.
 fn peak_rss_kib(pid: i32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -8,68 +8,11 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::pki::{Leaf, Pki};
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-
-// ---------------------------------------------------------------------------------------------
-// Test PKI
-
-/// A CA whose certificate is `<dir>/<name>.pem`, issuing leaves into the same directory.
-struct Ca {
-    path: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate and its key on disk.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &TempDir, name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).unwrap();
-        let path = dir.write(&format!("{name}.pem"), cert.pem());
-        Ca {
-            path,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn issue(&self, dir: &TempDir, stem: &str, client: bool) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, stem);
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert: dir.write(&format!("{stem}.pem"), cert.pem()),
-            key: dir.write(&format!("{stem}-key.pem"), key.serialize_pem()),
-        }
-    }
-}
 
 fn p(path: &std::path::Path) -> &str {
     path.to_str().unwrap()
@@ -79,9 +22,9 @@ fn p(path: &std::path::Path) -> &str {
 // An HTTPS egress listener in front of one tunnel
 
 struct HttpsStack {
-    dir: TempDir,
+    _dir: TempDir,
     r: ResponderOpts,
-    ca: Ca,
+    ca: Pki,
     _service: Proc,
     responder: Proc,
     _initiator: Proc,
@@ -97,15 +40,15 @@ impl HttpsStack {
     /// [`start`](Self::start) with more `egress_listener` lines (indented by four).
     fn start_with(name: &str, client_ca: bool, egress_extra: &str) -> HttpsStack {
         let dir = TempDir::new(name);
-        let ca = Ca::new(&dir, "ca");
-        let server = ca.issue(&dir, "egress", false);
+        let ca = Pki::new(dir.path(), "ca");
+        let server = ca.server("egress");
         let mut r = ResponderOpts::new();
         r.egress_extra = format!(
             "{egress_extra}    tls: {{ cert: {}, key: {}{} }}\n",
             p(&server.cert),
             p(&server.key),
             if client_ca {
-                format!(", client_ca: {}", p(&ca.path))
+                format!(", client_ca: {}", p(&ca.ca))
             } else {
                 String::new()
             }
@@ -117,7 +60,7 @@ impl HttpsStack {
         let up = wait_until(Duration::from_secs(10), || tunnels_of(r.admin, "n1") >= 1);
         assert!(up, "no tunnel\n{}", responder.log_text());
         HttpsStack {
-            dir,
+            _dir: dir,
             r,
             ca,
             _service: service,
@@ -133,7 +76,7 @@ impl HttpsStack {
     /// curl over HTTPS trusting the test CA, for node `n1`.
     fn curl(&self, extra: &[&str], path: &str) -> CurlOut {
         let url = self.url(path);
-        let mut args = vec!["--cacert", p(&self.ca.path), "-H", "x-node-id: n1"];
+        let mut args = vec!["--cacert", p(&self.ca.ca), "-H", "x-node-id: n1"];
         args.extend_from_slice(extra);
         args.push(&url);
         curl(&args)
@@ -268,7 +211,7 @@ fn plaintext_on_the_https_port_gets_400_and_is_counted() {
 #[test]
 fn client_certificates_are_required_with_client_ca() {
     let s = HttpsStack::start("egress-mtls", true);
-    let client = s.ca.issue(&s.dir, "client", true);
+    let client = s.ca.client("client", "t", "client");
     let with_cert = [
         "--cert",
         p(&client.cert),
@@ -372,9 +315,9 @@ fn spawn_nginx(dir: &TempDir, leaf: &Leaf, h1: u16, h2: u16) -> Proc {
 #[test]
 fn https_local_services_are_verified_against_their_ca() {
     let dir = TempDir::new("local-https");
-    let ca = Ca::new(&dir, "local-ca");
-    let other = Ca::new(&dir, "other-ca");
-    let leaf = ca.issue(&dir, "nginx", false);
+    let ca = Pki::new(dir.path(), "local-ca");
+    let other = Pki::new(dir.path(), "other-ca");
+    let leaf = ca.server("nginx");
     let (h1, h2) = (port(), port());
     let _nginx = spawn_nginx(&dir, &leaf, h1, h2);
 
@@ -405,8 +348,8 @@ fn https_local_services_are_verified_against_their_ca() {
          \x20   - {{ prefix: /, cluster: app-h1 }}\n\
          \x20 initial_reconnect_backoff: 100ms\n\
          \x20 max_reconnect_backoff: 1s\n",
-        ca = p(&ca.path),
-        other = p(&other.path),
+        ca = p(&ca.ca),
+        other = p(&other.ca),
         tunnel = r.tunnel,
     );
     let initiator = spawn_rtun(&dir, "initiator", &yaml);
@@ -482,7 +425,10 @@ fn validate_loads_every_tls_file_and_names_the_broken_one() {
     let out = validate(&missing);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("tls") && stderr.contains("/nonexistent/s.pem"), "{stderr}");
+    assert!(
+        stderr.contains("tls") && stderr.contains("/nonexistent/s.pem"),
+        "{stderr}"
+    );
     let bad = missing
         .replace("127.0.0.1:19000", &format!("127.0.0.1:{}", port()))
         .replace("127.0.0.1:18085", &format!("127.0.0.1:{}", port()));
@@ -494,4 +440,37 @@ fn validate_loads_every_tls_file_and_names_the_broken_one() {
     let log = run.log_text();
     assert!(log.contains("_listener.tls: "), "{log}");
     assert!(log.contains("/nonexistent/s.pem"), "{log}");
+}
+
+#[test]
+fn the_client_certificate_names_the_tenant() {
+    // The initiator registers n1 under tenant `t`; the egress takes each request's tenant from
+    // the DNS SAN of the client's certificate.
+    let tenant =
+        "    tenant: { client_certificate: { tenant_format: \"%DOWNSTREAM_PEER_DNS_SAN%\" } }\n";
+    let s = HttpsStack::start_with("egress-cert-tenant", true, tenant);
+    let of_t = s.ca.client("client-t", "x", "t");
+    let of_other = s.ca.client("client-other", "x", "other");
+    let with = |leaf: &Leaf| {
+        let args = ["--cert", p(&leaf.cert), "--key", p(&leaf.key)];
+        s.curl(&args, "/hello")
+    };
+    let ok = wait_until(Duration::from_secs(10), || with(&of_t).status == 200);
+    assert!(
+        ok,
+        "tenant t's client never reached n1\n{}",
+        s.responder.log_text()
+    );
+    let other = with(&of_other);
+    assert_eq!(
+        other.status,
+        503,
+        "another tenant's client: {}",
+        other.text()
+    );
+    assert!(
+        other.text().contains("No tunnel for host id 'n1'"),
+        "{}",
+        other.text()
+    );
 }

@@ -48,19 +48,6 @@ fn tls_initiator(
     i
 }
 
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 #[test]
 fn mutual_tls_with_a_pin_carries_64_mib_each_way() {
     let dir = TempDir::new("tls-64m");

@@ -140,16 +140,7 @@ pub async fn run_shard(
         keeper.await;
     }
     // Tunnels are drained; streams they accepted finish within the grace period.
-    if monoio::time::timeout(ctx.drain_timeout, ctx.tasks.idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            shard,
-            left = ctx.tasks.active(),
-            "drain timeout: dropping what is left"
-        );
-    }
+    ctx.tasks.drain(ctx.drain_timeout, shard).await;
 }
 
 #[cfg(test)]

@@ -294,17 +294,7 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<Shar
     egress.await;
     acceptor.await;
     // Listeners are closed; in-flight requests and tunnels finish within the grace period.
-    let grace = ctx.shared.drain_timeout;
-    if monoio::time::timeout(grace, ctx.tasks.idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            shard,
-            left = ctx.tasks.active(),
-            "drain timeout: dropping what is left"
-        );
-    }
+    ctx.tasks.drain(ctx.shared.drain_timeout, shard).await;
 }
 
 async fn inbox_loop(ctx: Rc<ResponderShard>, inbox: Inbox<ShardMsg>) {

@@ -72,6 +72,18 @@ impl Tracker {
         self.active.get()
     }
 
+    /// Waits up to `grace` for every tracked task to finish (a drain); what is left after that
+    /// is logged and dropped with the runtime.
+    pub async fn drain(&self, grace: std::time::Duration, shard: super::ShardId) {
+        if monoio::time::timeout(grace, self.idle()).await.is_err() {
+            tracing::warn!(
+                shard,
+                left = self.active(),
+                "drain timeout: dropping what is left"
+            );
+        }
+    }
+
     /// Resolves when no tracked task is running.
     pub async fn idle(&self) {
         poll_fn(|cx| {

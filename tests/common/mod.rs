@@ -513,11 +513,14 @@ pub fn admin_tunnels(port: u16) -> Vec<(String, u32)> {
 }
 
 /// Tunnels the responder's directory lists for `host` (0 when absent).
+/// Tunnels listed for `host` (`host` alone, or `tenant/host` when tenants are isolated, summed
+/// over tenants).
 pub fn tunnels_of(admin_port: u16, host: &str) -> u32 {
     admin_tunnels(admin_port)
         .into_iter()
-        .find(|(h, _)| h == host)
-        .map_or(0, |(_, n)| n)
+        .filter(|(h, _)| h == host || h.rsplit_once('/').is_some_and(|(_, h)| h == host))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -756,6 +759,20 @@ impl Stack {
         );
         stack
     }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a shifted or repeated chunk is caught.
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
 }
 
 /// The `/bytes/N` pattern of `rtun service`.
