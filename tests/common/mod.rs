@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod relay;
 
 use std::fs;
 use std::io::{Read, Write};
