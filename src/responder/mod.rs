@@ -223,11 +223,20 @@ fn warn_about_tenant_source(source: Option<&TenantSource>, cfg: &ResponderConfig
              listener directly can pick any tenant; expose it only behind a proxy that sets \
              that header on every request"
         ),
-        Some(TenantSource::ClientCertificate { .. }) => tracing::warn!(
-            %listen,
-            "the egress listener takes tenants from client certificates, but it does not run \
-             TLS in this build: every request will be refused with 401"
-        ),
+        Some(TenantSource::ClientCertificate { .. })
+            if cfg
+                .egress_listener
+                .tls
+                .as_ref()
+                .is_none_or(|tls| tls.client_ca.is_none()) =>
+        {
+            tracing::warn!(
+                %listen,
+                "the egress listener takes tenants from client certificates, but it does not \
+                 require them (egress_listener.tls.client_ca): every request will be refused \
+                 with 401"
+            )
+        }
         _ => {}
     }
 }

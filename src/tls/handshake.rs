@@ -24,13 +24,27 @@ pub type ClientStream<T> = tokio_rustls::client::TlsStream<T>;
 
 /// A failed handshake: its class and the underlying error (which says which side objected).
 #[derive(Debug, thiserror::Error)]
-#[error("TLS handshake failed: {failure}: {source}")]
+#[error("TLS handshake failed: {failure}: {}", describe(source))]
 pub struct HandshakeError {
     /// The class, with a stable [`label`](TlsFailure::label).
     pub failure: TlsFailure,
     /// What tokio-rustls returned.
     #[source]
     pub source: io::Error,
+}
+
+/// The error's text, with rustls's `Other(OtherError(..))` wrapper around our own verifier
+/// errors (an SPKI pin mismatch) replaced by their message.
+fn describe(error: &io::Error) -> String {
+    let rustls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {other}")
+        }
+        _ => error.to_string(),
+    }
 }
 
 impl From<io::Error> for HandshakeError {

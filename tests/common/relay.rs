@@ -93,7 +93,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<Mode>) {
         chunk += 1;
         let mut wait = Duration::from_millis(mode.delay_ms.load(Ordering::SeqCst));
         let one_in = mode.hold_one_in.load(Ordering::SeqCst);
-        if one_in > 0 && chunk % one_in == 0 {
+        if one_in > 0 && chunk.is_multiple_of(one_in) {
             wait += HOLD;
         }
         if !wait.is_zero() {
