@@ -39,7 +39,7 @@ pub fn check_tls_files(config: &Config) -> std::io::Result<()> {
 pub struct Running {
     config: Arc<Config>,
     responder: Option<Arc<Responder>>,
-    tunnel_tls: Arc<TunnelTls>,
+    initiator_tls: InitiatorTls,
     stats: Stats,
     shutdown: Shutdown,
     signal: ShutdownSignal,
@@ -118,7 +118,11 @@ impl Running {
             tracing::error!("certificate reload: {e}; keeping the loaded one");
             failed += 1;
         }
-        for e in self.tunnel_tls.reload() {
+        for e in self.initiator_tls.tunnel.reload() {
+            tracing::error!("certificate reload: {e}; keeping the loaded one");
+            failed += 1;
+        }
+        for e in crate::initiator::pool::reload_local_tls(&self.initiator_tls.local) {
             tracing::error!("certificate reload: {e}; keeping the loaded one");
             failed += 1;
         }
@@ -178,7 +182,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     Ok(Running {
         config,
         responder,
-        tunnel_tls: initiator_tls.tunnel,
+        initiator_tls,
         stats,
         shutdown,
         signal,

@@ -24,13 +24,13 @@ use hyper::client::conn::{http1, http2};
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::{ClusterConfig, Config, Protocol};
+use crate::config::{ClientTlsConfig, ClusterConfig, Config, Protocol};
 use crate::http::body::RecvBody;
 use crate::http::io::HyperIo;
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
-use crate::tls::{ClientStream, ClientTls, HandshakeError, TlsLoadError};
+use crate::tls::{ClientStream, ClientTls, HandshakeError, Reloadable, TlsLoadError};
 
 /// The body of a request forwarded to a local service: the tunnel stream's body, counted.
 pub type LocalBody = Counted<RecvBody<()>>;
@@ -73,7 +73,8 @@ impl UpstreamError {
 
 /// TLS to one local cluster (`clusters.NAME.tls`): a client configuration per endpoint, each
 /// verifying that endpoint's host (or `sni`), with ALPN for the cluster's protocol. Loaded
-/// once per process and shared by every shard.
+/// once per process, shared by every shard, and reloaded from its files on SIGHUP
+/// ([`reload_local_tls`]): new connections use the new files.
 #[derive(Debug)]
 pub struct ClusterTls {
     /// Index-aligned with the cluster's endpoints.
@@ -84,9 +85,13 @@ impl ClusterTls {
     /// Loads `cluster.tls`; `None` for a plaintext cluster. Endpoints that verify the same
     /// name share one configuration.
     pub fn load(cluster: &ClusterConfig) -> Result<Option<Self>, TlsLoadError> {
-        let Some(tls) = &cluster.tls else {
-            return Ok(None);
-        };
+        match &cluster.tls {
+            Some(tls) => Self::load_with(tls, cluster).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn load_with(tls: &ClientTlsConfig, cluster: &ClusterConfig) -> Result<Self, TlsLoadError> {
         let alpn: &[&[u8]] = match cluster.protocol {
             Protocol::Http1 => &[b"http/1.1"],
             Protocol::Http2 => &[b"h2"],
@@ -106,12 +111,24 @@ impl ClusterTls {
             };
             endpoints.push(client);
         }
-        Ok(Some(Self { endpoints }))
+        Ok(Self { endpoints })
     }
 }
 
 /// The TLS of every local cluster that has `tls:`, by cluster name.
-pub type LocalTls = HashMap<String, Arc<ClusterTls>>;
+pub type LocalTls = HashMap<String, Arc<Reloadable<ClusterTls>>>;
+
+/// Re-reads every local cluster's TLS files; returns the ones that failed (named), whose old
+/// configuration stays in force.
+pub fn reload_local_tls(tls: &LocalTls) -> Vec<String> {
+    tls.iter()
+        .filter_map(|(name, t)| {
+            t.reload()
+                .err()
+                .map(|e| format!("clusters.{name}.tls: {e}"))
+        })
+        .collect()
+}
 
 /// Loads the TLS of every local cluster (the clusters `initiator.routes` name) once, for all
 /// shards. The error names the cluster and the file.
@@ -125,15 +142,18 @@ pub fn load_local_tls(config: &Config) -> io::Result<LocalTls> {
         if loaded.contains_key(name) {
             continue;
         }
-        let tls = ClusterTls::load(cluster).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("clusters.{name}.tls: {e}"),
-            )
-        })?;
-        if let Some(tls) = tls {
-            loaded.insert(name.clone(), Arc::new(tls));
-        }
+        let Some(tls) = cluster.tls.clone() else {
+            continue;
+        };
+        let cluster = cluster.clone();
+        let reloadable =
+            Reloadable::new(move || ClusterTls::load_with(&tls, &cluster)).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("clusters.{name}.tls: {e}"),
+                )
+            })?;
+        loaded.insert(name.clone(), Arc::new(reloadable));
     }
     Ok(loaded)
 }
@@ -153,7 +173,7 @@ enum Dialed {
 pub struct LocalCluster {
     pub name: Rc<str>,
     config: ClusterConfig,
-    tls: Option<Arc<ClusterTls>>,
+    tls: Option<Arc<Reloadable<ClusterTls>>>,
     next_endpoint: Cell<usize>,
     idle: RefCell<Vec<http1::SendRequest<LocalBody>>>,
     h2: RefCell<Option<http2::SendRequest<LocalBody>>>,
@@ -161,7 +181,11 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// The cluster `config`, over TLS when `tls` is given (from [`load_local_tls`]).
-    pub fn new(name: Rc<str>, config: ClusterConfig, tls: Option<Arc<ClusterTls>>) -> Self {
+    pub fn new(
+        name: Rc<str>,
+        config: ClusterConfig,
+        tls: Option<Arc<Reloadable<ClusterTls>>>,
+    ) -> Self {
         Self {
             name,
             config,
@@ -283,7 +307,8 @@ impl LocalCluster {
             .await
             .map_err(connect_err)?;
         let io = stream.try_into_poll_io().map_err(|(e, _)| connect_err(e))?;
-        let Some(tls) = self.tls.as_ref().and_then(|t| t.endpoints.get(i)) else {
+        let current = self.tls.as_ref().map(|t| t.current());
+        let Some(tls) = current.as_ref().and_then(|t| t.endpoints.get(i)) else {
             return Ok(Dialed::Plain(io));
         };
         match monoio::time::timeout(timeout, tls.connect(io)).await {
@@ -370,7 +395,10 @@ mod tests {
     }
 
     fn local(config: ClusterConfig) -> LocalCluster {
-        let tls = ClusterTls::load(&config).unwrap().map(Arc::new);
+        let tls = config.tls.clone().map(|tls| {
+            let cfg = config.clone();
+            Arc::new(Reloadable::new(move || ClusterTls::load_with(&tls, &cfg)).unwrap())
+        });
         LocalCluster::new("app".into(), config, tls)
     }
 
@@ -465,5 +493,41 @@ mod tests {
         let err = load_local_tls(&config).unwrap_err();
         assert!(err.to_string().starts_with("clusters.app.tls: "), "{err}");
         assert!(err.to_string().contains("nope.pem"), "{err}");
+    }
+
+    #[test]
+    fn local_tls_reloads_from_its_files_and_keeps_the_old_on_error() {
+        let pki = Pki::new("local-ca");
+        let client = pki.client("edge", "spiffe://acme/edge", "edge.test");
+        let mut config = Config::empty();
+        config.clusters.insert(
+            "app".into(),
+            cluster(
+                &["localhost:1".into()],
+                Some(pki.client_cfg(Some(&client), vec![])),
+            ),
+        );
+        config.initiator = Some(crate::config::InitiatorConfig::new(
+            Vec::new(),
+            vec![crate::config::InitiatorRoute {
+                prefix: "/".into(),
+                cluster: "app".into(),
+                timeout: None,
+            }],
+        ));
+        let local = load_local_tls(&config).unwrap();
+        let app = local.get("app").expect("app has TLS");
+        let before = app.current();
+        assert!(reload_local_tls(&local).is_empty());
+        assert!(!Arc::ptr_eq(&before, &app.current()), "reloaded");
+        let good = app.current();
+        pki.write("edge-key.pem", "not a key\n");
+        let failed = reload_local_tls(&local);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].starts_with("clusters.app.tls: "), "{failed:?}");
+        assert!(
+            Arc::ptr_eq(&good, &app.current()),
+            "the old configuration stays"
+        );
     }
 }
