@@ -174,6 +174,14 @@ counters! {
     /// (`token_file` or `token_env` missing, empty or unusable); also counted in
     /// initiator_dial_failures.
     initiator_credential_errors,
+    /// Initiator: resolutions of a responder endpoint's name that failed (its last known
+    /// addresses are kept).
+    initiator_dns_failures,
+    /// Initiator: responder hosts (resolved addresses) that joined an endpoint's set and got
+    /// tunnels, counted once per shard that dials them.
+    initiator_hosts_added,
+    /// Initiator: responder hosts that left an endpoint's set; their tunnels were drained.
+    initiator_hosts_removed,
     /// Initiator: requests received through tunnels.
     initiator_requests,
     /// Initiator: 404, no local route.

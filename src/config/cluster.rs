@@ -54,6 +54,10 @@ pub struct ClusterConfig {
     /// Idle keep-alive connections kept per shard (default 64; 0 disables pooling).
     #[serde(default = "default_max_idle")]
     pub max_idle_per_shard: usize,
+    /// How often a responder cluster's host names are re-resolved (default 5s as Envoy's
+    /// STRICT_DNS, > 0): every resolved address gets its own tunnels (`initiator::hosts`).
+    #[serde(default = "secs::<5>", deserialize_with = "duration::positive")]
+    pub dns_refresh_rate: Duration,
 }
 
 /// Client side of TLS / mTLS. Paths are used as written (relative to the working directory).
@@ -89,6 +93,7 @@ impl ClusterConfig {
             connect_timeout: secs::<5>(),
             tls: None,
             max_idle_per_shard: default_max_idle(),
+            dns_refresh_rate: secs::<5>(),
         }
     }
 }

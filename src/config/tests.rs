@@ -158,6 +158,29 @@ fn defaults() {
     assert_eq!(app.connect_timeout, Duration::from_secs(5));
     assert_eq!(app.max_idle_per_shard, 64);
     assert_eq!(app.tls, None);
+    assert_eq!(app.dns_refresh_rate, Duration::from_secs(5));
+}
+
+#[test]
+fn dns_refresh_rate_is_a_positive_duration() {
+    let with = |rate: &str| {
+        initiator(
+            "",
+            "    - rc://n:c:@cloud:1\n",
+            "    - { prefix: /, cluster: app }\n",
+        )
+        .replace(
+            "cloud.example.com:9000\"]\n",
+            &format!("cloud.example.com:9000\"]\n    dns_refresh_rate: {rate}\n"),
+        )
+    };
+    let config = ok(&with("250ms"));
+    assert_eq!(
+        config.clusters["cloud"].dns_refresh_rate,
+        Duration::from_millis(250)
+    );
+    let (_, _, message) = error(&with("0s"));
+    assert_contains(&message, &["greater than zero"]);
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Dialing and keeping tunnels: connect, handshake, echo leading RPINGs, hand the connection to
 //! the tunnel server, and redial on loss with capped exponential backoff plus jitter.
 //!
+//! A keeper dials one host of an endpoint (`hosts::Target`: the exact resolved address) and
+//! runs until its `hosts::Stop` fires: shutdown, or the host leaving the endpoint's set.
+//!
 //! A `429` handshake answer is honoured with its `Retry-After` (capped at 3600 s); any other
 //! answer but the acceptance (`200`, or `101` to `handshake: upgrade`) is a failed attempt that
 //! backs off like a failed connect.
@@ -20,6 +23,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
+use super::hosts::{Stop, Target};
 use super::InitiatorShard;
 use crate::config::TunnelSpec;
 use crate::http::io::Rewind;
@@ -37,9 +41,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// Why a dial attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
-    #[error("connect to {endpoint}: {source}")]
+    #[error("connect to {endpoint} at {addr}: {source}")]
     Connect {
         endpoint: String,
+        addr: std::net::SocketAddr,
         source: std::io::Error,
     },
     #[error("handshake I/O: {0}")]
@@ -64,9 +69,15 @@ pub enum DialError {
     },
 }
 
-/// Keeps one tunnel slot alive until shutdown.
-pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: String, slot: u32) {
-    let span = tracing::info_span!("tunnel", remote = %spec.remote_cluster, %endpoint, shard = ctx.shard, slot);
+/// Keeps one tunnel slot to `target` alive until `stop` fires (shutdown, or the host retired).
+pub async fn keep_tunnel(
+    ctx: Rc<InitiatorShard>,
+    spec: TunnelSpec,
+    target: Target,
+    slot: u32,
+    stop: Stop,
+) {
+    let span = tracing::info_span!("tunnel", remote = %spec.remote_cluster, endpoint = %target.endpoint, addr = %target.addr, shard = ctx.shard, slot);
     async {
         let cfg = ctx.cfg();
         let mut backoff = cfg.initial_reconnect_backoff;
@@ -74,19 +85,23 @@ pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: St
         // once one is up (Envoy stamps its initiation-time header once per such episode).
         let mut wanted_since = None;
         loop {
-            if ctx.shutdown.is_triggered() {
+            if stop.is_triggered() {
                 return;
             }
             let initiated = *wanted_since.get_or_insert_with(SystemTime::now);
-            let wait = match establish(&ctx, &spec, &endpoint, initiated).await {
+            let attempt = monoio::select! {
+                attempt = establish(&ctx, &spec, &target, initiated) => attempt,
+                _ = stop.wait() => return,
+            };
+            let wait = match attempt {
                 Ok(io) => {
                     wanted_since = None;
                     inc(&ctx.stats().initiator_tunnels_up);
                     tracing::info!("tunnel up");
                     let started = Instant::now();
-                    let end = super::tunnel_server::serve(&ctx, io).await;
+                    let end = super::tunnel_server::serve(&ctx, io, &stop).await;
                     tracing::info!("tunnel down: {end}");
-                    if ctx.shutdown.is_triggered() {
+                    if stop.is_triggered() {
                         return;
                     }
                     if end.redial_now() || started.elapsed() >= STABLE_AFTER {
@@ -126,7 +141,7 @@ pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: St
             };
             monoio::select! {
                 _ = monoio::time::sleep(wait) => {}
-                _ = ctx.shutdown.wait() => return,
+                _ = stop.wait() => return,
             }
         }
     }
@@ -143,14 +158,17 @@ fn next_backoff(backoff: &mut Duration, max: Duration) -> Duration {
     base.mul_f64(jitter).min(max)
 }
 
-/// Connects and completes the handshake; returns the connection positioned at HTTP/2.
-/// `initiated` (when the tunnel was first wanted) is sent unless `send_initiation_time` is off.
+/// Connects to `target`'s address and completes the handshake; returns the connection
+/// positioned at HTTP/2. The endpoint's name is the handshake's `Host` and picks the TLS
+/// configuration (its server name). `initiated` (when the tunnel was first wanted) is sent
+/// unless `send_initiation_time` is off.
 pub async fn establish(
     ctx: &InitiatorShard,
     spec: &TunnelSpec,
-    endpoint: &str,
+    target: &Target,
     initiated: SystemTime,
 ) -> Result<TunnelIo, DialError> {
+    let endpoint: &str = &target.endpoint;
     let cfg = ctx.cfg();
     // The token is read before connecting: without one there is nothing to dial for.
     let mut extra_headers = Cow::Borrowed(cfg.extra_handshake_headers.as_slice());
@@ -161,10 +179,11 @@ pub async fn establish(
     }
     let remote = ctx.clusters.get(&spec.remote_cluster);
     let connect_timeout = remote.map_or(Duration::from_secs(30), |c| c.connect_timeout);
-    let stream = crate::net::connect(endpoint, connect_timeout)
+    let stream = crate::net::connect_addr(target.addr, connect_timeout)
         .await
         .map_err(|source| DialError::Connect {
             endpoint: endpoint.to_owned(),
+            addr: target.addr,
             source,
         })?;
     let io = stream

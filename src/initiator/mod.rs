@@ -1,13 +1,15 @@
 //! The initiator: dials tunnels to the responder, serves HTTP/2 on them, and forwards each
 //! stream to a local service.
 //!
-//! Modules: `dialer` (connect, handshake, redial), `credential` (the handshake's bearer token),
-//! `tunnel_server` (HTTP/2 server on a tunnel), `forward` (the request driver), `pool` (local
-//! services).
+//! Modules: `hosts` (each resolved address of a responder endpoint, re-resolved on an
+//! interval, with its tunnel keepers), `dialer` (connect, handshake, redial), `credential` (the
+//! handshake's bearer token), `tunnel_server` (HTTP/2 server on a tunnel), `forward` (the
+//! request driver), `pool` (local services).
 
 pub mod credential;
 pub mod dialer;
 pub mod forward;
+pub mod hosts;
 pub mod pool;
 pub mod tunnel_server;
 pub mod tunnel_tls;
@@ -100,7 +102,8 @@ impl InitiatorShard {
     }
 }
 
-/// How many of `count` connections shard `shard` of `shards` dials (ARCHITECTURE.md §3).
+/// How many of `count` connections shard `shard` of `shards` dials to each host (resolved
+/// address) of an endpoint (ARCHITECTURE.md §3).
 pub fn shard_quota(count: u32, shard: ShardId, shards: usize) -> u32 {
     let shards = shards.max(1) as u32;
     let shard = shard as u32;
@@ -119,26 +122,17 @@ pub async fn run_shard(
     let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tls) else {
         return;
     };
-    let mut keepers = Vec::new();
-    for spec in &ctx.cfg().tunnels {
-        let Some(remote) = ctx.clusters.get(&spec.remote_cluster) else {
-            tracing::error!(cluster = %spec.remote_cluster, "tunnel names an unknown cluster");
-            continue;
-        };
-        for endpoint in &remote.endpoints {
-            for slot in 0..shard_quota(spec.connections, shard, shards) {
-                keepers.push(monoio::spawn(dialer::keep_tunnel(
-                    ctx.clone(),
-                    spec.clone(),
-                    endpoint.clone(),
-                    slot,
-                )));
-            }
-        }
+    // Every resolved address of every endpoint gets this shard's quota (ARCHITECTURE.md §3).
+    let keepers = Tracker::new();
+    let sets: Vec<_> = hosts::endpoint_sets(&ctx, shard, shards, &keepers)
+        .into_iter()
+        .map(|set| monoio::spawn(set.run()))
+        .collect();
+    for set in sets {
+        set.await;
     }
-    for keeper in keepers {
-        keeper.await;
-    }
+    // The sets stopped at shutdown; their keepers drain their tunnels within the grace period.
+    keepers.idle().await;
     // Tunnels are drained; streams they accepted finish within the grace period.
     ctx.tasks.drain(ctx.drain_timeout, shard).await;
 }

@@ -2,14 +2,16 @@
 //!
 //! Each accepted stream is forwarded to a local service on its own tracked task. The initiator
 //! pings too, with its own `ping_interval` and `ping_failure_threshold` (Envoy issue 46677: a
-//! silently dead path must be noticed and redialed). On shutdown it sends GOAWAY and lets
-//! in-flight streams finish within the drain timeout.
+//! silently dead path must be noticed and redialed). On shutdown, or when its host leaves the
+//! endpoint's set (`hosts::Stop`), it sends GOAWAY and lets in-flight streams finish within the
+//! drain timeout.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 
+use super::hosts::Stop;
 use super::InitiatorShard;
 use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo};
 
@@ -24,8 +26,8 @@ enum Event {
     Shutdown,
 }
 
-/// Serves HTTP/2 on an established tunnel until it ends.
-pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> End {
+/// Serves HTTP/2 on an established tunnel until it ends, or drains it once `stop` fires.
+pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop) -> End {
     let cfg = ctx.cfg();
     let handshake = h2::server::Builder::new()
         .initial_window_size(tunnel::STREAM_WINDOW)
@@ -44,7 +46,7 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo) -> End {
     let mut keepalive = conn
         .ping_pong()
         .map(|pp| Box::pin(keepalive::watch(pp, settings)));
-    let mut shutdown = pin!(ctx.shutdown.wait());
+    let mut shutdown = pin!(stop.wait());
     loop {
         let event = poll_fn(|cx| {
             if let Some(k) = keepalive.as_mut() {

@@ -45,7 +45,8 @@ pub enum End {
     Closed,
     /// `ping_failure_threshold` PINGs in a row went unanswered.
     Dead,
-    /// This side shut down and drained the tunnel.
+    /// This side drained the tunnel: it shut down, or (initiator) the tunnel's host left its
+    /// endpoint's set.
     Drained,
     /// The connection failed with an HTTP/2 or I/O error.
     Failed(h2::Error),
@@ -82,7 +83,7 @@ impl std::fmt::Display for End {
         match self {
             End::Closed => f.write_str("closed by the peer"),
             End::Dead => f.write_str("dead: PINGs unanswered"),
-            End::Drained => f.write_str("drained on shutdown"),
+            End::Drained => f.write_str("drained"),
             End::Failed(e) => write!(f, "failed: {e}"),
         }
     }
