@@ -84,7 +84,9 @@ pub async fn keep_tunnel(ctx: Rc<InitiatorShard>, spec: TunnelSpec, endpoint: St
                     inc(&ctx.stats().initiator_tunnels_up);
                     tracing::info!("tunnel up");
                     let started = Instant::now();
+                    let up = ctx.tunnels_up.hold(&spec); // counted for /ready while it serves
                     let end = super::tunnel_server::serve(&ctx, io).await;
+                    drop(up);
                     tracing::info!("tunnel down: {end}");
                     if ctx.shutdown.is_triggered() {
                         return;
