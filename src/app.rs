@@ -2,19 +2,24 @@
 //! SIGINT/SIGTERM, drain, exit. SIGHUP reloads certificates (new TLS handshakes use the new
 //! files; live tunnels keep their sessions).
 //!
-//! Signals are blocked in every thread and collected by the main thread, so no shard is ever
-//! interrupted. A shard that hits a fatal error (a listener that cannot bind) stops every shard
-//! through the shutdown signal (`shard::shutdown`); the main thread notices, and the exit code
-//! says it failed.
+//! Every listener (admin, tunnel, egress) is bound here before any shard starts
+//! (`crate::shard`, "Listeners"): a port another process holds fails the start with an error
+//! naming it. Signals are blocked in every thread and collected by the main thread, so no
+//! shard is ever interrupted. A shard that hits a fatal error stops every shard through the
+//! shutdown signal (`shard::shutdown`); the main thread notices, and the exit code says it
+//! failed. The admin endpoint outlives the drain: it stops once the roles on shard 0 have.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::admin::AdminState;
 use crate::config::Config;
 use crate::initiator::tunnel_tls::TunnelTls;
+use crate::initiator::tunnels_up::TunnelsUp;
 use crate::initiator::InitiatorTls;
 use crate::responder::{self, Responder};
+use crate::shard::bind_listener;
 use crate::shard::runtime::spawn_shards;
 use crate::shard::shutdown::{Shutdown, ShutdownSignal};
 use crate::stats::Stats;
@@ -143,16 +148,26 @@ impl Running {
     }
 }
 
-/// Starts the shards. Call [`block_signals`] first if the process should own SIGINT/SIGTERM.
+/// Binds the listeners and starts the shards. Call [`block_signals`] first if the process
+/// should own SIGINT/SIGTERM.
 pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     let shards = config.shards.resolve();
     let stats = Stats::new(shards);
     let (shutdown, signal) = Shutdown::new();
+    let admin = match &config.admin {
+        Some(admin) => Some(bind_listener(admin.listen, "admin.listen")?),
+        None => None,
+    };
+    let admin = Arc::new(Mutex::new(admin));
     let responder = Responder::new(&config, shards, stats.clone(), signal.clone())?;
     let (responder, inboxes) = match responder {
         Some((r, inboxes)) => (Some(r), inboxes.into_iter().map(Some).collect()),
         None => (None, Vec::new()),
     };
+    let tunnels_up = Arc::new(match &config.initiator {
+        Some(initiator) => TunnelsUp::new(&initiator.tunnels),
+        None => TunnelsUp::default(),
+    });
     let initiator_tls = InitiatorTls {
         tunnel: TunnelTls::load(&config).map_err(std::io::Error::other)?,
         local: Arc::new(crate::initiator::pool::load_local_tls(&config)?),
@@ -166,6 +181,21 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
                 .lock()
                 .ok()
                 .and_then(|mut v| v.get_mut(shard).and_then(Option::take));
+            // Shard 0 serves the admin endpoint (shards may start in any order).
+            let admin = match shard {
+                0 => admin.lock().ok().and_then(|mut a| a.take()),
+                _ => None,
+            };
+            let admin = admin.zip(config.admin.clone()).map(|(listener, cfg)| {
+                let state = AdminState {
+                    cfg,
+                    stats: stats.clone(),
+                    responder: responder.clone(),
+                    tunnels_up: config.initiator.as_ref().map(|_| tunnels_up.clone()),
+                    process: signal.clone(),
+                };
+                (listener, state)
+            });
             run_shard(
                 config.clone(),
                 shard,
@@ -173,7 +203,8 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
                 stats.clone(),
                 signal.clone(),
                 responder.clone().zip(inbox),
-                initiator_tls.clone(),
+                (initiator_tls.clone(), tunnels_up.clone()),
+                admin,
             )
         }
     };
@@ -190,35 +221,37 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
     config: Arc<Config>,
     shard: usize,
     shards: usize,
     stats: Stats,
     signal: ShutdownSignal,
-    responder: Option<(
-        Arc<Responder>,
-        crate::shard::mesh::Inbox<responder::ShardMsg>,
-    )>,
-    initiator_tls: InitiatorTls,
+    responder: Option<(Arc<Responder>, responder::ShardStart)>,
+    (initiator_tls, tunnels_up): (InitiatorTls, Arc<TunnelsUp>),
+    admin: Option<(std::net::TcpListener, AdminState)>,
 ) {
-    let admin = (shard == 0)
-        .then(|| config.admin.clone())
-        .flatten()
-        .map(|admin| {
-            monoio::spawn(crate::admin::run(
-                admin,
-                stats.clone(),
-                responder.as_ref().map(|r| r.0.clone()),
-                signal.clone(),
-            ))
-        });
+    // The admin endpoint stops after the roles have drained, not at the shutdown signal.
+    let (admin_stop, admin_signal) = Shutdown::new();
+    let admin = admin
+        .map(|(listener, state)| monoio::spawn(crate::admin::run(listener, state, admin_signal)));
     let responder =
-        responder.map(|(r, inbox)| monoio::spawn(responder::run_shard(r, shard, inbox)));
-    crate::initiator::run_shard(config, shard, shards, stats, signal, initiator_tls).await;
+        responder.map(|(r, start)| monoio::spawn(responder::run_shard(r, shard, start)));
+    crate::initiator::run_shard(
+        config,
+        shard,
+        shards,
+        stats,
+        signal,
+        initiator_tls,
+        tunnels_up,
+    )
+    .await;
     if let Some(r) = responder {
         r.await;
     }
+    admin_stop.trigger();
     if let Some(a) = admin {
         a.await;
     }

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             let running = match rtun::app::start(cfg) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("rtun: cannot start shards: {e}");
+                    eprintln!("rtun: cannot start: {e}");
                     return ExitCode::FAILURE;
                 }
             };

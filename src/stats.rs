@@ -124,6 +124,8 @@ counters! {
     handshake_rejected_503,
     /// Handshakes closed because they did not complete within handshake_timeout.
     handshake_timeout,
+    /// Tunnel connections closed at once because max_handshakes_in_progress were in progress.
+    handshakes_refused_busy,
     /// Tunnels live on this shard (gauge).
     tunnels_active,
     /// Tunnels closed after ping_failure_threshold missed PINGs.
@@ -132,6 +134,8 @@ counters! {
     tunnels_closed,
     /// Requests received on the egress listener.
     egress_requests,
+    /// Egress connections closed at once because max_connections were open.
+    egress_connections_refused,
     /// Egress connections closed because a request head did not arrive within
     /// header_read_timeout (slow clients).
     egress_header_timeout,

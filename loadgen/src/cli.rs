@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::header_template::Pick;
+use crate::outcome::ErrorBudget;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,6 +88,10 @@ pub struct RunArgs {
     /// Write PREFIX.hgrm, PREFIX.hdr, PREFIX.json (and PREFIX.uncorrected.{hgrm,hdr}).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Exit non-zero when more requests fail than this: a count (default 0) or a share of
+    /// the measured requests such as 1%. The summary and --out files are written either way.
+    #[arg(long, value_parser = ErrorBudget::parse, default_value = "0")]
+    pub max_errors: ErrorBudget,
     /// Do not pin threads to cores.
     #[arg(long)]
     pub no_pin: bool,
@@ -263,6 +268,7 @@ mod tests {
         assert_eq!(r.requests, Some(2000));
         assert_eq!(r.headers.len(), 2);
         assert_eq!(r.rate, Some(500.0));
+        assert_eq!(r.max_errors, ErrorBudget::Count(0));
         assert!(Cli::try_parse_from(["loadgen", "run", "http://x/", "--http1", "--h2c"]).is_err());
     }
 }

@@ -132,6 +132,14 @@ fn cmd_run(args: RunArgs) -> Result<()> {
         .write_all(out.summary.render().as_bytes())
         .and_then(|()| stdout.flush())
         .context("cannot write the summary")?;
+    let (failed, requests) = (out.summary.errors_total, out.summary.requests);
+    if failed > args.max_errors.allowed(requests) {
+        bail!(
+            "{failed} of {requests} requests failed ({}), more than --max-errors {} allows",
+            out.summary.errors.describe(),
+            args.max_errors
+        );
+    }
     Ok(())
 }
 

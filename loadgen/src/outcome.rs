@@ -62,6 +62,16 @@ impl ErrorCounts {
         self.connect + self.timeout + self.reset + self.status_4xx + self.status_5xx + self.other
     }
 
+    /// `connect 0, timeout 0, reset 0, 4xx 3, 5xx 0, other 0`: the kinds in report order.
+    pub fn describe(&self) -> String {
+        let kinds: Vec<String> = self
+            .by_kind()
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        kinds.join(", ")
+    }
+
     /// `(label, count)` pairs in report order.
     pub fn by_kind(&self) -> [(&'static str, u64); 6] {
         [
@@ -72,6 +82,53 @@ impl ErrorCounts {
             ("5xx", self.status_5xx),
             ("other", self.other),
         ]
+    }
+}
+
+/// How many failed requests a run may have and still succeed (`--max-errors`): a count, or
+/// a share of the measured requests (rounded down).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ErrorBudget {
+    Count(u64),
+    Percent(f64),
+}
+
+impl ErrorBudget {
+    /// Parses `N` or `P%` (0 ≤ P ≤ 100).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || {
+            format!(
+                "invalid --max-errors {s:?} (expected a count such as 10 or a share such as 0.5%)"
+            )
+        };
+        match s.strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                match (0.0..=100.0).contains(&p) {
+                    true => Ok(ErrorBudget::Percent(p)),
+                    false => Err(bad()),
+                }
+            }
+            None => s.parse().map(ErrorBudget::Count).map_err(|_| bad()),
+        }
+    }
+
+    /// The most failures allowed among `requests`.
+    pub fn allowed(self, requests: u64) -> u64 {
+        match self {
+            ErrorBudget::Count(n) => n,
+            ErrorBudget::Percent(p) => (requests as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ErrorBudget::Count(n) => write!(f, "{n}"),
+            ErrorBudget::Percent(p) => write!(f, "{p}%"),
+        }
     }
 }
 
@@ -150,6 +207,22 @@ mod tests {
         let json = serde_json::to_value(c).expect("serializes");
         assert_eq!(json["5xx"], 2);
         assert_eq!(json["timeout"], 1);
+    }
+
+    #[test]
+    fn error_budgets() {
+        assert_eq!(ErrorBudget::parse("0"), Ok(ErrorBudget::Count(0)));
+        assert_eq!(ErrorBudget::parse("25"), Ok(ErrorBudget::Count(25)));
+        assert_eq!(ErrorBudget::parse("1%"), Ok(ErrorBudget::Percent(1.0)));
+        assert_eq!(ErrorBudget::parse("0.5 %"), Ok(ErrorBudget::Percent(0.5)));
+        for bad in ["", "-1", "x", "101%", "-1%", "nan%", "1.5"] {
+            assert!(ErrorBudget::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ErrorBudget::Count(3).allowed(1_000_000), 3);
+        assert_eq!(ErrorBudget::Percent(1.0).allowed(250), 2);
+        assert_eq!(ErrorBudget::Percent(1.0).allowed(99), 0);
+        assert_eq!(ErrorBudget::Percent(100.0).allowed(7), 7);
+        assert_eq!(ErrorBudget::Percent(0.5).to_string(), "0.5%");
     }
 
     #[test]

@@ -123,17 +123,11 @@ impl Summary {
             "  requests    {} in {:.3}s = {:.1} req/s ({} ok)",
             self.requests, self.duration_s, self.rps, self.ok
         );
-        let kinds: Vec<String> = self
-            .errors
-            .by_kind()
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
         let _ = writeln!(
             o,
             "  errors      {} ({})",
             self.errors_total,
-            kinds.join(", ")
+            self.errors.describe()
         );
         let _ = writeln!(
             o,

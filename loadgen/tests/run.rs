@@ -195,12 +195,75 @@ fn server_errors_are_counted_by_kind() {
     let server = Server::start(&[]);
     // /bytes/<not a number> answers 400.
     let url = server.url("/bytes/nope");
-    let out = loadgen(&["run", &url, "-n", "50", "-c", "1", "--no-pin"]);
+    let out = loadgen(&[
+        "run",
+        &url,
+        "-n",
+        "50",
+        "-c",
+        "1",
+        "--no-pin",
+        "--max-errors",
+        "50",
+    ]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text} {}", stderr(&out));
     assert!(
         text.contains("errors      50 (connect 0, timeout 0, reset 0, 4xx 50, 5xx 0, other 0)"),
         "{text}"
+    );
+}
+
+#[test]
+fn more_errors_than_max_errors_allows_fail_the_run() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = server.url("/bytes/nope");
+    let run = |url: &str, extra: &[&str]| {
+        let prefix = dir.path().join("run").to_string_lossy().into_owned();
+        let mut args = vec![
+            "run", url, "-n", "40", "-c", "2", "--no-pin", "--out", &prefix,
+        ];
+        args.extend_from_slice(extra);
+        loadgen(&args)
+    };
+    // The default allows none: one line on stderr, exit 1, yet the summary and the files.
+    let out = run(&bad, &[]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "loadgen: 40 of 40 requests failed (connect 0, timeout 0, reset 0, 4xx 40, 5xx 0, \
+         other 0), more than --max-errors 0 allows\n"
+    );
+    assert!(
+        stdout(&out).contains("errors      40 ("),
+        "{}",
+        stdout(&out)
+    );
+    let json = read_json(&dir.path().join("run.json"));
+    assert_eq!(json["errors_total"], 40);
+    for (limit, passes) in [("39", false), ("40", true), ("99%", false), ("100%", true)] {
+        let out = run(&bad, &["--max-errors", limit]);
+        assert_eq!(out.status.success(), passes, "{limit}: {}", stderr(&out));
+        if !passes {
+            assert!(
+                stderr(&out).contains(&format!("more than --max-errors {limit} allows")),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    // A clean run passes the default.
+    let out = run(&server.url("/"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    // A malformed budget is a usage error.
+    let out = run(&bad, &["--max-errors", "lots"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid --max-errors"),
+        "{}",
+        stderr(&out)
     );
 }
 

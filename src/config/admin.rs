@@ -3,7 +3,9 @@
 //! The token is given as its SHA-256 (`token_sha256:`, what `printf %s "$TOKEN" | sha256sum`
 //! prints) or as a file holding the token itself (`token_file:`, read once at load, surrounding
 //! whitespace trimmed); either way only the hash is kept. With a token, every admin request
-//! needs `authorization: Bearer <token>`.
+//! but the probes (`/ready`, `/healthz`) needs `authorization: Bearer <token>`.
+//! `ready_when:` (`all`, default, or `any`) is what the initiator's `/ready` needs: every
+//! `initiator.tunnels` entry with a tunnel up, or one.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +25,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token every request must carry; none when absent.
     pub token: Option<AdminToken>,
+    /// What the initiator's `/ready` needs (default `all`).
+    pub ready_when: ReadyWhen,
+}
+
+/// `admin.ready_when`: which `initiator.tunnels` entries need a tunnel up for `/ready`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyWhen {
+    /// Every entry that asks for tunnels has one up.
+    #[default]
+    All,
+    /// At least one entry has one up.
+    Any,
 }
 
 /// The admin token: only its hash, and the file it came from, if any.
@@ -48,6 +63,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: default_admin_listen(),
             token: None,
+            ready_when: ReadyWhen::All,
         }
     }
 }
@@ -92,6 +108,8 @@ struct RawAdmin {
     token_sha256: Option<[u8; 32]>,
     #[serde(default, deserialize_with = "token_file")]
     token_file: Option<(PathBuf, [u8; 32])>,
+    #[serde(default)]
+    ready_when: ReadyWhen,
 }
 
 /// `admin:` — present but empty (`admin:` or `admin: {}`) means enabled with defaults.
@@ -119,6 +137,7 @@ pub(crate) fn admin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AdminConfi
     Ok(Some(AdminConfig {
         listen: raw.listen,
         token,
+        ready_when: raw.ready_when,
     }))
 }
 

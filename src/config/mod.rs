@@ -40,7 +40,7 @@ mod tests;
 use std::path::Path;
 use std::rc::Rc;
 
-pub use admin::{AdminConfig, AdminToken};
+pub use admin::{AdminConfig, AdminToken, ReadyWhen};
 pub use auth::{token_problem, JwtConfig, Secret, TokenSource, TunnelAuthConfig};
 pub use cluster::{ClientTlsConfig, ClusterConfig, Protocol};
 pub use duration::{format_duration, parse_duration, DurationError};

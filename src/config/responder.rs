@@ -71,6 +71,10 @@ pub struct TunnelListenerConfig {
     /// Concurrent streams per tunnel (default 1000).
     #[serde(default = "default_max_streams", deserialize_with = "at_least_one")]
     pub max_concurrent_streams: u32,
+    /// Connections in their TLS or handshake phase at once, per process; more are closed at
+    /// once and counted in `handshakes_refused_busy` (default 256).
+    #[serde(default = "default_max_handshakes", deserialize_with = "at_least_one")]
+    pub max_handshakes_in_progress: u32,
     /// Server TLS; plaintext when absent.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
@@ -127,6 +131,10 @@ pub struct EgressListenerConfig {
     /// (slow-client defence; default 30s).
     #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
     pub header_read_timeout: Duration,
+    /// Client connections open at once, per process; more are closed at once and counted in
+    /// `egress_connections_refused` (default 10000).
+    #[serde(default = "default_max_connections", deserialize_with = "at_least_one")]
+    pub max_connections: u32,
     /// Proxies in front of this listener whose `x-forwarded-*` headers are believed (Envoy's
     /// `xff_num_trusted_hops`). 0 (default): rtun is the edge, client-supplied forwarding
     /// headers are dropped; more: the client's `x-forwarded-for` list is kept and appended to.
@@ -196,6 +204,7 @@ impl TunnelListenerConfig {
             max_tunnels: default_max_tunnels(),
             max_tunnels_per_node: default_max_tunnels_per_node(),
             max_concurrent_streams: default_max_streams(),
+            max_handshakes_in_progress: default_max_handshakes(),
             tls: None,
             auth: TunnelAuthConfig::default(),
         }
@@ -213,6 +222,7 @@ impl EgressListenerConfig {
             max_request_headers_kb: default_headers_kb(),
             request_timeout: None,
             header_read_timeout: secs::<30>(),
+            max_connections: default_max_connections(),
             xff_num_trusted_hops: 0,
             trust_request_id: false,
             path_with_escaped_slashes_action: EscapedSlashes::default(),
@@ -232,6 +242,14 @@ fn default_max_tunnels_per_node() -> u32 {
 
 fn default_max_streams() -> u32 {
     1_000
+}
+
+fn default_max_handshakes() -> u32 {
+    256
+}
+
+fn default_max_connections() -> u32 {
+    10_000
 }
 
 fn default_host_id_format() -> Vec<HostIdFormat> {

@@ -154,12 +154,13 @@ impl Config {
             )?;
             writeln!(
                 out,
-                "    ping every {}, dead after {} missed; max {} tunnels, {} per node, {} streams per tunnel",
+                "    ping every {}, dead after {} missed; max {} tunnels, {} per node, {} streams per tunnel, {} handshakes in progress",
                 dur(t.ping_interval),
                 t.ping_failure_threshold,
                 t.max_tunnels,
                 t.max_tunnels_per_node,
-                t.max_concurrent_streams
+                t.max_concurrent_streams,
+                t.max_handshakes_in_progress
             )?;
             let e = &r.egress_listener;
             let formats: Vec<&str> = e.host_id_format.iter().map(|f| f.as_str()).collect();
@@ -173,7 +174,7 @@ impl Config {
                 .collect();
             writeln!(
                 out,
-                "  egress listener: {}{}",
+                "  egress listener: {}{}, max {} connections",
                 e.listen,
                 match &e.tls {
                     Some(tls) if tls.client_ca.is_some() => {
@@ -181,7 +182,8 @@ impl Config {
                     }
                     Some(_) => " (HTTPS)",
                     None => "",
-                }
+                },
+                e.max_connections
             )?;
             writeln!(
                 out,

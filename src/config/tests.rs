@@ -118,6 +118,7 @@ fn defaults() {
     assert_eq!(t.max_tunnels, 10_000);
     assert_eq!(t.max_tunnels_per_node, 64);
     assert_eq!(t.max_concurrent_streams, 1_000);
+    assert_eq!(t.max_handshakes_in_progress, 256);
     assert_eq!(t.tls, None);
     let e = r.egress_listener;
     let formats: Vec<&str> = e.host_id_format.iter().map(|f| f.as_str()).collect();
@@ -128,6 +129,7 @@ fn defaults() {
     assert_eq!(e.max_request_headers_kb, 60);
     assert_eq!(e.request_timeout, None);
     assert_eq!(e.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(e.max_connections, 10_000);
     assert_eq!(e.xff_num_trusted_hops, 0);
     assert!(!e.trust_request_id);
     assert_eq!(
@@ -855,4 +857,32 @@ responder:
         built, parsed,
         "a constructor's defaults drifted from the file's"
     );
+}
+
+#[test]
+fn probes_and_listener_caps() {
+    let config = ok(&format!(
+        "admin: {{ ready_when: any }}\n{MINIMAL_RESPONDER}    max_connections: 7\n"
+    ));
+    assert_eq!(config.admin.map(|a| a.ready_when), Some(ReadyWhen::Any));
+    let r = config.responder.expect("responder");
+    assert_eq!(r.egress_listener.max_connections, 7);
+    let config = ok(&format!("admin:\n{MINIMAL_RESPONDER}"));
+    assert_eq!(config.admin.map(|a| a.ready_when), Some(ReadyWhen::All));
+
+    let (line, _, message) = error(&format!(
+        "admin: {{ ready_when: most }}\n{MINIMAL_RESPONDER}"
+    ));
+    assert_eq!(line, 1);
+    assert_contains(&message, &["most", "all", "any"]);
+    let (line, _, message) = error(&format!("{MINIMAL_RESPONDER}    max_connections: 0\n"));
+    assert_eq!(line, 6);
+    assert_contains(&message, &["max_connections"]);
+    let source = MINIMAL_RESPONDER.replace(
+        "    listen: 127.0.0.1:9000\n",
+        "    listen: 127.0.0.1:9000\n    max_handshakes_in_progress: 0\n",
+    );
+    let (line, _, message) = error(&source);
+    assert_eq!(line, 4);
+    assert_contains(&message, &["max_handshakes_in_progress"]);
 }

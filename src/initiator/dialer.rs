@@ -99,7 +99,9 @@ pub async fn keep_tunnel(
                     inc(&ctx.stats().initiator_tunnels_up);
                     tracing::info!("tunnel up");
                     let started = Instant::now();
+                    let up = ctx.tunnels_up.hold(&spec); // counted for /ready while it serves
                     let end = super::tunnel_server::serve(&ctx, io, &stop).await;
+                    drop(up);
                     tracing::info!("tunnel down: {end}");
                     if stop.is_triggered() {
                         return;

@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod pool;
 pub mod tunnel_server;
 pub mod tunnel_tls;
+pub mod tunnels_up;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -27,6 +28,7 @@ use crate::stats::{ShardStats, Stats};
 
 use pool::{LocalCluster, LocalTls};
 use tunnel_tls::TunnelTls;
+use tunnels_up::TunnelsUp;
 
 /// The initiator's TLS, loaded once at start and shared by every shard: the responder
 /// endpoints it dials, and its local services.
@@ -53,17 +55,20 @@ pub struct InitiatorShard {
     tasks: Rc<Tracker>,
     /// TLS of the responder endpoints it dials (shared by every shard).
     tunnel_tls: Arc<TunnelTls>,
+    /// Tunnels up per `tunnels` entry, across shards (`/ready`).
+    tunnels_up: Arc<TunnelsUp>,
 }
 
 impl InitiatorShard {
     /// This shard's initiator, or `None` when the configuration has no initiator. `tls` is
-    /// loaded once for every shard.
+    /// loaded once for every shard; `tunnels_up` is shared by every shard.
     pub fn new(
         config: &Config,
         shard: ShardId,
         stats: Stats,
         shutdown: ShutdownSignal,
         tls: InitiatorTls,
+        tunnels_up: Arc<TunnelsUp>,
     ) -> Option<Rc<Self>> {
         let (tunnel_tls, local_tls) = (tls.tunnel, tls.local);
         let cfg = config.initiator.clone()?;
@@ -90,6 +95,7 @@ impl InitiatorShard {
             pipeline,
             tasks: Tracker::new(),
             tunnel_tls,
+            tunnels_up,
         }))
     }
 
@@ -118,8 +124,9 @@ pub async fn run_shard(
     stats: Stats,
     shutdown: ShutdownSignal,
     tls: InitiatorTls,
+    tunnels_up: Arc<TunnelsUp>,
 ) {
-    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tls) else {
+    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tls, tunnels_up) else {
         return;
     };
     // Every resolved address of every endpoint gets this shard's quota (ARCHITECTURE.md §3).

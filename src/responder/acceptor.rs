@@ -24,8 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::admission::ConnectionFacts;
 use super::{ResponderShard, ShardMsg};
 use crate::protocol::{parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES};
-use crate::shard::accept_loop;
 use crate::shard::directory::{PlaceError, Placement};
+use crate::shard::{accept_loop, CapPermit};
 use crate::stats::inc;
 use crate::tls::{peek_is_tls, Looks, ServerTls, TlsFailure};
 use crate::tunnel::TunnelStream;
@@ -33,16 +33,26 @@ use crate::tunnel::TunnelStream;
 /// Seconds a 429 asks the initiator to wait.
 const RETRY_AFTER_SECS: u64 = 5;
 
-/// Accepts tunnel connections until shutdown.
+/// Accepts tunnel connections until shutdown; beyond `max_handshakes_in_progress` a new
+/// connection is closed at once (`handshakes_refused_busy`).
 pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
     let shutdown = ctx.shared.shutdown.clone();
     accept_loop(listener, &shutdown, "tunnel listener", |stream, peer| {
-        ctx.tasks.spawn(handle(ctx.clone(), stream, peer))
+        let Some(busy) = ctx.admit(
+            |r| &r.handshakes,
+            |s| &s.handshakes_refused_busy,
+            "tunnel listener: max_handshakes_in_progress reached",
+        ) else {
+            return;
+        };
+        ctx.tasks.spawn(handle(ctx.clone(), stream, peer, busy))
     })
     .await
 }
 
-async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
+/// `busy` holds the connection's place among the handshakes in progress until the tunnel
+/// starts (or the handshake is refused).
+async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, busy: CapPermit) {
     let cfg = ctx.shared.tunnel_listener();
     let deadline = Instant::now() + cfg.handshake_timeout;
     let io = match stream.try_into_poll_io() {
@@ -99,7 +109,10 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
     let io = match stream {
         TunnelStream::Plain(io) if target != ctx.shard => io,
         // Here, or a TLS tunnel (always placed here).
-        stream => return super::tunnel::run(ctx, stream, hs, peer).await,
+        stream => {
+            drop(busy);
+            return super::tunnel::run(ctx, stream, hs, peer).await;
+        }
     };
     let stream = match io.try_into_comp_io() {
         Ok(stream) => stream,
@@ -109,6 +122,7 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    drop(busy);
     hand_over(ctx, stream, hs, target).await;
 }
 

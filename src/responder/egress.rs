@@ -48,11 +48,23 @@ use crate::stats::inc;
 /// logging phase run when it is done.
 pub type EgressBody = Logged<Either<Full<Bytes>, TunnelBody>>;
 
-/// Accepts egress connections until shutdown.
+/// Accepts egress connections until shutdown; beyond `max_connections` open ones a new
+/// connection is closed at once (`egress_connections_refused`).
 pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
     let shutdown = ctx.shared.shutdown().clone();
     accept_loop(listener, &shutdown, "egress", |stream, peer| {
-        ctx.tasks.spawn(serve_connection(ctx.clone(), stream, peer))
+        let Some(open) = ctx.admit(
+            |r| &r.egress_connections,
+            |s| &s.egress_connections_refused,
+            "egress listener: max_connections reached",
+        ) else {
+            return;
+        };
+        let connection = serve_connection(ctx.clone(), stream, peer);
+        ctx.tasks.spawn(async move {
+            connection.await;
+            drop(open);
+        })
     })
     .await
 }

@@ -15,7 +15,7 @@ pub mod tunnel;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +29,8 @@ use crate::shard::directory::{Directory, Slot};
 use crate::shard::mesh::{Inbox, Mesh};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
-use crate::shard::ShardId;
-use crate::stats::{ShardStats, Stats};
+use crate::shard::{bind_group, shard_listener, CapPermit, ConnectionCap, PortClaim, ShardId};
+use crate::stats::{inc, ShardStats, Stats};
 use crate::tls::{Reloadable, ServerTls};
 
 use admission::Admission;
@@ -49,8 +49,16 @@ pub enum ShardMsg {
     Forward(Box<ForwardedRequest>),
 }
 
-/// A new responder's shared state and the inbox of each shard.
-pub type WithInboxes = (Arc<Responder>, Vec<Inbox<ShardMsg>>);
+/// What one responder shard starts with: its inbox and its sockets of the two listeners,
+/// bound for every shard before the shards start (`crate::shard`, "Listeners").
+pub struct ShardStart {
+    inbox: Inbox<ShardMsg>,
+    tunnel_listener: std::net::TcpListener,
+    egress_listener: std::net::TcpListener,
+}
+
+/// A new responder's shared state and what each shard starts with.
+pub type WithInboxes = (Arc<Responder>, Vec<ShardStart>);
 
 /// State shared by all responder shards (read-mostly).
 pub struct Responder {
@@ -72,11 +80,21 @@ pub struct Responder {
     next_tunnel_id: AtomicU64,
     /// The egress listener's server TLS (`egress_listener.tls`), loaded once for every shard.
     egress_tls: Option<Reloadable<ServerTls>>,
+    /// Client connections open on the egress listener (`egress_listener.max_connections`).
+    egress_connections: ConnectionCap,
+    /// Tunnel connections in their TLS or handshake phase (`max_handshakes_in_progress`).
+    handshakes: ConnectionCap,
+    shards: usize,
+    /// Shards whose accept loops run: the responder is ready when all do (`/ready`).
+    accepting: AtomicUsize,
+    /// Keeps other rtun processes off both listeners' addresses for the process's life.
+    _claims: [Option<PortClaim>; 2],
 }
 
 impl Responder {
-    /// Builds the shared state and one inbox per shard; `None` when the configuration has no
-    /// responder. Fails when the TLS files the configuration names do not load.
+    /// Builds the shared state, binds both listeners, and returns what each shard starts
+    /// with; `None` when the configuration has no responder. Fails when the TLS files the
+    /// configuration names do not load, or a listener's port is taken (the error names it).
     pub fn new(
         config: &Config,
         shards: usize,
@@ -86,6 +104,16 @@ impl Responder {
         let Some(cfg) = config.responder.clone() else {
             return Ok(None);
         };
+        let tunnel_group = bind_group(
+            cfg.tunnel_listener.listen,
+            "responder.tunnel_listener.listen",
+            shards,
+        )?;
+        let egress_group = bind_group(
+            cfg.egress_listener.listen,
+            "responder.egress_listener.listen",
+            shards,
+        )?;
         let egress_tls = egress::tls::load(&cfg.egress_listener)?;
         // No ALPN: the tunnel speaks HTTP/1.1 for the handshake, then HTTP/2, on one session.
         let tunnel_tls = match &cfg.tunnel_listener.tls {
@@ -111,13 +139,22 @@ impl Responder {
             cfg.tunnel_listener.max_tunnels_per_node,
         );
         let (mesh, inboxes) = Mesh::new(shards, 1024);
+        let starts = inboxes
+            .into_iter()
+            .zip(tunnel_group.sockets)
+            .zip(egress_group.sockets)
+            .map(|((inbox, tunnel_listener), egress_listener)| ShardStart {
+                inbox,
+                tunnel_listener,
+                egress_listener,
+            })
+            .collect();
         let expected = crate::http::host_id::expected_headers(&cfg.egress_listener.host_id_format);
         let routing_headers = expected
             .iter()
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         let responder = Responder {
-            cfg,
             drain_timeout: config.drain_timeout,
             directory,
             mesh,
@@ -136,8 +173,14 @@ impl Responder {
             tunnel_tls,
             next_tunnel_id: AtomicU64::new(1),
             egress_tls,
+            egress_connections: ConnectionCap::new(cfg.egress_listener.max_connections),
+            handshakes: ConnectionCap::new(cfg.tunnel_listener.max_handshakes_in_progress),
+            shards,
+            accepting: AtomicUsize::new(0),
+            _claims: [tunnel_group.claim, egress_group.claim],
+            cfg,
         };
-        Ok(Some((Arc::new(responder), inboxes)))
+        Ok(Some((Arc::new(responder), starts)))
     }
 
     /// The egress listener's TLS configuration, `None` when it serves plaintext.
@@ -209,6 +252,16 @@ impl Responder {
     fn next_tunnel_id(&self) -> u64 {
         self.next_tunnel_id.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// (shards whose listeners accept, shards): `/ready` wants them equal.
+    pub fn accepting_shards(&self) -> (usize, usize) {
+        (self.accepting.load(Ordering::Relaxed), self.shards)
+    }
+
+    /// Egress connections open and tunnel handshakes in progress, process-wide (`/stats`).
+    pub fn open_connections(&self) -> (usize, usize) {
+        (self.egress_connections.held(), self.handshakes.held())
+    }
 }
 
 /// Start-time warnings about the egress listener's tenant source.
@@ -275,27 +328,49 @@ impl ResponderShard {
     pub fn stats(&self) -> &ShardStats {
         self.shared.stats.shard(self.shard)
     }
+
+    /// A place for a new connection under `cap`, or `None`: the caller drops (closes) the
+    /// connection at once, and `refused` counts it. Logged at 1, 2, 4, 8, … refusals per
+    /// shard, so a flood cannot flood the log.
+    fn admit(
+        &self,
+        cap: impl Fn(&Responder) -> &ConnectionCap,
+        refused: impl Fn(&ShardStats) -> &AtomicU64,
+        what: &str,
+    ) -> Option<CapPermit> {
+        let permit = cap(&self.shared).try_acquire();
+        if permit.is_none() {
+            let counter = refused(self.stats());
+            inc(counter);
+            let n = counter.load(Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(shard = self.shard, refused = n, "{what}: closed at once");
+            }
+        }
+        permit
+    }
 }
 
 /// Runs the responder on this shard until shutdown, then drains.
-pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, inbox: Inbox<ShardMsg>) {
+pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, start: ShardStart) {
     let ctx = ResponderShard::new(shared, shard);
-    let tunnel_addr = ctx.shared.tunnel_listener().listen;
-    let egress_addr = ctx.shared.egress().listen;
-    let tunnel_listener = match crate::shard::bind_reuseport(tunnel_addr) {
-        Ok(l) => l,
+    let ShardStart {
+        inbox,
+        tunnel_listener,
+        egress_listener,
+    } = start;
+    let listeners = shard_listener(tunnel_listener).and_then(|tunnel| {
+        let egress = shard_listener(egress_listener)?;
+        Ok((tunnel, egress))
+    });
+    let (tunnel_listener, egress_listener) = match listeners {
+        Ok(listeners) => listeners,
         Err(e) => {
-            tracing::error!(shard, "cannot bind tunnel listener {tunnel_addr}: {e}");
+            tracing::error!(shard, "cannot accept on the responder's listeners: {e}");
             return ctx.shared.shutdown.fatal();
         }
     };
-    let egress_listener = match crate::shard::bind_reuseport(egress_addr) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(shard, "cannot bind egress listener {egress_addr}: {e}");
-            return ctx.shared.shutdown.fatal();
-        }
-    };
+    ctx.shared.accepting.fetch_add(1, Ordering::Relaxed);
     monoio::spawn(inbox_loop(ctx.clone(), inbox));
     monoio::spawn(cleanup_loop(ctx.clone()));
     let acceptor = monoio::spawn(acceptor::run(ctx.clone(), tunnel_listener));

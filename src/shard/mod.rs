@@ -1,9 +1,45 @@
-//! Thread-per-core: shard threads and their runtimes, `SO_REUSEPORT` listeners, cross-shard
-//! channels, the shared tunnel directory and the shutdown signal.
+//! Thread-per-core: shard threads and their runtimes, the listeners every shard accepts on,
+//! connection caps, cross-shard channels, the shared tunnel directory and the shutdown signal.
 //!
 //! Everything a shard mutates on the request path is its own (`Rc`, `Cell`, `RefCell`); the
 //! only shared, locked structure is the [`directory::Directory`], written when tunnels come and
 //! go, read when a request lands on a shard that holds no tunnel for its host.
+//!
+//! # Listeners: a reuseport group that no one else may join
+//!
+//! Every shard holds its own socket on each listener's port (`SO_REUSEPORT`), so each has its
+//! own accept queue and the kernel spreads connections by a hash of their addresses. A port
+//! already held by another process must still be an error at start that names it (DESIGN.md
+//! §11), and `SO_REUSEPORT` alone does not give that: Linux lets any socket of the same
+//! effective user join the group, so a second `rtun run` with the same configuration used to
+//! start silently and take a share of the connections without holding any of the tunnels.
+//!
+//! [`bind_group`] therefore binds a listener's sockets for every shard at once, in the main
+//! thread before the shards start, after two checks:
+//!
+//! 1. **A claim** ([`PortClaim`]): an abstract Unix socket named after the address
+//!    (`@rtun-listen:127.0.0.1:9000`), which only one process in the network namespace can hold
+//!    and which the kernel releases when the process exits, however it exits. A second rtun for
+//!    the same address fails here, even when both start in the same instant.
+//! 2. **A probe**: a bind of the address *without* `SO_REUSEPORT` (with `SO_REUSEADDR`, so
+//!    `TIME_WAIT` leftovers of an earlier run do not count). The kernel refuses it when any
+//!    socket listens on the port — any process, any user, reuseport or not, a wildcard address
+//!    covering ours or the reverse. The probe is closed before the group is bound.
+//!
+//! Either failure is [`ListenError::InUse`], naming the configuration key and the port. What
+//! remains open is a foreign program that itself sets `SO_REUSEPORT`, runs as the same user and
+//! binds after rtun: it asked to share, and the kernel allows it. (One socket shared by every
+//! shard, bound without `SO_REUSEPORT`, would shut that out too, but then whichever shard wakes
+//! first takes the connection: bursts of 64 connections split 63/1 between two shards in
+//! measurements, where the reuseport hash splits them evenly.)
+//!
+//! Port `0` binds the first socket to a free port and the others to that same port; a claim
+//! or probe would be meaningless there and is skipped.
+//!
+//! # Caps
+//!
+//! [`ConnectionCap`] counts a listener's connections (or handshakes in progress) for the whole
+//! process; beyond its limit a new connection is closed at once and counted by the caller.
 
 pub mod directory;
 pub mod mesh;
@@ -13,6 +49,10 @@ pub mod tracker;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::net::{TcpListener, TcpStream};
@@ -22,13 +62,186 @@ use shutdown::ShutdownSignal;
 /// Index of a shard, `0..shards`.
 pub type ShardId = usize;
 
-/// Binds `addr` for this shard with `SO_REUSEPORT`, so every shard holds its own accept queue
-/// and the kernel spreads connections.
+/// Accept queue length of every listener socket.
+const BACKLOG: i32 = 4096;
+
+/// A listener that could not be bound at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Another process (possibly another rtun) holds the port.
+    #[error(
+        "{key}: port {port} ({addr}) is already in use by {holder}",
+        port = .addr.port()
+    )]
+    InUse {
+        key: &'static str,
+        addr: SocketAddr,
+        holder: Holder,
+    },
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+}
+
+/// Who holds a port rtun wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// Another rtun process listens on the same address (its [`PortClaim`]).
+    Rtun,
+    /// Some process listens on the port (the probe bind was refused).
+    Other,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Holder::Rtun => "another rtun process (running with this configuration?)",
+            Holder::Other => "another process",
+        })
+    }
+}
+
+impl From<ListenError> for io::Error {
+    fn from(e: ListenError) -> io::Error {
+        let kind = match &e {
+            ListenError::InUse { .. } => io::ErrorKind::AddrInUse,
+            ListenError::Bind { source, .. } => source.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// This process's exclusive right to listen on an address among rtun processes: an abstract
+/// Unix socket named after it, released by the kernel when the process ends. Keep it for as
+/// long as the listener's sockets are open.
+#[derive(Debug)]
+pub struct PortClaim {
+    _socket: UnixListener,
+}
+
+impl PortClaim {
+    /// The abstract socket name for `addr`.
+    fn name(addr: SocketAddr) -> String {
+        format!("rtun-listen:{addr}")
+    }
+
+    fn take(addr: SocketAddr, key: &'static str) -> Result<PortClaim, ListenError> {
+        let claim = std::os::unix::net::SocketAddr::from_abstract_name(Self::name(addr))
+            .and_then(|name| UnixListener::bind_addr(&name));
+        match claim {
+            Ok(socket) => Ok(PortClaim { _socket: socket }),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(ListenError::InUse {
+                key,
+                addr,
+                holder: Holder::Rtun,
+            }),
+            Err(source) => Err(ListenError::Bind { key, addr, source }),
+        }
+    }
+}
+
+/// A listener's sockets, one per shard, and the claim that keeps other rtun processes off its
+/// address (`None` for port 0).
+#[derive(Debug)]
+pub struct ListenerGroup {
+    /// One per shard, all on the same address; hand each to its shard ([`shard_listener`]).
+    pub sockets: Vec<std::net::TcpListener>,
+    /// Held while the sockets may be open; dropping it early lets another rtun in.
+    pub claim: Option<PortClaim>,
+}
+
+/// Binds `addr` for `shards` shards with `SO_REUSEPORT`, after the claim and the probe of the
+/// module docs: fails with [`ListenError::InUse`] when anyone already listens there. `key`
+/// names the setting in errors (`responder.egress_listener.listen`).
+pub fn bind_group(
+    addr: SocketAddr,
+    key: &'static str,
+    shards: usize,
+) -> Result<ListenerGroup, ListenError> {
+    let bind_error = |source: io::Error| match source.kind() {
+        io::ErrorKind::AddrInUse => ListenError::InUse {
+            key,
+            addr,
+            holder: Holder::Other,
+        },
+        _ => ListenError::Bind { key, addr, source },
+    };
+    let claim = match addr.port() {
+        0 => None,
+        _ => {
+            let claim = PortClaim::take(addr, key)?;
+            drop(socket(addr, false, false).map_err(bind_error)?);
+            Some(claim)
+        }
+    };
+    let mut sockets: Vec<std::net::TcpListener> = Vec::with_capacity(shards);
+    let mut at = addr;
+    for _ in 0..shards.max(1) {
+        let socket = socket(at, true, true).map_err(bind_error)?;
+        // Port 0: every shard joins the port the first one got.
+        at = socket.local_addr().map_err(bind_error)?;
+        sockets.push(socket);
+    }
+    Ok(ListenerGroup { sockets, claim })
+}
+
+/// Binds `addr` once for the whole process, without `SO_REUSEPORT`: the kernel refuses it
+/// when anyone listens there. For a listener one shard serves alone (admin).
+pub fn bind_listener(
+    addr: SocketAddr,
+    key: &'static str,
+) -> Result<std::net::TcpListener, ListenError> {
+    socket(addr, false, true).map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => ListenError::InUse {
+            key,
+            addr,
+            holder: Holder::Other,
+        },
+        _ => ListenError::Bind { key, addr, source },
+    })
+}
+
+/// A TCP socket bound to `addr` (`SO_REUSEADDR` always: `TIME_WAIT` leftovers do not block a
+/// restart, and on Linux it never lets two listeners share a port), with `SO_REUSEPORT` when
+/// `reuse_port`, listening when `listen`.
+fn socket(addr: SocketAddr, reuse_port: bool, listen: bool) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    if listen {
+        socket.listen(BACKLOG)?;
+    }
+    Ok(socket.into())
+}
+
+/// Turns one socket of a [`ListenerGroup`] (or [`bind_listener`]'s) into this shard's
+/// listener, non-blocking when the shard runs the epoll driver (io_uring accepts on a
+/// blocking one). Call it on the shard's own thread.
+pub fn shard_listener(own: std::net::TcpListener) -> io::Result<TcpListener> {
+    if runtime::on_epoll() {
+        own.set_nonblocking(true)?;
+    }
+    TcpListener::from_std(own)
+}
+
+/// Binds `addr` for this thread with `SO_REUSEPORT`, so several threads each hold an accept
+/// queue on one port. Only for the small test service (`rtun service`); rtun's own listeners
+/// use [`bind_group`], which refuses a port someone else holds.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<monoio::net::TcpListener> {
     let opts = monoio::net::ListenerOpts::new()
         .reuse_port(true)
         .reuse_addr(true)
-        .backlog(4096);
+        .backlog(BACKLOG);
     monoio::net::TcpListener::bind_with_config(addr, &opts)
 }
 
@@ -55,5 +268,126 @@ pub async fn accept_loop(
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// At most `limit` of something (connections of a listener, handshakes in progress) at once,
+/// across every shard of the process: one relaxed atomic, touched when a connection starts
+/// and when it ends, never per request.
+#[derive(Debug, Clone)]
+pub struct ConnectionCap {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// One counted connection; dropping it frees the place.
+#[derive(Debug)]
+pub struct CapPermit {
+    held: Arc<AtomicUsize>,
+}
+
+impl ConnectionCap {
+    pub fn new(limit: u32) -> Self {
+        ConnectionCap {
+            held: Arc::new(AtomicUsize::new(0)),
+            limit: limit as usize,
+        }
+    }
+
+    /// A place, or `None` when `limit` are held: the caller closes the connection and counts
+    /// the refusal.
+    pub fn try_acquire(&self) -> Option<CapPermit> {
+        let before = self.held.fetch_add(1, Ordering::Relaxed);
+        if before >= self.limit {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(CapPermit {
+            held: self.held.clone(),
+        })
+    }
+
+    /// Places held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for CapPermit {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn in_use_by(result: Result<ListenerGroup, ListenError>) -> Holder {
+        match result {
+            Err(ListenError::InUse { holder, .. }) => holder,
+            other => panic!("not refused as in use: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_group_shares_one_port_and_keeps_everyone_else_out() {
+        let group = bind_group(loopback(0), "test", 3).expect("bind");
+        let port = group.sockets[0].local_addr().expect("addr").port();
+        assert!(group.claim.is_none(), "port 0 takes no claim");
+        for s in &group.sockets {
+            assert_eq!(s.local_addr().expect("addr").port(), port);
+        }
+        // The group is some other process's now: nothing joins it.
+        let err =
+            bind_group(loopback(port), "responder.egress_listener.listen", 2).expect_err("in use");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "responder.egress_listener.listen: port {port} (127.0.0.1:{port}) is already in use by another process"
+            )),
+            "{text}"
+        );
+        assert!(bind_listener(loopback(port), "admin.listen").is_err());
+        drop(group);
+
+        let first = bind_group(loopback(port), "first", 2).expect("free again");
+        assert!(first.claim.is_some());
+        assert_eq!(
+            in_use_by(bind_group(loopback(port), "second", 2)),
+            Holder::Rtun
+        );
+        // A wildcard address over ours is caught by the probe.
+        assert_eq!(
+            in_use_by(bind_group(
+                SocketAddr::from(([0, 0, 0, 0], port)),
+                "wildcard",
+                1
+            )),
+            Holder::Other
+        );
+        drop(first);
+        let single = bind_listener(loopback(port), "admin.listen").expect("exclusive");
+        assert_eq!(
+            in_use_by(bind_group(loopback(port), "behind admin", 1)),
+            Holder::Other
+        );
+        drop(single);
+    }
+
+    #[test]
+    fn a_cap_refuses_beyond_its_limit_and_frees_on_drop() {
+        let cap = ConnectionCap::new(2);
+        let a = cap.try_acquire().expect("first");
+        let _b = cap.try_acquire().expect("second");
+        assert!(cap.try_acquire().is_none());
+        assert_eq!(cap.held(), 2);
+        drop(a);
+        assert!(cap.try_acquire().is_some());
+        assert_eq!(cap.held(), 1);
     }
 }

@@ -3,6 +3,7 @@
 //! io_uring is preferred; where it cannot start (old kernel, seccomp) monoio's legacy epoll
 //! driver takes over, logged once per process.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Once;
 use std::thread::JoinHandle;
@@ -10,6 +11,17 @@ use std::thread::JoinHandle;
 use super::ShardId;
 
 static FALLBACK_LOGGED: Once = Once::new();
+
+thread_local! {
+    /// True on a thread whose runtime is the legacy epoll driver (set by [`block_on`]).
+    static ON_EPOLL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True when the calling thread's runtime (started by [`block_on`]) is the epoll driver: a
+/// socket handed to it must then be non-blocking (`super::shard_listener`).
+pub fn on_epoll() -> bool {
+    ON_EPOLL.with(Cell::get)
+}
 
 /// io_uring submission queue size per shard.
 const URING_ENTRIES: u32 = 1024;
@@ -49,6 +61,7 @@ pub fn block_on<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
     if std::env::var(DRIVER_ENV).is_ok_and(|v| v == "epoll") {
         FALLBACK_LOGGED
             .call_once(|| tracing::info!("{DRIVER_ENV}=epoll: shards run on the epoll driver"));
+        ON_EPOLL.with(|e| e.set(true));
         return match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()
@@ -69,6 +82,7 @@ pub fn block_on<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
         }
     };
     if matches!(runtime, monoio::FusionRuntime::Legacy(_)) {
+        ON_EPOLL.with(|e| e.set(true));
         FALLBACK_LOGGED.call_once(|| {
             tracing::warn!("io_uring is unavailable here; shards run on the epoll driver");
         });
