@@ -482,7 +482,10 @@ fn validate_loads_every_tls_file_and_names_the_broken_one() {
     let out = validate(&missing);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("tls") && stderr.contains("/nonexistent/s.pem"), "{stderr}");
+    assert!(
+        stderr.contains("tls") && stderr.contains("/nonexistent/s.pem"),
+        "{stderr}"
+    );
     let bad = missing
         .replace("127.0.0.1:19000", &format!("127.0.0.1:{}", port()))
         .replace("127.0.0.1:18085", &format!("127.0.0.1:{}", port()));
