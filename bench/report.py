@@ -226,20 +226,52 @@ def main():
             for s in present)
         summary.append(line)
 
-    # scale
+    # scale (swarm.tsv; files from before the tls-rate load have only the first 8 columns)
     swarm = []
     sp = os.path.join(res, "swarm.tsv")
     if os.path.exists(sp):
         with open(sp) as f:
             next(f)
-            swarm = [l.rstrip("\n").split("\t") for l in f if l.strip()]
+            swarm = [(l.rstrip("\n").split("\t") + ["-"] * 3)[:11] for l in f if l.strip()]
     if swarm:
         w("## Scale: simulated initiators (`loadgen swarm`) against one responder\n")
-        w("Each node: one TCP connection from a 127.0.0.x source (round-robin over 127.0.0.2-20), rtun's handshake, then an h2 server answering 200. RSS is the responder's VmRSS before the swarm and 1-3 s after every tunnel connected (idle, PINGs flowing).\n")
+        w("Each node: one TCP connection from a 127.0.0.x source (round-robin over 127.0.0.2-20), rtun's handshake, then an h2 server answering 200 (`tls-rate-mtls`: inside a mutual-TLS session). RSS is the responder's VmRSS before the swarm and 1-3 s after every tunnel connected (idle, PINGs flowing).\n")
         w("| scenario | nodes | connected | failures | time to connect all | responder RSS before | after | RSS per idle tunnel |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for sc, n, c, fl, t, b, af, per in swarm:
+        for sc, n, c, fl, t, b, af, per, *_ in swarm:
             w(f"| {sc} | {n} | {c} | {fl} | {float(t):.2f} s | {int(b)/1024:.1f} MiB | {int(af)/1024:.1f} MiB | {int(per)/1024:.1f} KiB |")
+        w("")
+
+    # tls-rate: new tunnels per second, plaintext vs mutual TLS
+    rate = {}
+    def secs(x):
+        return float(x) if x not in ("", "-") else None
+
+    for sc, n, c, fl, t, b, af, per, cpu, swarm_cpu, kinds in swarm:
+        if sc.startswith("tls-rate-"):
+            n, c, t = int(n), int(c), float(t)
+            cpu_s, swarm_s = secs(cpu), secs(swarm_cpu)
+            rate[sc[len("tls-rate-"):]] = {
+                "nodes": n, "connected": c, "failures": int(fl), "kinds": kinds, "t": t,
+                "per_s": n / t if t > 0 else None, "cpu_s": cpu_s, "swarm_s": swarm_s,
+                "cpu_ms": cpu_s * 1000 / c if (cpu_s is not None and c) else None,
+                "swarm_ms": swarm_s * 1000 / c if (swarm_s is not None and c) else None,
+            }
+    if rate:
+        w(f"## TLS handshake rate: new tunnels per second on {a.shards} shards\n")
+        w("A fresh responder per variant, dialed once by `loadgen swarm` (every node one new tunnel: TCP connect, then for `mtls` a TLS 1.3 handshake with rtun's rustls/ring stack presenting a P-256 client certificate to a listener with `client_ca`, then rtun's handshake request and h2). new tunnels/s = nodes / time to connect all; CPU = utime+stime of the responder (and of the swarm) from the swarm's start until every tunnel was up. The swarm does the client half of every handshake on the same cores (and the machine is shared), so the rate is a floor of what the responder alone sustains; the responder's CPU per new tunnel is its own cost.\n")
+        w("| variant | nodes | connected | failures | time to connect all | new tunnels/s | responder CPU | responder CPU per new tunnel | swarm CPU per new tunnel |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for v in sorted(rate, key=lambda v: (v != "plain", v)):
+            m = rate[v]
+            fails = f"{m['failures']}" + (f" ({m['kinds']})" if m["kinds"] not in ("", "-") else "")
+            cpu = f"{m['cpu_s']:.2f} s" if m["cpu_s"] is not None else "–"
+            ms = {k: f"{m[k]:.3f} ms" if m[k] is not None else "–" for k in ("cpu_ms", "swarm_ms")}
+            w(f"| {v} | {m['nodes']} | {m['connected']} | {fails} | {m['t']:.2f} s | {fmt_num(m['per_s'])} | {cpu} | {ms['cpu_ms']} | {ms['swarm_ms']} |")
+        p, t = rate.get("plain"), rate.get("mtls")
+        if p and t:
+            w("")
+            w(f"- mtls / plain (what the mutual-TLS handshake costs): new tunnels/s {fmt_ratio(t['per_s'], p['per_s'])}, responder CPU per new tunnel {fmt_ratio(t['cpu_ms'], p['cpu_ms'])}, swarm CPU per new tunnel {fmt_ratio(t['swarm_ms'], p['swarm_ms'])}")
         w("")
 
     # targets
@@ -281,7 +313,7 @@ def main():
         m = agg("f", many[0])
         v(f"(f) p99 with {many[0][5:]} within 1.1× of one host", m["p99"] <= 1.1 * one["p99"],
           f"{fmt_us(m['p99'])} vs {fmt_us(one['p99'])} ({fmt_ratio(m['p99'], one['p99'])}); req/s {fmt_num(m['rps'])} vs {fmt_num(one['rps'])}")
-    for sc, n, c, fl, t, b, af, per in swarm:
+    for sc, n, c, fl, t, b, af, per, *_ in swarm:
         if sc == "scale":
             v("(scale) ≤ 16 KiB responder RSS per idle tunnel", int(per) <= 16 * 1024,
               f"{int(per)/1024:.1f} KiB per tunnel over {c} tunnels; {c}/{n} connected in {float(t):.2f} s, {fl} failures")
@@ -298,8 +330,10 @@ def main():
     print(f"bench: report {os.path.join(res, 'report.md')}")
     for l in summary:
         print("  " + l)
-    for sc, n, c, fl, t, b, af, per in swarm:
-        print(f"  {sc:7s} {c}/{n} tunnels in {float(t):.2f} s, {fl} failures, {int(per)/1024:.1f} KiB RSS per tunnel")
+    for sc, n, c, fl, t, b, af, per, _, _, kinds in swarm:
+        rate_s = f" ({int(n) / float(t):,.0f} new tunnels/s)" if float(t) > 0 else ""
+        kinds = f" ({kinds})" if kinds not in ("", "-") else ""
+        print(f"  {sc:7s} {c}/{n} tunnels in {float(t):.2f} s{rate_s}, {fl} failures{kinds}, {int(per)/1024:.1f} KiB RSS per tunnel")
     for name, ok, detail in verdicts:
         print(f"  target {'MET ' if ok else 'MISSED'} {name}: {detail}")
     missing = []

@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [--quick] [--no-build] [--shards N] [--rounds R] [--duration SECS]
 #                [--setups "direct rtun rtun-tls nginx rathole rathole-nodelay"]
-#                [--loads "a b c d e f scale"]
+#                [--loads "a b c d e f scale tls-rate"]
 #                [--no-install] [--out DIR]
 #
 # Everything listens on 127.0.0.1 (the swarm also binds 127.0.0.2-20 as sources); every
@@ -16,9 +16,9 @@ BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
 QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1
 SETUPS="direct rtun rtun-tls nginx rathole rathole-nodelay"
-LOADS="a b c d e f scale"
+LOADS="a b c d e f scale tls-rate"
 OUT=""
-SWARM_NODES=1000 SCALE_NODES=10000 BULK=$((1 << 30))
+SWARM_NODES=1000 SCALE_NODES=10000 TLS_RATE_NODES=2000 BULK=$((1 << 30))
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -401,9 +401,10 @@ echo "$RATE_H2 $RATE_H1 $LOW_H2 $LOW_H1" >"$RES/open-loop-rates.txt"
 
 # ---------------------------------------------------------------- (f) many hosts and scale
 SWARM_JSON=$RES/swarm.tsv
-printf 'scenario\tnodes\tconnected\tfailures\tconnect_s\trss_before_kib\trss_after_kib\tper_tunnel_b\n' >"$SWARM_JSON"
-start_swarm_responder() {
-  cat >"$RES/conf/swarm-responder.yaml" <<EOF
+printf 'scenario\tnodes\tconnected\tfailures\tconnect_s\trss_before_kib\trss_after_kib\tper_tunnel_b\tresponder_cpu_s\tswarm_cpu_s\tfailure_kinds\n' >"$SWARM_JSON"
+start_swarm_responder() { # [name [tunnel-listener tls line]]
+  local name=${1:-swarm} tls=${2:-}
+  cat >"$RES/conf/$name-responder.yaml" <<EOF
 shards: $SHARDS
 admin: { listen: 127.0.0.1:$P_SW_ADM }
 responder:
@@ -412,16 +413,17 @@ responder:
     max_tunnels: 20000
     max_tunnels_per_node: 64
     ping_interval: 2s
+$tls
   egress_listener:
     listen: 127.0.0.1:$P_SW_EGR
     routes: [{ prefix: / }]
 EOF
-  RUST_LOG=warn "$RTUN" run -c "$RES/conf/swarm-responder.yaml" >>"$RES/logs/swarm-responder.log" 2>&1 &
+  RUST_LOG=warn "$RTUN" run -c "$RES/conf/$name-responder.yaml" >>"$RES/logs/$name-responder.log" 2>&1 &
   SW_RESP=$!; PIDS+=($SW_RESP)
   wait_port $P_SW_EGR 10 && wait_port $P_SW_TUN 10
 }
-start_swarm() { # nodes hold_s tag
-  "$LOADGEN" swarm --responder "127.0.0.1:$P_SW_TUN" --nodes "$1" --hold "$2s" --out "$RES/swarm-$3.json" \
+start_swarm() { # nodes hold_s tag [more loadgen swarm args]
+  "$LOADGEN" swarm --responder "127.0.0.1:$P_SW_TUN" --nodes "$1" --hold "$2s" --out "$RES/swarm-$3.json" "${@:4}" \
     >"$RES/logs/swarm-$3.log" 2>&1 &
   SW_PID=$!; PIDS+=($SW_PID)
   local i
@@ -432,12 +434,14 @@ start_swarm() { # nodes hold_s tag
   done
   return 1
 }
-swarm_row() { # tag nodes rss_before rss_after
-  python3 - "$RES/swarm-$1.json" "$1" "$2" "$3" "$4" >>"$SWARM_JSON" <<'EOF'
+swarm_row() { # tag nodes rss_before rss_after [responder CPU ticks, swarm CPU ticks while connecting]
+  python3 - "$RES/swarm-$1.json" "$1" "$2" "$3" "$4" "$TCK" "${5:-}" "${6:-}" >>"$SWARM_JSON" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1])); b, a, n = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[3])
 per = (a - b) * 1024 / max(1, j["tunnels_connected"])
-print(f"{sys.argv[2]}\t{n}\t{j['tunnels_connected']}\t{j['failures_total']}\t{j['connect_all_s']:.3f}\t{b}\t{a}\t{per:.0f}")
+cpu = [f"{int(t) / int(sys.argv[6]):.2f}" if t else "-" for t in sys.argv[7:9]]
+kinds = ",".join(f"{k}={v}" for k, v in sorted(j["failures"].items())) or "-"
+print(f"{sys.argv[2]}\t{n}\t{j['tunnels_connected']}\t{j['failures_total']}\t{j['connect_all_s']:.3f}\t{b}\t{a}\t{per:.0f}\t{cpu[0]}\t{cpu[1]}\t{kinds}")
 EOF
 }
 if [[ " ${ACTIVE[*]} " == *" rtun "* ]] && { has f || has scale; }; then
@@ -478,6 +482,41 @@ if [[ " ${ACTIVE[*]} " == *" rtun "* ]] && { has f || has scale; }; then
       fi
       stop_pid $SW_PID; stop_pid $SW_RESP
     fi
+  fi
+fi
+
+# ---------------------------------------------------------------- tls-rate: handshakes per second
+# A fresh $SHARDS-shard responder per variant, plaintext then mutual TLS (make_pki's CA and
+# P-256 certificates; the swarm presents initiator.pem in every handshake), each dialed once by
+# TLS_RATE_NODES simulated initiators: new tunnels per second = nodes / time to connect all,
+# and the CPU of the responder and of the swarm (the client side) over that time.
+if has tls-rate; then
+  log "tls-rate: $TLS_RATE_NODES new tunnels, plaintext then mutual TLS, $SHARDS shards"
+  K=$RES/conf/pki
+  if [ -f "$K/initiator-key.pem" ] || make_pki "$K"; then
+    for v in plain mtls; do
+      tag=tls-rate-$v tls="" args=()
+      if [ $v = mtls ]; then
+        tls="    tls: { cert: $K/responder.pem, key: $K/responder-key.pem, client_ca: $K/ca.pem }"
+        args=(--tls-ca "$K/ca.pem" --tls-cert "$K/initiator.pem" --tls-key "$K/initiator-key.pem")
+      fi
+      if start_swarm_responder "$tag" "$tls"; then
+        sleep 0.5; rb=$(sum_status $SW_RESP VmRSS); c0=$(cpu_ticks $SW_RESP)
+        if start_swarm $TLS_RATE_NODES 5 "$tag" "${args[@]}"; then
+          c1=$(cpu_ticks $SW_RESP) cs=$(cpu_ticks $SW_PID)   # the swarm's CPU so far: dialing
+          sleep 2.5; ra=$(sum_status $SW_RESP VmRSS)   # a PING round has passed
+          swarm_row "$tag" $TLS_RATE_NODES "$rb" "$ra" $((c1 - c0)) "$cs"
+          log "  $v: $(grep 'tunnels connected' "$RES/logs/swarm-$tag.log")"
+        else
+          note "swarm for tls-rate ($v) failed: $(tail -2 "$RES/logs/swarm-$tag.log" | tr '\n' ' ')"
+        fi
+        stop_pid $SW_PID; stop_pid $SW_RESP
+      else
+        note "tls-rate: the $v responder did not start (see logs/$tag-responder.log)"
+      fi
+    done
+  else
+    note "tls-rate: openssl could not make certificates (see logs/pki.log)"
   fi
 fi
 

@@ -145,7 +145,7 @@ pub struct SwarmArgs {
     /// Concurrent dials per thread.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// Connect and handshake timeout, each.
+    /// Connect, TLS handshake (with --tls-ca) and rtun handshake timeout, each.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
     /// Handshake request path (the responder's request_path).
@@ -163,6 +163,20 @@ pub struct SwarmArgs {
     /// Do not pin threads to cores.
     #[arg(long)]
     pub no_pin: bool,
+    /// Dial with TLS, verifying the responder against this CA bundle (PEM); plaintext
+    /// when absent. rtun's client TLS (rustls, ring), as `clusters.NAME.tls` of an initiator.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented for mutual TLS; needs --tls-key.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name the responder's certificate must be valid for (and SNI); default: the
+    /// --responder address (an IP SAN, no SNI sent).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_sni: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -270,5 +284,46 @@ mod tests {
         assert_eq!(r.rate, Some(500.0));
         assert_eq!(r.max_errors, ErrorBudget::Count(0));
         assert!(Cli::try_parse_from(["loadgen", "run", "http://x/", "--http1", "--h2c"]).is_err());
+    }
+
+    #[test]
+    fn swarm_tls_flags_parse() {
+        let base = [
+            "loadgen",
+            "swarm",
+            "--responder",
+            "127.0.0.1:9",
+            "--nodes",
+            "3",
+        ];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        let cli = parse(&[
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-sni",
+            "responder.test",
+        ])
+        .expect("parses");
+        let Command::Swarm(s) = cli.command else {
+            panic!("expected swarm");
+        };
+        assert_eq!(s.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(s.tls_cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(s.tls_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(s.tls_sni.as_deref(), Some("responder.test"));
+        let Command::Swarm(s) = parse(&[]).expect("plaintext").command else {
+            panic!("expected swarm");
+        };
+        assert!(s.tls_ca.is_none());
+        // A certificate needs its key and a CA; the key and SNI need the rest.
+        assert!(parse(&["--tls-ca", "ca.pem", "--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_err());
+        assert!(parse(&["--tls-ca", "ca.pem", "--tls-key", "k.pem"]).is_err());
+        assert!(parse(&["--tls-sni", "x.test"]).is_err());
+        assert!(parse(&["--tls-ca", "ca.pem"]).is_ok());
     }
 }

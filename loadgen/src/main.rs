@@ -208,6 +208,21 @@ fn cmd_swarm(args: SwarmArgs) -> Result<()> {
         rtun::protocol::validate_id(value, empty_ok)
             .map_err(|e| anyhow::anyhow!("{name} {value:?} {e}"))?;
     }
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            let tls = rtun::config::ClientTlsConfig {
+                cert: args.tls_cert.clone(),
+                key: args.tls_key.clone(),
+                ca: Some(ca.clone()),
+                spki_pins: Vec::new(),
+                sni: args.tls_sni.clone(),
+            };
+            // No ALPN, as rtun's initiator: the session carries the HTTP/1.1 handshake, then h2.
+            let host = args.responder.ip().to_string();
+            Some(rtun::tls::ClientTls::load(&tls, &host, &[]).context("--tls-*")?)
+        }
+    };
     let cfg = swarm::SwarmConfig {
         responder: args.responder,
         nodes: args.nodes,
@@ -223,6 +238,7 @@ fn cmd_swarm(args: SwarmArgs) -> Result<()> {
         hold: args.hold,
         body: Bytes::from(vec![b'x'; args.body_size]),
         pin: !args.no_pin,
+        tls,
     };
     let report = swarm::run(cfg, args.out)?;
     if report.tunnels_connected == 0 {

@@ -10,11 +10,21 @@
 //! the initiator does: every request is answered `200` with a small fixed body, so the
 //! swarm is also the service behind the tunnels.
 //!
+//! With `--tls-ca` every connection first does a TLS handshake with rtun's own client TLS
+//! (`rtun::tls::ClientTls`: rustls with ring, the responder verified against that CA, the
+//! client certificate presented when given), as an initiator with `clusters.NAME.tls` does;
+//! the rtun handshake and HTTP/2 then run inside the session (`rtun::tunnel::TunnelStream`).
+//! A refused TLS handshake counts as `tls <class>` in the failure breakdown, the class being
+//! rtun's `TlsFailure::label()` (`tls no_client_cert`, `tls unknown_ca`, …); under TLS 1.3 a
+//! responder that refuses the client certificate says so on the first read after the
+//! handshake, which is classified the same way.
+//!
 //! Thread-per-core: node `i` belongs to shard `i % threads`; each shard runs a bounded
 //! number of concurrent dialers. Once every shard has dialed all of its tunnels, one
 //! summary line (and optionally a JSON file) reports how long connecting all of them
 //! took and what failed; the tunnels are then held (and served) for `--hold`.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
@@ -27,12 +37,13 @@ use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use monoio::io::IntoPollIo;
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use rtun::http::io::Rewind;
 use rtun::protocol::{
     parse_response, HandshakeForm, HandshakeRequest, TunnelIdentity, DEFAULT_REQUEST_PATH,
     MAX_HANDSHAKE_BYTES,
 };
+use rtun::tls::{classify, ClientTls, TlsFailure};
+use rtun::tunnel::TunnelStream;
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,6 +68,8 @@ pub struct SwarmConfig {
     pub hold: Duration,
     pub body: Bytes,
     pub pin: bool,
+    /// TLS (optionally mutual) before the handshake; plaintext when `None`.
+    pub tls: Option<ClientTls>,
 }
 
 /// What one shard saw while dialing its tunnels.
@@ -90,6 +103,10 @@ pub struct SwarmReport {
     pub tunnels_per_s: f64,
     pub sources: usize,
     pub threads: usize,
+    /// Whether the tunnels ran TLS (`--tls-ca`).
+    pub tls: bool,
+    /// Whether a client certificate was presented (`--tls-cert`).
+    pub tls_client_cert: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,6 +195,11 @@ pub fn run(cfg: SwarmConfig, json_out: Option<std::path::PathBuf>) -> Result<Swa
         },
         sources: cfg.sources.len(),
         threads,
+        tls: cfg.tls.is_some(),
+        tls_client_cert: cfg
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.config().client_auth_cert_resolver.has_certs()),
     };
     println!(
         "swarm: {}/{} tunnels connected in {:.3} s ({:.0} tunnels/s), {} failures{}",
@@ -264,7 +286,7 @@ async fn shard_main(
                     }
                     Err(e) => {
                         let mut d = dial.borrow_mut();
-                        *d.failures.entry(e.kind.to_owned()).or_default() += 1;
+                        *d.failures.entry(e.kind.into_owned()).or_default() += 1;
                         if d.first_error.is_none() {
                             d.first_error = Some(format!("edge-{node}: {}", e.detail));
                         }
@@ -290,15 +312,22 @@ async fn shard_main(
 }
 
 struct DialError {
-    kind: &'static str,
+    /// The key in the failure breakdown.
+    kind: Cow<'static, str>,
     detail: String,
 }
 
-fn dial_err(kind: &'static str, detail: impl std::fmt::Display) -> DialError {
+fn dial_err(kind: impl Into<Cow<'static, str>>, detail: impl std::fmt::Display) -> DialError {
+    let kind = kind.into();
     DialError {
-        kind,
         detail: format!("{kind}: {detail}"),
+        kind,
     }
+}
+
+/// A TLS failure's key in the failure breakdown: `tls <label>`.
+fn tls_err(failure: TlsFailure, detail: impl std::fmt::Display) -> DialError {
+    dial_err(format!("tls {}", failure.label()), detail)
 }
 
 /// Connects from `source`, handshakes as node `node`, returns the stream at HTTP/2.
@@ -306,13 +335,28 @@ async fn open_tunnel(
     cfg: &SwarmConfig,
     node: u64,
     source: IpAddr,
-) -> Result<Rewind<TcpStreamPoll>, DialError> {
+) -> Result<Rewind<TunnelStream>, DialError> {
     let stream = monoio::time::timeout(cfg.connect_timeout, connect_from(source, cfg.responder))
         .await
         .map_err(|_| dial_err("connect", "timed out"))?
         .map_err(|e| dial_err("connect", e))?;
     let _ = stream.set_nodelay(true);
-    let mut io = stream.into_poll_io().map_err(|e| dial_err("io", e))?;
+    let io = stream.into_poll_io().map_err(|e| dial_err("io", e))?;
+    let mut io = match &cfg.tls {
+        None => TunnelStream::Plain(io),
+        Some(tls) => match monoio::time::timeout(cfg.connect_timeout, tls.connect(io)).await {
+            Ok(Ok(session)) => TunnelStream::Dialed(Box::new(session)),
+            Ok(Err(e)) => return Err(tls_err(e.failure, e)),
+            Err(_) => return Err(dial_err("tls timeout", "no TLS handshake")),
+        },
+    };
+    // After the TLS handshake, an I/O error carrying a TLS alert (TLS 1.3: the responder
+    // refusing our certificate, told on the first read) is a TLS failure.
+    let is_tls = io.is_tls();
+    let io_err = |e: io::Error| match classify(&e) {
+        f if is_tls && f != TlsFailure::Io => tls_err(f, e),
+        _ => dial_err("io", e),
+    };
     let identity = TunnelIdentity {
         node_id: format!("{}{node}", cfg.node_prefix),
         cluster_id: cfg.cluster.clone(),
@@ -329,12 +373,11 @@ async fn open_tunnel(
         extra_headers: &[],
     };
     let exchange = async {
-        io.write_all(&request.encode())
-            .await
-            .map_err(|e| dial_err("io", e))?;
+        io.write_all(&request.encode()).await.map_err(io_err)?;
+        io.flush().await.map_err(io_err)?;
         let mut buf = Vec::with_capacity(256);
         loop {
-            let n = io.read_buf(&mut buf).await.map_err(|e| dial_err("io", e))?;
+            let n = io.read_buf(&mut buf).await.map_err(io_err)?;
             if n == 0 {
                 return Err(dial_err("closed", "responder closed during the handshake"));
             }
@@ -399,7 +442,7 @@ async fn connect_from(source: IpAddr, to: SocketAddr) -> io::Result<monoio::net:
 }
 
 /// Serves HTTP/2 on a tunnel until it closes: every request gets `200` and `body`.
-async fn serve_tunnel(io: Rewind<TcpStreamPoll>, body: Bytes, served: Rc<Cell<u64>>) {
+async fn serve_tunnel(io: Rewind<TunnelStream>, body: Bytes, served: Rc<Cell<u64>>) {
     let Ok(mut conn) = h2::server::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
