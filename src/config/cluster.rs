@@ -54,6 +54,11 @@ pub struct ClusterConfig {
     /// Idle keep-alive connections kept per shard (default 64; 0 disables pooling).
     #[serde(default = "default_max_idle")]
     pub max_idle_per_shard: usize,
+    /// A local service must send its response head within this time of receiving the whole
+    /// request, else 504, whatever the route allows (default `0`: off, the route timeout
+    /// alone bounds it). Only local services use it.
+    #[serde(default, deserialize_with = "duration::off_or_any")]
+    pub response_timeout: Duration,
 }
 
 /// Client side of TLS / mTLS. Paths are used as written (relative to the working directory).
@@ -89,6 +94,7 @@ impl ClusterConfig {
             connect_timeout: secs::<5>(),
             tls: None,
             max_idle_per_shard: default_max_idle(),
+            response_timeout: Duration::ZERO,
         }
     }
 }
