@@ -173,9 +173,12 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
         local: Arc::new(crate::initiator::pool::load_local_tls(&config)?),
     };
     let inboxes = Arc::new(Mutex::new(inboxes));
+    // The admin endpoint stops once every shard's roles have drained.
+    let drained = Arc::new(Drained::new(shards));
     let body = {
         let (config, stats, responder) = (config.clone(), stats.clone(), responder.clone());
         let (signal, initiator_tls) = (signal.clone(), initiator_tls.clone());
+        let drained = drained.clone();
         move |shard: usize| {
             let inbox = inboxes
                 .lock()
@@ -205,6 +208,7 @@ pub fn start(config: Arc<Config>) -> std::io::Result<Running> {
                 responder.clone().zip(inbox),
                 (initiator_tls.clone(), tunnels_up.clone()),
                 admin,
+                drained.clone(),
             )
         }
     };
@@ -231,11 +235,13 @@ async fn run_shard(
     responder: Option<(Arc<Responder>, responder::ShardStart)>,
     (initiator_tls, tunnels_up): (InitiatorTls, Arc<TunnelsUp>),
     admin: Option<(std::net::TcpListener, AdminState)>,
+    drained: Arc<Drained>,
 ) {
-    // The admin endpoint stops after the roles have drained, not at the shutdown signal.
-    let (admin_stop, admin_signal) = Shutdown::new();
-    let admin = admin
-        .map(|(listener, state)| monoio::spawn(crate::admin::run(listener, state, admin_signal)));
+    // The admin endpoint stops after every shard's roles have drained, not at the shutdown
+    // signal, so `/healthz` answers while any shard still drains.
+    let admin = admin.map(|(listener, state)| {
+        monoio::spawn(crate::admin::run(listener, state, drained.signal()))
+    });
     let responder =
         responder.map(|(r, start)| monoio::spawn(responder::run_shard(r, shard, start)));
     crate::initiator::run_shard(
@@ -251,9 +257,38 @@ async fn run_shard(
     if let Some(r) = responder {
         r.await;
     }
-    admin_stop.trigger();
+    drained.shard_done();
     if let Some(a) = admin {
         a.await;
+    }
+}
+
+/// Fires once every shard has drained its roles.
+struct Drained {
+    left: std::sync::atomic::AtomicUsize,
+    stop: Shutdown,
+    signal: ShutdownSignal,
+}
+
+impl Drained {
+    fn new(shards: usize) -> Self {
+        let (stop, signal) = Shutdown::new();
+        Self {
+            left: std::sync::atomic::AtomicUsize::new(shards),
+            stop,
+            signal,
+        }
+    }
+
+    fn signal(&self) -> ShutdownSignal {
+        self.signal.clone()
+    }
+
+    fn shard_done(&self) {
+        use std::sync::atomic::Ordering;
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.stop.trigger();
+        }
     }
 }
 

@@ -130,6 +130,11 @@ counters! {
     tunnels_active,
     /// Tunnels closed after ping_failure_threshold missed PINGs.
     tunnels_dead_ping,
+    /// Tunnels marked unhealthy: unhealthy_after_timeouts egress route timeouts in a row
+    /// (requests then prefer the host's other tunnels and nodes).
+    tunnels_marked_unhealthy,
+    /// Unhealthy tunnels that answered in time again (a probe) and are healthy again.
+    tunnels_healthy_again,
     /// Tunnels that ended (any reason).
     tunnels_closed,
     /// Requests received on the egress listener.
@@ -137,8 +142,14 @@ counters! {
     /// Egress connections closed at once because max_connections were open.
     egress_connections_refused,
     /// Egress connections closed because a request head did not arrive within
-    /// header_read_timeout (slow clients).
+    /// header_read_timeout (slow clients), or no first request did (an HTTP/2 connection
+    /// without a stream).
     egress_header_timeout,
+    /// Egress connections closed after idle_timeout with no request in flight.
+    egress_idle_timeout,
+    /// Egress requests ended by the stream idle timeout (408 before the response head, a
+    /// reset after it).
+    egress_stream_idle_timeout,
     /// Egress requests handed to another shard's tunnel.
     egress_cross_shard,
     /// Egress 400: the request cannot be served as sent (a path that cannot be normalized, an
@@ -192,8 +203,11 @@ counters! {
     initiator_404_no_route,
     /// Initiator: 502/503, the local service failed or could not be reached.
     initiator_502_local_error,
-    /// Initiator: 504, the local route timeout elapsed.
+    /// Initiator: 504, the local route timeout (or the cluster's response_timeout) elapsed.
     initiator_504_timeout,
+    /// Initiator: requests ended by the stream idle timeout (408 before the response head, a
+    /// reset after it).
+    initiator_stream_idle_timeout,
 }
 
 /// All shards' counters.

@@ -274,21 +274,32 @@ fn the_responder_is_ready_until_it_drains_and_alive_until_it_exits() {
     assert_eq!(probe(r.admin, "/ready"), Some((200, "ready".into())));
     assert_eq!(probe(r.admin, "/healthz"), Some((200, "ok".into())));
 
-    // A slow request keeps the drain going while the probes are read.
+    // A slow request keeps the drain going while the probes are read. (The setup's probes
+    // already counted: wait for this one, then give it time to reach the service.)
+    let before = admin_stat(r.admin, "egress_requests");
     let egress = r.egress;
     let slow = std::thread::spawn(move || {
         get(egress, "/delay/2500", &[("x-node-id", "n1")]).map(|resp| resp.status)
     });
-    assert!(wait_until(WAIT, || admin_stat(r.admin, "egress_requests") >= 1));
+    assert!(wait_until(WAIT, || admin_stat(r.admin, "egress_requests") > before));
+    std::thread::sleep(Duration::from_millis(300));
     let stopped = Instant::now();
     s.responder.signal(libc::SIGTERM);
     assert!(
-        wait_until(WAIT, || probe(r.admin, "/ready")
-            == Some((503, "not ready: draining".into()))),
+        // Draining, and soon its listeners closed too: "not ready: draining; …".
+        wait_until(WAIT, || probe(r.admin, "/ready").is_some_and(
+            |(status, text)| status == 503 && text.starts_with("not ready: draining")
+        )),
         "{:?}",
         probe(r.admin, "/ready")
     );
-    assert_eq!(probe(r.admin, "/healthz"), Some((200, "ok".into())));
+    let healthz = probe(r.admin, "/healthz");
+    assert_eq!(
+        healthz,
+        Some((200, "ok".into())),
+        "{}",
+        s.responder.log_text()
+    );
     assert_eq!(slow.join().expect("thread").expect("slow request"), 200);
     let status = s.responder.wait_exit(WAIT).expect("exits after the drain");
     assert!(status.success());

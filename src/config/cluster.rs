@@ -58,6 +58,11 @@ pub struct ClusterConfig {
     /// STRICT_DNS, > 0): every resolved address gets its own tunnels (`initiator::hosts`).
     #[serde(default = "secs::<5>", deserialize_with = "duration::positive")]
     pub dns_refresh_rate: Duration,
+    /// A local service must send its response head within this time of receiving the whole
+    /// request, else 504, whatever the route allows (default `0`: off, the route timeout
+    /// alone bounds it). Only local services use it.
+    #[serde(default, deserialize_with = "duration::off_or_any")]
+    pub response_timeout: Duration,
 }
 
 /// Client side of TLS / mTLS. Paths are used as written (relative to the working directory).
@@ -94,6 +99,7 @@ impl ClusterConfig {
             tls: None,
             max_idle_per_shard: default_max_idle(),
             dns_refresh_rate: secs::<5>(),
+            response_timeout: Duration::ZERO,
         }
     }
 }

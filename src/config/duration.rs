@@ -3,14 +3,25 @@
 //! This module owns the duration syntax and its serde glue. A bare number is an error ("durations
 //! need a unit"), as is a negative one. Whether zero is allowed is decided per setting by the
 //! deserializer it uses: [`positive`] for timeouts and intervals where zero would mean "fail at
-//! once" or "spin" (connect/handshake/idle timeouts, ping and cleanup intervals, backoffs,
-//! route timeouts), [`any`] where zero has a clear meaning (`drain_timeout: 0s` closes at once,
-//! `pending_timeout: 0s` does not wait for a tunnel).
+//! once" or "spin" (connect, handshake and header read timeouts, the initiator's pre-HTTP/2
+//! idle timeout, ping and cleanup intervals, backoffs), [`any`] where zero has a clear meaning
+//! (`drain_timeout: 0s` closes at once, `pending_timeout: 0s` does not wait for a tunnel),
+//! [`off_or_any`] for the request and connection timeouts that `0` turns off (route, response,
+//! stream idle and egress connection idle timeouts, HTTP/2 keepalive, as in Envoy): there a
+//! bare `0` is accepted too, and the value is [`Duration::ZERO`] (see [`enabled`]).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
+
+/// The route timeout where a route and its listener set none (Envoy's 15 s): the time from the
+/// end of the request to the response head.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The stream idle timeout where none is set (Envoy's `stream_idle_timeout`, 5 min): no body
+/// bytes in either direction for this long ends the request.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a duration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +117,8 @@ pub fn format_duration(d: Duration) -> String {
 /// reported at the value's line and column.
 struct DurationVisitor<F> {
     allow_zero: bool,
+    /// A bare `0` means "off" (and is accepted without a unit).
+    zero_is_off: bool,
     check: F,
 }
 
@@ -130,16 +143,32 @@ impl<F: FnOnce(Duration) -> Result<(), String>> Visitor<'_> for DurationVisitor<
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        if v == 0 && self.zero_is_off {
+            return Ok(Duration::ZERO);
+        }
         Err(E::custom(DurationError::NoUnit(v.to_string())))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        if v == 0 && self.zero_is_off {
+            return Ok(Duration::ZERO);
+        }
         Err(E::custom(DurationError::NoUnit(v.to_string())))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
         Err(E::custom(DurationError::NoUnit(v.to_string())))
     }
+}
+
+/// [`DEFAULT_ROUTE_TIMEOUT`], for `#[serde(default = …)]`.
+pub(crate) fn default_route_timeout() -> Duration {
+    DEFAULT_ROUTE_TIMEOUT
+}
+
+/// [`DEFAULT_STREAM_IDLE_TIMEOUT`], for `#[serde(default = …)]`.
+pub(crate) fn default_stream_idle_timeout() -> Duration {
+    DEFAULT_STREAM_IDLE_TIMEOUT
 }
 
 /// `N` seconds, for `#[serde(default = "secs::<N>")]`.
@@ -163,7 +192,50 @@ where
     D: Deserializer<'de>,
     F: FnOnce(Duration) -> Result<(), String>,
 {
-    d.deserialize_any(DurationVisitor { allow_zero, check })
+    d.deserialize_any(DurationVisitor {
+        allow_zero,
+        zero_is_off: false,
+        check,
+    })
+}
+
+/// A timeout that `0` (or `0s`, `0ms`, …) turns off: [`Duration::ZERO`] then means "no
+/// timeout". A bare `0` needs no unit; any other number does.
+pub(crate) fn off_or_any<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    d.deserialize_any(DurationVisitor {
+        allow_zero: true,
+        zero_is_off: true,
+        check: unchecked,
+    })
+}
+
+/// An optional [`off_or_any`] timeout: absent (or `null`) is `None` (inherit a default),
+/// `0` is `Some(Duration::ZERO)` (off).
+pub(crate) fn option_off_or_any<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    struct OffVisitor;
+    impl<'de> Visitor<'de> for OffVisitor {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as `250ms`, `2s`, `1m`, `0` (off), or nothing")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            off_or_any(d).map(Some)
+        }
+    }
+    d.deserialize_option(OffVisitor)
+}
+
+/// `Some(d)` for a timeout that is on, `None` for one that `0` turned off.
+pub fn enabled(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then_some(timeout)
 }
 
 struct OptionVisitor {
@@ -193,13 +265,6 @@ impl<'de> Visitor<'de> for OptionVisitor {
 /// An optional duration that may be zero (`null` or absent is `None`).
 pub(crate) fn option_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     d.deserialize_option(OptionVisitor { allow_zero: true })
-}
-
-/// An optional duration that must be greater than zero when given.
-pub(crate) fn option_positive<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Duration>, D::Error> {
-    d.deserialize_option(OptionVisitor { allow_zero: false })
 }
 
 #[cfg(test)]

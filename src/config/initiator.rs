@@ -28,6 +28,12 @@ pub struct InitiatorConfig {
     pub tunnels: Vec<TunnelSpec>,
     /// Path-prefix routes to local clusters, tried in order (first match wins).
     pub routes: Vec<InitiatorRoute>,
+    /// Route timeout of routes that set none: from the end of the request to the local
+    /// service's response head, else 504 (default 15s as Envoy; `Duration::ZERO`: off).
+    pub request_timeout: Duration,
+    /// A request whose body bytes stop moving, in both directions, for this long is ended:
+    /// 408 before the response head, a reset after it (default 5m; `Duration::ZERO`: off).
+    pub stream_idle_timeout: Duration,
     /// Cap of the exponential redial backoff (default 30s).
     pub max_reconnect_backoff: Duration,
     /// First redial delay (default 250ms, at most `max_reconnect_backoff`).
@@ -72,9 +78,17 @@ pub struct InitiatorRoute {
     /// Name of a cluster in `clusters:`.
     #[serde(deserialize_with = "cluster_ref")]
     pub cluster: String,
-    /// Whole-request timeout (> 0); none when absent.
-    #[serde(default, deserialize_with = "duration::option_positive")]
+    /// Route timeout: from the end of the request to the response head, else 504;
+    /// `initiator.request_timeout` when absent; `0`: off for this route.
+    #[serde(default, deserialize_with = "duration::option_off_or_any")]
     pub timeout: Option<Duration>,
+}
+
+impl InitiatorRoute {
+    /// This route's timeout, given the initiator's default: `None` when off.
+    pub fn effective_timeout(&self, default: Duration) -> Option<Duration> {
+        duration::enabled(self.timeout.unwrap_or(default))
+    }
 }
 
 impl Prefixed for InitiatorRoute {
@@ -94,6 +108,16 @@ pub(crate) struct RawInitiator {
     pub(crate) tunnels: Vec<TunnelEntry>,
     #[serde(deserialize_with = "routes")]
     pub(crate) routes: Vec<InitiatorRoute>,
+    #[serde(
+        default = "duration::default_route_timeout",
+        deserialize_with = "duration::off_or_any"
+    )]
+    pub(crate) request_timeout: Duration,
+    #[serde(
+        default = "duration::default_stream_idle_timeout",
+        deserialize_with = "duration::off_or_any"
+    )]
+    pub(crate) stream_idle_timeout: Duration,
     #[serde(default = "secs::<30>", deserialize_with = "max_reconnect_backoff")]
     pub(crate) max_reconnect_backoff: Duration,
     /// `None` when not written (then [`DEFAULT_INITIAL_RECONNECT_BACKOFF`]).
@@ -161,6 +185,8 @@ impl RawInitiator {
         Some(InitiatorConfig {
             tunnels,
             routes: self.routes,
+            request_timeout: self.request_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
             max_reconnect_backoff: self.max_reconnect_backoff,
             initial_reconnect_backoff: self
                 .initial_reconnect_backoff
@@ -194,6 +220,8 @@ impl InitiatorConfig {
         Self {
             tunnels,
             routes,
+            request_timeout: duration::DEFAULT_ROUTE_TIMEOUT,
+            stream_idle_timeout: duration::DEFAULT_STREAM_IDLE_TIMEOUT,
             max_reconnect_backoff: secs::<30>(),
             initial_reconnect_backoff: DEFAULT_INITIAL_RECONNECT_BACKOFF,
             request_path: default_request_path(),

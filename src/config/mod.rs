@@ -43,7 +43,10 @@ use std::rc::Rc;
 pub use admin::{AdminConfig, AdminToken, ReadyWhen};
 pub use auth::{token_problem, JwtConfig, Secret, TokenSource, TunnelAuthConfig};
 pub use cluster::{ClientTlsConfig, ClusterConfig, Protocol};
-pub use duration::{format_duration, parse_duration, DurationError};
+pub use duration::{
+    enabled, format_duration, parse_duration, DurationError, DEFAULT_ROUTE_TIMEOUT,
+    DEFAULT_STREAM_IDLE_TIMEOUT,
+};
 pub use error::{ConfigError, Diagnostic};
 pub use initiator::{InitiatorConfig, InitiatorRoute, DEFAULT_INITIAL_RECONNECT_BACKOFF};
 pub use node::NodeIdentity;

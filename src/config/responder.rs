@@ -75,6 +75,15 @@ pub struct TunnelListenerConfig {
     /// once and counted in `handshakes_refused_busy` (default 256).
     #[serde(default = "default_max_handshakes", deserialize_with = "at_least_one")]
     pub max_handshakes_in_progress: u32,
+    /// Consecutive egress route timeouts (504) on one tunnel after which it is unhealthy:
+    /// requests prefer its host's other tunnels and nodes (default 3; 0: never marked).
+    #[serde(default = "three")]
+    pub unhealthy_after_timeouts: u32,
+    /// While a tunnel is unhealthy, one request per this interval still goes to it as a probe;
+    /// a probe answered in time makes it healthy again (default 30s, Envoy's
+    /// `base_ejection_time`).
+    #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
+    pub unhealthy_probe_interval: Duration,
     /// Server TLS; plaintext when absent.
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
@@ -124,17 +133,41 @@ pub struct EgressListenerConfig {
     /// Limit on request headers in KiB (default 60, 1..=8192).
     #[serde(default = "default_headers_kb", deserialize_with = "headers_kb")]
     pub max_request_headers_kb: u32,
-    /// Default whole-request timeout (> 0); none when absent.
-    #[serde(default, deserialize_with = "duration::option_positive")]
-    pub request_timeout: Option<Duration>,
+    /// Route timeout of routes that set none: from the end of the request to the response
+    /// head, else 504 (default 15s as Envoy; `0`: off).
+    #[serde(
+        default = "duration::default_route_timeout",
+        deserialize_with = "duration::off_or_any"
+    )]
+    pub request_timeout: Duration,
+    /// A request whose body bytes stop moving, in both directions, for this long is ended:
+    /// 408 before the response head, a reset after it (default 5m as Envoy's
+    /// `stream_idle_timeout`; `0`: off).
+    #[serde(
+        default = "duration::default_stream_idle_timeout",
+        deserialize_with = "duration::off_or_any"
+    )]
+    pub stream_idle_timeout: Duration,
     /// A client must send each request head within this time, or its connection is closed
-    /// (slow-client defence; default 30s).
+    /// (slow-client defence; default 30s). Also bounds the time from accepting a connection
+    /// (TLS included) to its first request, on HTTP/1.1 and HTTP/2 alike.
     #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
     pub header_read_timeout: Duration,
     /// Client connections open at once, per process; more are closed at once and counted in
     /// `egress_connections_refused` (default 10000).
     #[serde(default = "default_max_connections", deserialize_with = "at_least_one")]
     pub max_connections: u32,
+    /// A client connection with no request in flight for this long is closed (HTTP/2: GOAWAY
+    /// first) (default 60s; `0`: off).
+    #[serde(default = "secs::<60>", deserialize_with = "duration::off_or_any")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 client connections: PING after this long without a frame from the client
+    /// (default 30s; `0`: off).
+    #[serde(default = "secs::<30>", deserialize_with = "duration::off_or_any")]
+    pub http2_keepalive_interval: Duration,
+    /// An unanswered keepalive PING closes the connection after this long (default 20s).
+    #[serde(default = "secs::<20>", deserialize_with = "duration::positive")]
+    pub http2_keepalive_timeout: Duration,
     /// Proxies in front of this listener whose `x-forwarded-*` headers are believed (Envoy's
     /// `xff_num_trusted_hops`). 0 (default): rtun is the edge, client-supplied forwarding
     /// headers are dropped; more: the client's `x-forwarded-for` list is kept and appended to.
@@ -165,9 +198,17 @@ pub struct EgressRoute {
     /// Path prefix, starting with `/`.
     #[serde(deserialize_with = "path_prefix")]
     pub prefix: String,
-    /// Whole-request timeout (> 0); the listener's `request_timeout` when absent.
-    #[serde(default, deserialize_with = "duration::option_positive")]
+    /// Route timeout: from the end of the request to the response head, else 504; the
+    /// listener's `request_timeout` when absent; `0`: off for this route.
+    #[serde(default, deserialize_with = "duration::option_off_or_any")]
     pub timeout: Option<Duration>,
+}
+
+impl EgressRoute {
+    /// This route's timeout, given the listener's default: `None` when off.
+    pub fn effective_timeout(&self, listener_default: Duration) -> Option<Duration> {
+        duration::enabled(self.timeout.unwrap_or(listener_default))
+    }
 }
 
 impl Prefixed for EgressRoute {
@@ -205,6 +246,8 @@ impl TunnelListenerConfig {
             max_tunnels_per_node: default_max_tunnels_per_node(),
             max_concurrent_streams: default_max_streams(),
             max_handshakes_in_progress: default_max_handshakes(),
+            unhealthy_after_timeouts: three(),
+            unhealthy_probe_interval: secs::<30>(),
             tls: None,
             auth: TunnelAuthConfig::default(),
         }
@@ -220,9 +263,13 @@ impl EgressListenerConfig {
             routes: default_egress_routes(),
             pending_timeout: None,
             max_request_headers_kb: default_headers_kb(),
-            request_timeout: None,
+            request_timeout: duration::DEFAULT_ROUTE_TIMEOUT,
+            stream_idle_timeout: duration::DEFAULT_STREAM_IDLE_TIMEOUT,
             header_read_timeout: secs::<30>(),
             max_connections: default_max_connections(),
+            idle_timeout: secs::<60>(),
+            http2_keepalive_interval: secs::<30>(),
+            http2_keepalive_timeout: secs::<20>(),
             xff_num_trusted_hops: 0,
             trust_request_id: false,
             path_with_escaped_slashes_action: EscapedSlashes::default(),

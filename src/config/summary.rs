@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use std::time::Duration;
+
 use super::duration::format_duration as dur;
 use super::schema::{Config, Shards};
 use crate::http::path::EscapedSlashes;
@@ -61,11 +63,15 @@ impl Config {
             };
             writeln!(
                 out,
-                "  {name}: {} {} (connect timeout {}, {} idle per shard{tls})",
+                "  {name}: {} {} (connect timeout {}, {} idle per shard{tls}{})",
                 c.protocol.as_str(),
                 c.endpoints.join(", "),
                 dur(c.connect_timeout),
-                c.max_idle_per_shard
+                c.max_idle_per_shard,
+                match c.response_timeout.is_zero() {
+                    true => String::new(),
+                    false => format!(", response timeout {}", dur(c.response_timeout)),
+                }
             )?;
         }
         if let Some(i) = &self.initiator {
@@ -91,12 +97,18 @@ impl Config {
             }
             writeln!(out, "  routes:")?;
             for r in &i.routes {
-                let timeout = r
-                    .timeout
-                    .map(|t| format!(" (timeout {})", dur(t)))
-                    .unwrap_or_default();
-                writeln!(out, "    {}* -> {}{timeout}", r.prefix, r.cluster)?;
+                let timeout = off_or(r.effective_timeout(i.request_timeout));
+                writeln!(
+                    out,
+                    "    {}* -> {} (timeout {timeout})",
+                    r.prefix, r.cluster
+                )?;
             }
+            writeln!(
+                out,
+                "  stream idle timeout {}",
+                off_or(super::enabled(i.stream_idle_timeout))
+            )?;
             writeln!(
                 out,
                 "  handshake: GET {} ({}{}, timeout {}{}), redial backoff {}..{}, idle timeout {}",
@@ -162,14 +174,23 @@ impl Config {
                 t.max_concurrent_streams,
                 t.max_handshakes_in_progress
             )?;
+            writeln!(
+                out,
+                "    unhealthy after {}, probed every {}",
+                match t.unhealthy_after_timeouts {
+                    0 => "never (off)".to_owned(),
+                    n => format!("{n} route timeouts in a row"),
+                },
+                dur(t.unhealthy_probe_interval)
+            )?;
             let e = &r.egress_listener;
             let formats: Vec<&str> = e.host_id_format.iter().map(|f| f.as_str()).collect();
             let prefixes: Vec<String> = e
                 .routes
                 .iter()
-                .map(|r| match r.timeout {
-                    Some(t) => format!("{}* (timeout {})", r.prefix, dur(t)),
-                    None => format!("{}*", r.prefix),
+                .map(|r| {
+                    let timeout = off_or(r.effective_timeout(e.request_timeout));
+                    format!("{}* (timeout {timeout})", r.prefix)
                 })
                 .collect();
             writeln!(
@@ -193,15 +214,28 @@ impl Config {
             writeln!(out, "    routes: {}", prefixes.join(", "))?;
             writeln!(
                 out,
-                "    unknown host: {}; request headers up to {} KiB{}",
+                "    unknown host: {}; request headers up to {} KiB",
                 match e.pending_timeout {
                     Some(p) if !p.is_zero() => format!("wait up to {} for a tunnel", dur(p)),
                     _ => "503 at once".to_owned(),
                 },
                 e.max_request_headers_kb,
-                e.request_timeout
-                    .map(|t| format!("; request timeout {}", dur(t)))
-                    .unwrap_or_default()
+            )?;
+            writeln!(
+                out,
+                "    timeouts: stream idle {}, request head {}, connection idle {}, HTTP/2 \
+                 keepalive {}",
+                off_or(super::enabled(e.stream_idle_timeout)),
+                dur(e.header_read_timeout),
+                off_or(super::enabled(e.idle_timeout)),
+                match super::enabled(e.http2_keepalive_interval) {
+                    Some(i) => format!(
+                        "PING every {}, closed after {}",
+                        dur(i),
+                        dur(e.http2_keepalive_timeout)
+                    ),
+                    None => "off".to_owned(),
+                }
             )?;
             writeln!(
                 out,
@@ -257,4 +291,9 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A timeout as the summary shows it: its duration, or `off`.
+fn off_or(timeout: Option<Duration>) -> String {
+    timeout.map_or_else(|| "off".to_owned(), dur)
 }

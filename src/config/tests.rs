@@ -119,6 +119,8 @@ fn defaults() {
     assert_eq!(t.max_tunnels_per_node, 64);
     assert_eq!(t.max_concurrent_streams, 1_000);
     assert_eq!(t.max_handshakes_in_progress, 256);
+    assert_eq!(t.unhealthy_after_timeouts, 3);
+    assert_eq!(t.unhealthy_probe_interval, Duration::from_secs(30));
     assert_eq!(t.tls, None);
     let e = r.egress_listener;
     let formats: Vec<&str> = e.host_id_format.iter().map(|f| f.as_str()).collect();
@@ -127,9 +129,21 @@ fn defaults() {
     assert_eq!(e.routes[0].prefix, "/");
     assert_eq!(e.pending_timeout, None);
     assert_eq!(e.max_request_headers_kb, 60);
-    assert_eq!(e.request_timeout, None);
+    assert_eq!(
+        e.request_timeout,
+        Duration::from_secs(15),
+        "Envoy's route timeout"
+    );
+    assert_eq!(
+        e.routes[0].effective_timeout(e.request_timeout),
+        Some(Duration::from_secs(15))
+    );
+    assert_eq!(e.stream_idle_timeout, Duration::from_secs(300));
     assert_eq!(e.header_read_timeout, Duration::from_secs(30));
     assert_eq!(e.max_connections, 10_000);
+    assert_eq!(e.idle_timeout, Duration::from_secs(60));
+    assert_eq!(e.http2_keepalive_interval, Duration::from_secs(30));
+    assert_eq!(e.http2_keepalive_timeout, Duration::from_secs(20));
     assert_eq!(e.xff_num_trusted_hops, 0);
     assert!(!e.trust_request_id);
     assert_eq!(
@@ -152,6 +166,12 @@ fn defaults() {
     assert_eq!(i.ping_interval, Duration::from_secs(10));
     assert_eq!(i.ping_failure_threshold, 3);
     assert_eq!(i.max_concurrent_streams, 1024);
+    assert_eq!(i.request_timeout, Duration::from_secs(15));
+    assert_eq!(i.stream_idle_timeout, Duration::from_secs(300));
+    assert_eq!(
+        i.routes[0].effective_timeout(i.request_timeout),
+        Some(Duration::from_secs(15))
+    );
     assert!(i.extra_handshake_headers.is_empty());
     assert_eq!(i.handshake, crate::protocol::HandshakeForm::Plain);
     assert!(i.send_initiation_time);
@@ -159,6 +179,7 @@ fn defaults() {
     assert_eq!(app.protocol, Protocol::Http1);
     assert_eq!(app.connect_timeout, Duration::from_secs(5));
     assert_eq!(app.max_idle_per_shard, 64);
+    assert_eq!(app.response_timeout, Duration::ZERO, "off");
     assert_eq!(app.tls, None);
     assert_eq!(app.dns_refresh_rate, Duration::from_secs(5));
 }
@@ -183,6 +204,106 @@ fn dns_refresh_rate_is_a_positive_duration() {
     );
     let (_, _, message) = error(&with("0s"));
     assert_contains(&message, &["greater than zero"]);
+}
+
+#[test]
+fn timeouts_are_on_by_default_and_zero_turns_them_off() {
+    let with = |extra: &str| {
+        MINIMAL_RESPONDER.replace(
+            "    listen: 127.0.0.1:8085\n",
+            &format!("    listen: 127.0.0.1:8085\n{extra}"),
+        )
+    };
+    // `0` (no unit needed) and `0s` both mean off; a route's own timeout wins, `0` included.
+    let config = ok(&with(
+        "    request_timeout: 0\n    stream_idle_timeout: 0s\n    idle_timeout: 0\n    \
+         http2_keepalive_interval: 0ms\n    \
+         routes: [{ prefix: /slow, timeout: 0 }, { prefix: /fast, timeout: 2s }, { prefix: / }]\n",
+    ));
+    let e = config.responder.clone().unwrap().egress_listener;
+    assert_eq!(e.request_timeout, Duration::ZERO);
+    assert_eq!(e.stream_idle_timeout, Duration::ZERO);
+    assert_eq!(e.idle_timeout, Duration::ZERO);
+    assert_eq!(e.http2_keepalive_interval, Duration::ZERO);
+    let timeouts: Vec<_> = e
+        .routes
+        .iter()
+        .map(|r| r.effective_timeout(e.request_timeout))
+        .collect();
+    assert_eq!(timeouts, [None, Some(Duration::from_secs(2)), None]);
+    assert_contains(
+        &config.summary(),
+        &[
+            "routes: /slow* (timeout off), /fast* (timeout 2s), /* (timeout off)",
+            "timeouts: stream idle off, request head 30s, connection idle off, HTTP/2 keepalive off",
+        ],
+    );
+    let e = ok(&with("    routes: [{ prefix: /, timeout: 0s }]\n"))
+        .responder
+        .unwrap()
+        .egress_listener;
+    assert_eq!(e.routes[0].effective_timeout(e.request_timeout), None);
+    assert_contains(
+        &ok(MINIMAL_RESPONDER).summary(),
+        &[
+            "routes: /* (timeout 15s)",
+            "timeouts: stream idle 5m, request head 30s, connection idle 1m, HTTP/2 keepalive \
+             PING every 30s, closed after 20s",
+            "unhealthy after 3 route timeouts in a row, probed every 30s",
+        ],
+    );
+    // Other numbers still need a unit; the head bound and the keepalive timeout stay > 0.
+    let (_, _, message) = error(&with("    request_timeout: 15\n"));
+    assert_contains(&message, &["durations need a unit"]);
+    let (_, _, message) = error(&with("    header_read_timeout: 0s\n"));
+    assert_contains(&message, &["greater than zero"]);
+    let (_, _, message) = error(&with("    http2_keepalive_timeout: 0s\n"));
+    assert_contains(&message, &["greater than zero"]);
+
+    let config = ok(&MINIMAL_RESPONDER.replace(
+        "    listen: 127.0.0.1:9000\n",
+        "    listen: 127.0.0.1:9000\n    unhealthy_after_timeouts: 0\n    \
+         unhealthy_probe_interval: 5s\n",
+    ));
+    let t = config.responder.clone().unwrap().tunnel_listener;
+    assert_eq!(t.unhealthy_after_timeouts, 0);
+    assert_eq!(t.unhealthy_probe_interval, Duration::from_secs(5));
+    assert_contains(&config.summary(), &["unhealthy after never (off)"]);
+
+    let config = ok(&initiator(
+        "",
+        "    - rc://n:c:@cloud:1\n",
+        "    - { prefix: /a, cluster: app, timeout: 0 }\n    - { prefix: /, cluster: app }\n",
+    )
+    .replace(
+        "  routes:\n",
+        "  request_timeout: 3s\n  stream_idle_timeout: 0\n  routes:\n",
+    )
+    .replace(
+        "    endpoints: [\"127.0.0.1:8080\"]\n",
+        "    endpoints: [\"127.0.0.1:8080\"]\n    response_timeout: 1s\n",
+    ));
+    let i = config.initiator.clone().unwrap();
+    assert_eq!(i.stream_idle_timeout, Duration::ZERO);
+    let timeouts: Vec<_> = i
+        .routes
+        .iter()
+        .map(|r| r.effective_timeout(i.request_timeout))
+        .collect();
+    assert_eq!(timeouts, [None, Some(Duration::from_secs(3))]);
+    assert_eq!(
+        config.clusters["app"].response_timeout,
+        Duration::from_secs(1)
+    );
+    assert_contains(
+        &config.summary(),
+        &[
+            "/a* -> app (timeout off)",
+            "/* -> app (timeout 3s)",
+            "stream idle timeout off",
+            "response timeout 1s",
+        ],
+    );
 }
 
 #[test]
@@ -805,6 +926,7 @@ fn summary_of_an_initiator() {
             "edge-42:edge-west:acme -> cloud x2",
             "edge-42:edge-west:acme -> cloud-b x3",
             "/downstream_service* -> local-app (timeout 30s)",
+            "stream idle timeout 5m",
             "extra headers: authorization",
             "keepalive: ping every 10s, dead after 3 missed; 1024 streams per tunnel",
             "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard)",

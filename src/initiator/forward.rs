@@ -1,6 +1,7 @@
 //! The initiator's request driver: one tunnel stream through the pipeline's phases to a local
 //! service (routed by the normalized path, `crate::http::path`), and the response streamed
-//! back on the tunnel under flow control.
+//! back on the tunnel under flow control. The local hop runs within the route timeout (and the
+//! cluster's `response_timeout`) and the stream idle timeout (`crate::pipeline::deadline`).
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use crate::http::path::{self, EscapedSlashes};
 use crate::http::proxy_headers::strip_hop_by_hop;
 use crate::http::route::match_route;
 use crate::pipeline::logged::{finish, Counted};
-use crate::pipeline::{respond, Logged, ProxyError, RequestCtx, Role};
+use crate::pipeline::{respond, Deadlines, Logged, ProxyError, RequestCtx, Role};
 
 /// Handles one stream the responder opened.
 pub async fn handle(
@@ -71,18 +72,30 @@ async fn upstream(
     rctx.cluster = Some(cluster.name.clone());
     to_local_request(parts, cluster.protocol());
     ctx.pipeline.upstream_request_filter(rctx, parts);
+    let cfg = ctx.cfg();
+    // The route timeout, cut shorter by the cluster's response_timeout if it has one.
+    let response_timeout = ctx
+        .clusters
+        .get(&route.cluster)
+        .and_then(|c| crate::config::enabled(c.response_timeout));
+    let route_timeout = route.effective_timeout(cfg.request_timeout);
+    let deadlines = Deadlines {
+        route: match (route_timeout, response_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        idle: crate::config::enabled(cfg.stream_idle_timeout),
+    };
     let body = RecvBody::new(recv, ());
+    let clock = rctx
+        .outcome
+        .stream
+        .start(deadlines.idle, body.is_end_stream());
     let tally = rctx.outcome.request_body.for_body(body.is_end_stream());
-    let body: LocalBody = Counted::new(body, tally);
+    let body: LocalBody = Counted::new(body, tally, clock.clone());
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
-    let sent = cluster.send(request);
-    let sent = match route.timeout {
-        None => sent.await,
-        Some(t) => monoio::time::timeout(t, sent)
-            .await
-            .unwrap_or(Err(ProxyError::Timeout(t))),
-    };
+    let sent = deadlines.bound(&clock, cluster.send(request)).await;
     // The responder reset the request body (its client's body failed): not the service's fault.
     sent.map_err(|e| rctx.outcome.client_body_failure().unwrap_or(e))
 }

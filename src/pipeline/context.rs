@@ -157,6 +157,9 @@ pub struct Outcome {
     pub failure: Option<ProxyError>,
     /// The client's request body: bytes received, and why it broke off if it did.
     pub request_body: BodyTally,
+    /// When body bytes last moved and when the request ended: the route and stream idle
+    /// timeouts' clock (`pipeline::deadline`), started when the request goes upstream.
+    pub stream: super::StreamClock,
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
     /// The response body was sent whole.
@@ -171,6 +174,17 @@ impl Outcome {
             .fault()
             .map(|detail| ProxyError::ClientBodyFailed {
                 detail: detail.to_owned(),
+            })
+    }
+
+    /// [`ProxyError::StreamIdleTimeout`] (after the response head) if the stream idle timeout
+    /// ended this request.
+    pub fn stream_idle_failure(&self) -> Option<ProxyError> {
+        self.stream
+            .idle_fired()
+            .map(|timeout| ProxyError::StreamIdleTimeout {
+                timeout,
+                response_started: true,
             })
     }
 }

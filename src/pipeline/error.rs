@@ -61,6 +61,15 @@ pub enum ProxyError {
     /// The route timeout elapsed before the response head.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// No body bytes moved, in either direction, for the stream idle timeout. A 408 (as
+    /// Envoy's `stream_idle_timeout`) when the response head has not been sent; after it
+    /// (`response_started`), the response is cut short and the logging phase records this.
+    #[error("no body bytes moved for {timeout:?} (stream idle timeout)")]
+    StreamIdleTimeout {
+        timeout: Duration,
+        /// The response head had already been sent.
+        response_started: bool,
+    },
     /// The response body broke off after its head was sent (the client sees a reset or a
     /// short body, never this status).
     #[error("response body cut short: {detail}")]
@@ -87,6 +96,7 @@ impl ProxyError {
             | ProxyError::LocalFailed { .. }
             | ProxyError::UpstreamBodyFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::StreamIdleTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             // nginx's "client closed request".
             ProxyError::ClientClosed => {
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
@@ -108,6 +118,7 @@ impl ProxyError {
             ProxyError::LocalUnreachable { .. } => "local_unreachable",
             ProxyError::LocalFailed { .. } => "local_error",
             ProxyError::Timeout(_) => "timeout",
+            ProxyError::StreamIdleTimeout { .. } => "stream_idle_timeout",
             ProxyError::UpstreamBodyFailed { .. } => "upstream_body",
             ProxyError::ClientClosed => "client_closed",
         }
@@ -133,6 +144,9 @@ impl ProxyError {
             ProxyError::LocalUnreachable { .. } => "The local service is unreachable".into(),
             ProxyError::LocalFailed { .. } => "The local service failed".into(),
             ProxyError::Timeout(t) => format!("No response within {t:?}"),
+            ProxyError::StreamIdleTimeout { timeout, .. } => {
+                format!("Stream idle timeout: nothing moved for {timeout:?}")
+            }
             ProxyError::UpstreamBodyFailed { .. } => "The response was cut short".into(),
             ProxyError::ClientClosed => "Client closed the request".into(),
         }
@@ -182,11 +196,15 @@ mod tests {
             ProxyError::Unauthenticated {
                 reason: "Unknown API key".into(),
             },
+            ProxyError::StreamIdleTimeout {
+                timeout: Duration::from_secs(300),
+                response_started: false,
+            },
         ];
         let statuses: Vec<u16> = all.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(
             statuses,
-            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499, 401]
+            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499, 401, 408]
         );
         let mut labels: Vec<&str> = all.iter().map(ProxyError::label).collect();
         labels.sort_unstable();
@@ -212,5 +230,10 @@ mod tests {
         assert_eq!(all[1].label(), "client_body");
         assert_eq!(all[12].label(), "unauthenticated");
         assert_eq!(all[12].public_message(), "Unauthenticated: Unknown API key");
+        assert_eq!(all[13].label(), "stream_idle_timeout");
+        assert_eq!(
+            all[13].public_message(),
+            "Stream idle timeout: nothing moved for 300s"
+        );
     }
 }

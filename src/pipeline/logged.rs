@@ -9,16 +9,31 @@
 //! of the client's body in a [`BodyTally`] shared with the
 //! context. A body that broke off because the client's body did is the client's fault
 //! (`client_body`), not the upstream's (`upstream_body`) nor a client that went away.
+//!
+//! Both keep the request's [`StreamClock`] (`pipeline::deadline`): each body byte that moves
+//! postpones the stream idle timeout, and the request body's end starts the route timeout.
+//! [`Logged`] also enforces the stream idle timeout once the response head is out: when no
+//! byte moved either way for that long while it waits for the next chunk, it ends the body
+//! with [`StreamIdle`] (`stream_idle_timeout` in the logging phase).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
-use super::{BodyTally, Pipeline, ProxyError, RequestCtx};
+use super::{BodyTally, Pipeline, ProxyError, RequestCtx, StreamClock};
+
+/// A boxed body error, what [`Logged`] yields (hyper and the h2 pump take it as is).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error that ends a response body when the stream idle timeout fires.
+#[derive(Debug, thiserror::Error)]
+#[error("stream idle timeout: no body bytes moved for {0:?}")]
+pub struct StreamIdle(pub Duration);
 
 /// A response body that runs the logging phase when it is done.
 pub struct Logged<B> {
@@ -26,6 +41,10 @@ pub struct Logged<B> {
     ctx: Option<Box<RequestCtx>>,
     pipeline: Rc<Pipeline>,
     ended: bool,
+    /// The request's clock (inert for a local reply).
+    clock: StreamClock,
+    /// Armed while the body waits for a chunk and the stream idle timeout is on.
+    idle_timer: Option<Pin<Box<monoio::time::Sleep>>>,
 }
 
 impl<B: Body> Logged<B> {
@@ -33,11 +52,14 @@ impl<B: Body> Logged<B> {
     /// is a few hundred bytes that would otherwise be copied into every future holding it.
     pub fn new(inner: B, ctx: Box<RequestCtx>, pipeline: Rc<Pipeline>) -> Self {
         let ended = inner.is_end_stream();
+        let clock = ctx.outcome.stream.clone();
         Self {
             inner,
             ctx: Some(ctx),
             pipeline,
             ended,
+            clock,
+            idle_timer: None,
         }
     }
 }
@@ -48,30 +70,62 @@ impl<B> Logged<B> {
             ctx.outcome.failure.get_or_insert(failure);
         }
     }
+
+    /// While the body waits: `Ready` with the timeout once no body byte moved either way for
+    /// the stream idle timeout, else `Pending` with a timer armed for that moment.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
+        loop {
+            let due = match self.clock.idle_deadline() {
+                None => return Poll::Pending,
+                Some(Err(idle)) => return Poll::Ready(idle),
+                Some(Ok(due)) => monoio::time::Instant::from_std(due),
+            };
+            let timer = match self.idle_timer.as_mut() {
+                Some(timer) => {
+                    if timer.deadline() != due {
+                        timer.as_mut().reset(due);
+                    }
+                    timer
+                }
+                None => self
+                    .idle_timer
+                    .insert(Box::pin(monoio::time::sleep_until(due))),
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
 impl<B> Body for Logged<B>
 where
     B: Body + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
 {
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(ctx)) = (frame.data_ref(), this.ctx.as_mut()) {
-                    ctx.outcome.bytes_sent += data.remaining() as u64;
+                if let Some(data) = frame.data_ref() {
+                    if let Some(ctx) = this.ctx.as_mut() {
+                        ctx.outcome.bytes_sent += data.remaining() as u64;
+                    }
+                    if data.has_remaining() {
+                        this.clock.touch();
+                    }
                 }
                 this.ended |= this.inner.is_end_stream();
+                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
                 let failure = this
                     .ctx
                     .as_ref()
@@ -80,11 +134,27 @@ where
                         detail: e.to_string(),
                     });
                 this.note_failure(failure);
+                Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(None) => this.ended = true,
-            Poll::Pending => {}
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let Poll::Ready(idle) = this.poll_idle(cx) else {
+                    return Poll::Pending;
+                };
+                this.idle_timer = None;
+                if let Some(ctx) = this.ctx.as_mut() {
+                    tracing::info!(request_id = %ctx.request_id, role = ctx.role.label(), bytes_sent = ctx.outcome.bytes_sent, "stream idle timeout: no body bytes moved for {idle:?}; ending the response");
+                }
+                this.note_failure(ProxyError::StreamIdleTimeout {
+                    timeout: idle,
+                    response_started: true,
+                });
+                Poll::Ready(Some(Err(Box::new(StreamIdle(idle)))))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -117,16 +187,23 @@ pub fn finish(ctx: &mut RequestCtx, pipeline: &Pipeline, completed: bool) {
     pipeline.logging(ctx);
 }
 
-/// A request body that counts the bytes it yields and records why it failed, if it does.
+/// A request body that counts the bytes it yields and records why it failed, if it does;
+/// on the request's clock, each chunk is activity and the body's end starts the route timeout.
 pub struct Counted<B> {
     inner: B,
     tally: BodyTally,
+    clock: StreamClock,
 }
 
 impl<B> Counted<B> {
-    /// Counts into `tally` (from [`BodyTally::for_body`] on the request's outcome).
-    pub fn new(inner: B, tally: BodyTally) -> Self {
-        Self { inner, tally }
+    /// Counts into `tally` (from [`BodyTally::for_body`] on the request's outcome) and keeps
+    /// `clock` (from [`StreamClock::start`]).
+    pub fn new(inner: B, tally: BodyTally, clock: StreamClock) -> Self {
+        Self {
+            inner,
+            tally,
+            clock,
+        }
     }
 }
 
@@ -147,10 +224,15 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.tally.add(data.remaining());
+                    self.clock.touch();
+                }
+                if self.inner.is_end_stream() {
+                    self.clock.end_request();
                 }
             }
             Poll::Ready(Some(Err(e))) => self.tally.set_fault(e.to_string()),
-            _ => {}
+            Poll::Ready(None) => self.clock.end_request(),
+            Poll::Pending => {}
         }
         polled
     }
@@ -169,6 +251,7 @@ mod tests {
     use std::cell::RefCell;
 
     use bytes::Bytes;
+    use futures_util::StreamExt;
     use http_body_util::{BodyExt, Full, StreamBody};
 
     use super::*;
@@ -205,6 +288,7 @@ mod tests {
         let mut request = Counted::new(
             Full::new(Bytes::from_static(b"12345")),
             ctx.outcome.request_body.for_body(false),
+            StreamClock::default(),
         );
         while request.frame().await.is_some() {}
         let body = Logged::new(Full::new(Bytes::from_static(b"hello")), ctx, pipeline);
@@ -241,7 +325,11 @@ mod tests {
         // The response body breaks off because the client's body did (the tunnel stream was
         // reset under it): the client's fault, not the upstream's.
         let (mut ctx, pipeline, seen) = setup();
-        let mut request = Counted::new(failing_request(), ctx.outcome.request_body.for_body(false));
+        let mut request = Counted::new(
+            failing_request(),
+            ctx.outcome.request_body.for_body(false),
+            StreamClock::default(),
+        );
         while let Some(Ok(_)) = request.frame().await {}
         assert_eq!(
             ctx.outcome.request_body.fault(),
@@ -258,7 +346,11 @@ mod tests {
 
         // Or hyper drops the response body first: still the client's body, not client_closed.
         let (mut ctx, pipeline, seen) = setup();
-        let mut request = Counted::new(failing_request(), ctx.outcome.request_body.for_body(false));
+        let mut request = Counted::new(
+            failing_request(),
+            ctx.outcome.request_body.for_body(false),
+            StreamClock::default(),
+        );
         while let Some(Ok(_)) = request.frame().await {}
         drop(Logged::new(
             StreamBody::new(futures_util::stream::pending::<
@@ -268,6 +360,35 @@ mod tests {
             pipeline,
         ));
         assert_eq!(*seen.borrow(), [(0, 2, false, "client_body")]);
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn a_response_that_stops_moving_ends_with_the_stream_idle_timeout() {
+        let (mut ctx, pipeline, seen) = setup();
+        let clock = ctx
+            .outcome
+            .stream
+            .start(Some(Duration::from_millis(20)), false);
+        // The request body moves and ends: activity, and the route timeout's start.
+        let mut request = Counted::new(
+            Full::new(Bytes::from_static(b"abc")),
+            ctx.outcome.request_body.for_body(false),
+            clock,
+        );
+        while request.frame().await.is_some() {}
+        let stalled = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Frame::data(
+            Bytes::from_static(b"xy"),
+        ))])
+        .chain(futures_util::stream::pending());
+        let mut body = Logged::new(StreamBody::new(stalled), ctx, pipeline);
+        assert!(matches!(body.frame().await, Some(Ok(_))));
+        let ended = body.frame().await;
+        let error = ended
+            .and_then(Result::err)
+            .expect("the idle timeout ends the body");
+        assert!(error.is::<StreamIdle>(), "{error}");
+        drop(body);
+        assert_eq!(*seen.borrow(), [(2, 3, false, "stream_idle_timeout")]);
     }
 
     #[monoio::test]

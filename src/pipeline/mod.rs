@@ -22,6 +22,7 @@
 //! threads, so they may keep shard-local state without locks.
 
 pub mod context;
+pub mod deadline;
 pub mod error;
 pub mod logged;
 pub mod respond;
@@ -37,6 +38,7 @@ use crate::shard::ShardId;
 use crate::stats::Stats;
 
 pub use context::{BodyTally, ConnectionInfo, RequestCtx, RequestId, Role, REQUEST_ID_HEADER};
+pub use deadline::{Deadlines, StreamClock};
 pub use error::ProxyError;
 pub use logged::Logged;
 pub use respond::respond;

@@ -5,9 +5,13 @@
 //! instead (`tls`): the TLS handshake comes first, and ALPN (`h2`, `http/1.1`) picks the
 //! protocol. Each request's target is checked (`Host`) and its path normalized
 //! (`crate::http::target`), then it is routed by path prefix, given a host id by
-//! `host_id_format`, and sent through the reverse cluster.
+//! `host_id_format`, and sent through the reverse cluster, within the route and stream idle
+//! timeouts (`crate::pipeline::deadline`). A route timeout on a tunnel counts against its
+//! health (`registry`, "Health"). Connections are bounded by `watch`: the first request, each
+//! HTTP/1.1 request head, and idleness.
 
 pub mod tls;
+pub mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,7 +33,7 @@ use monoio::net::{TcpListener, TcpStream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
-use super::reverse_cluster::{self, TunnelBody};
+use super::reverse_cluster::{self, PickedTunnel, TunnelBody};
 use super::ResponderShard;
 use crate::http::host_id::first_host_id;
 use crate::http::io::{sniff_h2, HyperIo};
@@ -39,10 +43,12 @@ use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::http::target;
 use crate::pipeline::logged::Counted;
 use crate::pipeline::{
-    respond, ConnectionInfo, Logged, ProxyError, RequestCtx, RequestId, Role, REQUEST_ID_HEADER,
+    respond, ConnectionInfo, Deadlines, Logged, ProxyError, RequestCtx, RequestId, Role,
+    REQUEST_ID_HEADER,
 };
 use crate::shard::accept_loop;
 use crate::stats::inc;
+use watch::{ConnWatch, Expiry};
 
 /// What the egress listener sends back: a local reply or a tunnel's response body, with the
 /// logging phase run when it is done.
@@ -70,6 +76,7 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
 }
 
 async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
+    let accepted_at = Instant::now();
     let io = match stream.try_into_poll_io() {
         Ok(io) => io,
         Err((e, _)) => {
@@ -81,7 +88,8 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
         let server = reloadable.current();
         if let Some(accepted) = tls::accept(&ctx, &server, io, peer).await {
             let connection = Some(accepted.connection);
-            serve_http(ctx, accepted.stream, accepted.h2, connection, peer).await;
+            let (stream, h2) = (accepted.stream, accepted.h2);
+            serve_http(ctx, stream, h2, connection, peer, accepted_at).await;
         }
         return;
     }
@@ -91,33 +99,40 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
         Ok(None) => return, // closed before sending anything
         Err(_) => return inc(&ctx.stats().egress_header_timeout),
     };
-    serve_http(ctx, io, is_h2, None, peer).await;
+    serve_http(ctx, io, is_h2, None, peer, accepted_at).await;
 }
 
-/// Serves HTTP/2 (`is_h2`) or HTTP/1.1 on a client connection until it ends or the shard
-/// drains. `connection` (TLS connections) goes into each request's extensions for its context.
+/// Serves HTTP/2 (`is_h2`) or HTTP/1.1 on a client connection until it ends, its timeouts
+/// (`watch`) close it, or the shard drains. `connection` (TLS connections) goes into each
+/// request's extensions for its context.
 async fn serve_http<I>(
     ctx: Rc<ResponderShard>,
     io: I,
     is_h2: bool,
     connection: Option<ConnectionInfo>,
     peer: SocketAddr,
+    accepted_at: Instant,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let io = HyperIo(io);
+    let cfg = ctx.shared.egress();
+    let watch = ConnWatch::new(accepted_at, !is_h2, cfg);
+    let io = HyperIo(watch.io(io));
     let service = {
-        let ctx = ctx.clone();
+        let (ctx, watch) = (ctx.clone(), watch.clone());
         service_fn(move |mut req: Request<Incoming>| {
             let ctx = ctx.clone();
+            let in_flight = watch.request();
             if let Some(connection) = &connection {
                 req.extensions_mut().insert(connection.clone());
             }
-            async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
+            async move {
+                let response = handle(&ctx, req, peer).await;
+                Ok::<_, Infallible>(response.map(|body| in_flight.attach(body)))
+            }
         })
     };
-    let header_timeout = ctx.shared.egress().header_read_timeout;
-    let max_headers = ctx.shared.egress().max_request_headers_kb as usize * 1024;
+    let max_headers = cfg.max_request_headers_kb as usize * 1024;
     let shutdown = ctx.shared.shutdown().clone();
     let drain = ctx.shared.drain_timeout();
     if is_h2 {
@@ -127,16 +142,20 @@ async fn serve_http<I>(
             .initial_stream_window_size(crate::tunnel::STREAM_WINDOW)
             .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
             .max_concurrent_streams(1024)
+            .keep_alive_interval(crate::config::enabled(cfg.http2_keepalive_interval))
+            .keep_alive_timeout(cfg.http2_keepalive_timeout)
             .serve_connection(io, service);
-        serve_until_shutdown(&ctx, conn, shutdown, drain, peer).await;
+        serve_until_shutdown(&ctx, conn, &watch, shutdown, drain, peer).await;
     } else {
+        // The watch bounds request heads; hyper's own timer would also cut idle keep-alive
+        // connections at that bound.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(ShardTimer)
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(None)
             .max_buf_size(max_headers.max(8192))
             .keep_alive(true)
             .serve_connection(io, service);
-        serve_until_shutdown(&ctx, conn, shutdown, drain, peer).await;
+        serve_until_shutdown(&ctx, conn, &watch, shutdown, drain, peer).await;
     }
 }
 
@@ -172,11 +191,24 @@ where
     }
 }
 
-/// Serves until the connection ends; on shutdown asks it to finish gracefully (GOAWAY or
-/// `connection: close` after the in-flight request) and gives it `drain` to do so.
+/// How long an HTTP/2 connection closed by its watch (idle, or no first request) gets to
+/// take its GOAWAY: nothing is in flight, so a round trip.
+const EXPIRED_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a connection stopped being served normally.
+enum Stop {
+    Shutdown,
+    Expired(Expiry),
+}
+
+/// Serves until the connection ends; on shutdown, or when the watch finds it idle or without
+/// a first request, asks it to finish gracefully (GOAWAY, or `connection: close` after the
+/// in-flight request) and gives it `drain` to do so. An HTTP/1.1 connection the watch closes
+/// has no request in flight: it is dropped at once.
 async fn serve_until_shutdown<C: GracefulConnection>(
     ctx: &ResponderShard,
     conn: C,
+    watch: &ConnWatch,
     shutdown: crate::shard::shutdown::ShutdownSignal,
     drain: Duration,
     peer: SocketAddr,
@@ -185,16 +217,35 @@ async fn serve_until_shutdown<C: GracefulConnection>(
     let mut signal = pin!(shutdown.wait());
     let result = std::future::poll_fn(|cx| {
         if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-            return Poll::Ready(Some(res));
+            return Poll::Ready(Ok(res));
         }
-        signal.as_mut().poll(cx).map(|()| None)
+        if let Poll::Ready(expiry) = watch.poll_expired(cx) {
+            return Poll::Ready(Err(Stop::Expired(expiry)));
+        }
+        signal.as_mut().poll(cx).map(|()| Err(Stop::Shutdown))
     })
     .await;
     let result = match result {
-        Some(res) => res,
-        None => {
+        Ok(res) => res,
+        Err(stop) => {
+            if let Stop::Expired(expiry) = &stop {
+                let expiry = *expiry;
+                inc(match expiry {
+                    Expiry::FirstRequest | Expiry::Head => &ctx.stats().egress_header_timeout,
+                    Expiry::Idle => &ctx.stats().egress_idle_timeout,
+                });
+                tracing::debug!(%peer, reason = expiry.label(), "closing egress connection");
+                if expiry == Expiry::Head || !watch.is_h2() {
+                    return;
+                }
+            }
+            // With nothing in flight (the watch's closes), the GOAWAY needs only a round trip.
+            let grace = match stop {
+                Stop::Shutdown => drain,
+                Stop::Expired(_) => drain.min(EXPIRED_CLOSE_GRACE),
+            };
             conn.as_mut().graceful_shutdown();
-            match monoio::time::timeout(drain, conn).await {
+            match monoio::time::timeout(grace, conn).await {
                 Ok(res) => res,
                 Err(_) => return,
             }
@@ -275,8 +326,16 @@ async fn upstream(
     rctx.host_id = Some(host_id);
     to_tunnel_request(parts, &rctx.request_id, ctx.shared.routing_headers());
     ctx.pipeline.upstream_request_filter(rctx, parts);
+    let deadlines = Deadlines {
+        route: route.effective_timeout(cfg.request_timeout),
+        idle: crate::config::enabled(cfg.stream_idle_timeout),
+    };
+    let clock = rctx
+        .outcome
+        .stream
+        .start(deadlines.idle, body.is_end_stream());
     let tally = rctx.outcome.request_body.for_body(body.is_end_stream());
-    let body = Counted::new(body, tally);
+    let body = Counted::new(body, tally, clock.clone());
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
     // The tenant stage set `rctx.tenant` in phase 1 when tenants are isolated; a host of
@@ -289,19 +348,35 @@ async fn upstream(
             host_id: host_id.to_owned(),
         });
     };
-    let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request);
-    let proxied = match route.timeout.or(cfg.request_timeout) {
-        None => proxied.await,
-        Some(t) => monoio::time::timeout(t, proxied)
-            .await
-            .unwrap_or(Err(ProxyError::Timeout(t))),
-    };
+    let picked = PickedTunnel::default();
+    let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request, &picked);
+    let proxied = deadlines.bound(&clock, proxied).await;
+    rctx.tunnel_id = picked.get().map(|tunnel| tunnel.id);
     // A tunnel stream reset because the client's body was malformed or cut short is the
     // client's failure (400), not the tunnel's (502).
-    let (response, tunnel) =
-        proxied.map_err(|e| rctx.outcome.client_body_failure().unwrap_or(e))?;
+    let (response, tunnel) = proxied.map_err(|e| {
+        if let Some(failure) = rctx.outcome.client_body_failure() {
+            return failure;
+        }
+        if matches!(e, ProxyError::Timeout(_)) {
+            blame_timeout(ctx, rctx, &picked);
+        }
+        e
+    })?;
     rctx.tunnel_id = Some(tunnel);
     Ok(response)
+}
+
+/// A route timeout after a tunnel stream opened counts against that tunnel's health.
+fn blame_timeout(ctx: &ResponderShard, rctx: &RequestCtx, picked: &PickedTunnel) {
+    let Some(tunnel) = picked.get() else {
+        return; // no stream opened: nothing to blame on a tunnel
+    };
+    let threshold = ctx.shared.tunnel_listener().unhealthy_after_timeouts;
+    if tunnel.health.record_timeout(threshold) {
+        inc(&ctx.stats().tunnels_marked_unhealthy);
+        tracing::warn!(request_id = %rctx.request_id, tunnel = tunnel.id, host_id = rctx.host_id.as_deref().unwrap_or("-"), "tunnel marked unhealthy after {threshold} route timeouts in a row: requests prefer other tunnels");
+    }
 }
 
 /// An empty request head, left behind when the real one moves into the upstream request.

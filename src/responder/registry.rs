@@ -5,11 +5,19 @@
 //! cluster id (round-robin over that cluster's nodes), then as a node id; within a node the
 //! tunnel with the fewest active streams that still has stream capacity wins. Tenants never see
 //! each other's hosts: a lookup names its tenant.
+//!
+//! Health: a tunnel that answers PINGs but lets its streams time out (the egress route
+//! timeout, 504) is marked unhealthy after `unhealthy_after_timeouts` in a row
+//! ([`TunnelHealth`]). Picks then avoid it: a node's healthy tunnels first, a cluster's nodes
+//! with a healthy tunnel first; an unhealthy tunnel is used only when nothing else can take the
+//! request, and once per `unhealthy_probe_interval` as a probe. Any response head through it
+//! makes it healthy again.
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -25,14 +33,19 @@ pub struct TunnelHandle {
     /// response body.
     active: Arc<AtomicUsize>,
     max_streams: usize,
+    /// Whether its streams time out; shared with the requests it carries, which may be
+    /// another shard's.
+    pub health: Arc<TunnelHealth>,
 }
 
 impl TunnelHandle {
+    /// `probe_interval`: how often an unhealthy tunnel still gets one request.
     pub fn new(
         id: u64,
         identity: TunnelIdentity,
         send: h2::client::SendRequest<Bytes>,
         max_streams: usize,
+        probe_interval: Duration,
     ) -> Self {
         Self {
             id,
@@ -40,6 +53,7 @@ impl TunnelHandle {
             send,
             active: Arc::new(AtomicUsize::new(0)),
             max_streams: max_streams.max(1),
+            health: Arc::new(TunnelHealth::new(probe_interval)),
         }
     }
 
@@ -55,6 +69,99 @@ impl TunnelHandle {
     pub fn stream_guard(&self) -> StreamGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         StreamGuard(self.active.clone())
+    }
+}
+
+/// How a pick ranks a tunnel: lower is preferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    /// Unhealthy, and its probe is due: one request goes to it.
+    ProbeDue,
+    Healthy,
+    /// Unhealthy: only when nothing else can take the request.
+    Unhealthy,
+}
+
+/// A tunnel's health as its requests report it: consecutive route timeouts, and since when it
+/// is unhealthy. Atomics: a request carried for another shard reports from there.
+#[derive(Debug)]
+pub struct TunnelHealth {
+    /// Route timeouts in a row (reset by any response head).
+    timeouts: AtomicU32,
+    /// Milliseconds since `created` (plus one) when it was marked unhealthy, or its last probe
+    /// started; 0 while healthy.
+    unhealthy_since: AtomicU64,
+    created: Instant,
+    probe_interval: Duration,
+}
+
+impl TunnelHealth {
+    pub fn new(probe_interval: Duration) -> Self {
+        Self {
+            timeouts: AtomicU32::new(0),
+            unhealthy_since: AtomicU64::new(0),
+            created: Instant::now(),
+            probe_interval,
+        }
+    }
+
+    /// Milliseconds since creation, plus one (0 means "healthy").
+    fn now(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX / 2) + 1
+    }
+
+    /// A route timeout on this tunnel. `threshold`: timeouts in a row that make it unhealthy
+    /// (0: never). Returns true when this one marked it unhealthy (it was healthy before); a
+    /// failed probe keeps it unhealthy and restarts the probe interval.
+    pub fn record_timeout(&self, threshold: u32) -> bool {
+        let n = self
+            .timeouts
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if threshold == 0 || n < threshold {
+            return false;
+        }
+        self.unhealthy_since.swap(self.now(), Ordering::Relaxed) == 0
+    }
+
+    /// A response head arrived through this tunnel. Returns true when that made an unhealthy
+    /// tunnel healthy again.
+    pub fn record_success(&self) -> bool {
+        if self.timeouts.load(Ordering::Relaxed) != 0 {
+            self.timeouts.store(0, Ordering::Relaxed);
+        }
+        self.unhealthy_since.load(Ordering::Relaxed) != 0
+            && self.unhealthy_since.swap(0, Ordering::Relaxed) != 0
+    }
+
+    pub fn is_unhealthy(&self) -> bool {
+        self.unhealthy_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// How a pick ranks the tunnel now.
+    pub fn rank(&self) -> Rank {
+        match self.unhealthy_since.load(Ordering::Relaxed) {
+            0 => Rank::Healthy,
+            since if self.now().saturating_sub(since) >= self.probe_millis() => Rank::ProbeDue,
+            _ => Rank::Unhealthy,
+        }
+    }
+
+    /// The pick chose this tunnel for its probe: the next one is a whole interval away.
+    fn start_probe(&self) {
+        let since = self.unhealthy_since.load(Ordering::Relaxed);
+        if since != 0 {
+            let _ = self.unhealthy_since.compare_exchange(
+                since,
+                self.now(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn probe_millis(&self) -> u64 {
+        u64::try_from(self.probe_interval.as_millis()).unwrap_or(u64::MAX / 2)
     }
 }
 
@@ -134,7 +241,17 @@ impl Registry {
 
     /// Picks a tunnel of `tenant` for `host_id`: as a cluster id first, then as a node id.
     pub fn pick(&mut self, tenant: &str, host_id: &str) -> Option<Rc<TunnelHandle>> {
-        self.tenants.get_mut(tenant)?.pick(host_id)
+        self.pick_ranked(tenant, host_id).map(|(tunnel, _)| tunnel)
+    }
+
+    /// [`Registry::pick`], and whether the tunnel is one to use gladly: healthy, or chosen for
+    /// its probe. `false`: unhealthy, the only one that could take the request here.
+    pub fn pick_ranked(&mut self, tenant: &str, host_id: &str) -> Option<(Rc<TunnelHandle>, bool)> {
+        let (tunnel, rank) = self.tenants.get_mut(tenant)?.pick(host_id)?;
+        if rank == Rank::ProbeDue {
+            tunnel.health.start_probe();
+        }
+        Some((tunnel, rank != Rank::Unhealthy))
     }
 
     /// Whether this shard holds any tunnel of `tenant` for `host_id` (busy or not).
@@ -195,15 +312,27 @@ impl Hosts {
         }
     }
 
-    fn pick(&mut self, host_id: &str) -> Option<Rc<TunnelHandle>> {
+    /// Round-robin over a cluster's nodes, skipping nodes whose best tunnel is unhealthy
+    /// while another node has a better one; then a node id.
+    fn pick(&mut self, host_id: &str) -> Option<(Rc<TunnelHandle>, Rank)> {
         if let Some(entry) = self.clusters.get_mut(host_id) {
             let n = entry.nodes.len();
+            let mut fallback = None;
             for step in 0..n {
                 let node = &entry.nodes[(entry.next + step) % n];
-                if let Some(t) = self.nodes.get(node).and_then(|ts| least_loaded(ts)) {
-                    entry.next = (entry.next + step + 1) % n;
-                    return Some(t);
+                let Some((t, rank)) = self.nodes.get(node).and_then(|ts| least_loaded(ts)) else {
+                    continue;
+                };
+                if rank == Rank::Unhealthy {
+                    fallback.get_or_insert((step, t, rank));
+                    continue;
                 }
+                entry.next = (entry.next + step + 1) % n;
+                return Some((t, rank));
+            }
+            if let Some((step, t, rank)) = fallback {
+                entry.next = (entry.next + step + 1) % n;
+                return Some((t, rank));
             }
         }
         self.nodes.get(host_id).and_then(|ts| least_loaded(ts))
@@ -225,12 +354,15 @@ impl Hosts {
     }
 }
 
-fn least_loaded(tunnels: &[Rc<TunnelHandle>]) -> Option<Rc<TunnelHandle>> {
+/// The best tunnel with stream capacity: a due probe first, then healthy, then unhealthy;
+/// within a rank the fewest active streams.
+fn least_loaded(tunnels: &[Rc<TunnelHandle>]) -> Option<(Rc<TunnelHandle>, Rank)> {
     tunnels
         .iter()
         .filter(|t| t.has_capacity())
-        .min_by_key(|t| t.active_streams())
-        .cloned()
+        .map(|t| (t, t.health.rank()))
+        .min_by_key(|(t, rank)| (*rank, t.active_streams()))
+        .map(|(t, rank)| (t.clone(), rank))
 }
 
 #[cfg(test)]
@@ -247,7 +379,13 @@ mod tests {
             cluster_id: cluster.into(),
             tenant_id: String::new(),
         };
-        Rc::new(TunnelHandle::new(id, identity, send, max_streams))
+        Rc::new(TunnelHandle::new(
+            id,
+            identity,
+            send,
+            max_streams,
+            Duration::from_secs(3600),
+        ))
     }
 
     #[monoio::test]
@@ -326,6 +464,85 @@ mod tests {
             None,
             "no tenant, no hosts"
         );
+    }
+
+    #[monoio::test]
+    async fn an_unhealthy_tunnel_is_used_only_when_nothing_else_can() {
+        let mut r = Registry::default();
+        let (a, b) = (handle(1, "n", "c", 2).await, handle(2, "n", "c", 2).await);
+        r.insert("", a.clone());
+        r.insert("", b.clone());
+        assert!(!a.health.record_timeout(3));
+        assert!(!a.health.record_timeout(3));
+        assert!(a.health.record_timeout(3), "the third in a row marks it");
+        assert!(!a.health.record_timeout(3), "marked once");
+        assert_eq!(a.health.rank(), Rank::Unhealthy);
+        // b is preferred even when busier.
+        let _g = b.stream_guard();
+        assert_eq!(
+            r.pick_ranked("", "n").map(|(t, ok)| (t.id, ok)),
+            Some((2, true))
+        );
+        // b full: a is all there is.
+        let _g2 = b.stream_guard();
+        assert_eq!(
+            r.pick_ranked("", "n").map(|(t, ok)| (t.id, ok)),
+            Some((1, false))
+        );
+        // A response through a heals it.
+        assert!(a.health.record_success());
+        assert!(!a.health.record_success(), "healed once");
+        assert_eq!(a.health.rank(), Rank::Healthy);
+        assert_eq!(
+            r.pick_ranked("", "n").map(|(t, ok)| (t.id, ok)),
+            Some((1, true))
+        );
+    }
+
+    #[monoio::test]
+    async fn a_cluster_skips_unhealthy_nodes_while_others_are_healthy() {
+        let mut r = Registry::default();
+        let (bad, good) = (
+            handle(1, "n1", "c", 10).await,
+            handle(2, "n2", "c", 10).await,
+        );
+        r.insert("", bad.clone());
+        r.insert("", good.clone());
+        assert!(bad.health.record_timeout(1));
+        let picks: Vec<u64> = (0..4)
+            .filter_map(|_| r.pick("", "c").map(|t| t.id))
+            .collect();
+        assert_eq!(picks, [2, 2, 2, 2]);
+        assert!(good.health.record_timeout(1));
+        let picks: Vec<u64> = (0..4)
+            .filter_map(|_| r.pick("", "c").map(|t| t.id))
+            .collect();
+        assert_eq!(picks.len(), 4, "all unhealthy: still served");
+        assert_eq!(
+            r.pick("", "n1").map(|t| t.id),
+            Some(1),
+            "a node id reaches its only tunnel"
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_tunnel_gets_one_probe_per_interval() {
+        let health = TunnelHealth::new(Duration::ZERO);
+        assert_eq!(health.rank(), Rank::Healthy);
+        assert!(health.record_timeout(1));
+        assert_eq!(
+            health.rank(),
+            Rank::ProbeDue,
+            "a zero interval: due at once"
+        );
+        health.start_probe();
+        assert!(health.is_unhealthy(), "a probe does not heal");
+        let slow = TunnelHealth::new(Duration::from_secs(3600));
+        assert!(slow.record_timeout(1));
+        assert_eq!(slow.rank(), Rank::Unhealthy);
+        let never = TunnelHealth::new(Duration::ZERO);
+        assert!(!never.record_timeout(0), "threshold 0: never marked");
+        assert_eq!(never.rank(), Rank::Healthy);
     }
 
     #[test]

@@ -3,9 +3,19 @@
 //! The fast path uses this shard's registry. When this shard holds no tunnel for the host, the
 //! shared directory names the shards that do and the request is handed to one of them over the
 //! mesh; its response (an h2 body, `Send`) or its failure streams straight back. A request never
-//! fails only because it landed on the wrong core.
+//! fails only because it landed on the wrong core. When the only tunnel this shard has for the
+//! host is unhealthy (`registry`, "Health") and another shard holds the host, the request goes
+//! there instead. A handed-over request whose origin gave up (its route timeout, a client that
+//! left) is dropped, and its tunnel stream with it.
+//!
+//! The tunnel a request's stream opened on is recorded in its [`PickedTunnel`] as soon as the
+//! stream opens, on whichever shard: the egress driver blames a route timeout on it.
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +24,7 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 
-use super::registry::{StreamGuard, TunnelHandle};
+use super::registry::{StreamGuard, TunnelHandle, TunnelHealth};
 use super::{ResponderShard, ShardMsg};
 use crate::http::body::{pump_body, RecvBody};
 use crate::pipeline::logged::Counted;
@@ -37,17 +47,47 @@ pub struct ForwardedRequest {
     pub host_id: String,
     pub request: Request<EgressRequestBody>,
     pub reply: oneshot::Sender<TunnelResponse>,
+    /// Where the serving shard records the tunnel it opened the stream on.
+    pub picked: PickedTunnel,
+}
+
+/// The tunnel a request's stream opened on, once it has: shared by the egress driver and the
+/// shard that opened the stream.
+#[derive(Debug, Clone, Default)]
+pub struct PickedTunnel(Arc<OnceLock<Picked>>);
+
+/// A tunnel that carries a request.
+#[derive(Debug)]
+pub struct Picked {
+    pub id: u64,
+    pub health: Arc<TunnelHealth>,
+}
+
+impl PickedTunnel {
+    /// The tunnel the stream opened on, if it did.
+    pub fn get(&self) -> Option<&Picked> {
+        self.0.get()
+    }
+
+    fn set(&self, tunnel: &TunnelHandle) {
+        let _ = self.0.set(Picked {
+            id: tunnel.id,
+            health: tunnel.health.clone(),
+        });
+    }
 }
 
 /// How often a request waiting for a tunnel (`pending_timeout`) looks again.
 const PENDING_POLL: Duration = Duration::from_millis(20);
 
-/// Sends `request` to `host_id` of `tenant` through a tunnel on this shard or another.
+/// Sends `request` to `host_id` of `tenant` through a tunnel on this shard or another; the
+/// tunnel is recorded in `picked` as soon as the stream opens.
 pub async fn proxy(
     ctx: &Rc<ResponderShard>,
     tenant: &str,
     host_id: &str,
     request: Request<EgressRequestBody>,
+    picked: &PickedTunnel,
 ) -> TunnelResponse {
     let pending_until = ctx
         .shared
@@ -55,14 +95,22 @@ pub async fn proxy(
         .pending_timeout
         .map(|t| std::time::Instant::now() + t);
     loop {
-        let local = ctx.registry.borrow_mut().pick(tenant, host_id);
-        if let Some(tunnel) = local {
-            return send_on_tunnel(ctx, &tunnel, request).await;
+        let local = ctx.registry.borrow_mut().pick_ranked(tenant, host_id);
+        if let Some((tunnel, preferred)) = local {
+            if !preferred {
+                // Only an unhealthy tunnel here: another shard may hold a healthy one.
+                let elsewhere = ctx.shared.directory.shards_for(tenant, host_id, ctx.shard);
+                if let Some(&target) = elsewhere.first() {
+                    inc(&ctx.stats().egress_cross_shard);
+                    return forward(ctx, target, tenant, host_id, request, picked).await;
+                }
+            }
+            return send_on_tunnel(ctx, &tunnel, request, picked).await;
         }
         let elsewhere = ctx.shared.directory.shards_for(tenant, host_id, ctx.shard);
         if let Some(&target) = elsewhere.first() {
             inc(&ctx.stats().egress_cross_shard);
-            return forward(ctx, target, tenant, host_id, request).await;
+            return forward(ctx, target, tenant, host_id, request, picked).await;
         }
         match pending_until {
             Some(deadline) if std::time::Instant::now() < deadline => {
@@ -88,6 +136,7 @@ async fn forward(
     tenant: &str,
     host_id: &str,
     request: Request<EgressRequestBody>,
+    picked: &PickedTunnel,
 ) -> TunnelResponse {
     let (tx, rx) = oneshot::channel();
     let msg = ShardMsg::Forward(Box::new(ForwardedRequest {
@@ -95,6 +144,7 @@ async fn forward(
         host_id: host_id.to_owned(),
         request,
         reply: tx,
+        picked: picked.clone(),
     }));
     if ctx.shared.mesh.send(target, msg).await.is_err() {
         return Err(no_tunnel(ctx, tenant, host_id));
@@ -107,14 +157,35 @@ async fn forward(
     })
 }
 
-/// Serves a request another shard handed over; no tunnel if it went away meanwhile.
+/// Serves a request another shard handed over; no tunnel if it went away meanwhile. Gives up
+/// (and resets the tunnel stream) when the origin stops waiting for the response head.
 pub async fn serve_forwarded(ctx: Rc<ResponderShard>, fwd: ForwardedRequest) {
-    let tunnel = ctx.registry.borrow_mut().pick(&fwd.tenant, &fwd.host_id);
+    let ForwardedRequest {
+        tenant,
+        host_id,
+        request,
+        mut reply,
+        picked,
+    } = fwd;
+    let tunnel = ctx.registry.borrow_mut().pick(&tenant, &host_id);
     let result = match tunnel {
-        Some(tunnel) => send_on_tunnel(&ctx, &tunnel, fwd.request).await,
-        None => Err(no_tunnel(&ctx, &fwd.tenant, &fwd.host_id)),
+        Some(tunnel) => {
+            let mut sent = pin!(send_on_tunnel(&ctx, &tunnel, request, &picked));
+            let done = poll_fn(|cx| {
+                if let Poll::Ready(result) = sent.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                reply.poll_canceled(cx).map(|()| None)
+            })
+            .await;
+            match done {
+                Some(result) => result,
+                None => return, // the origin gave up
+            }
+        }
+        None => Err(no_tunnel(&ctx, &tenant, &host_id)),
     };
-    let _ = fwd.reply.send(result);
+    let _ = reply.send(result);
 }
 
 /// Opens a stream on `tunnel`, streams the request body up and returns the response head with
@@ -123,6 +194,7 @@ async fn send_on_tunnel<B>(
     ctx: &ResponderShard,
     tunnel: &Rc<TunnelHandle>,
     request: Request<B>,
+    picked: &PickedTunnel,
 ) -> TunnelResponse
 where
     B: Body<Data = Bytes> + 'static,
@@ -144,6 +216,7 @@ where
     let (response, stream) = send
         .send_request(Request::from_parts(parts, ()), end_of_stream)
         .map_err(|e| failed(e.to_string()))?;
+    picked.set(tunnel);
     if !end_of_stream {
         ctx.tasks.spawn(async move {
             if let Err(e) = pump_body(body, stream).await {
@@ -155,6 +228,10 @@ where
         .await
         .map_err(|e| failed(e.to_string()))?
         .into_parts();
+    if tunnel.health.record_success() {
+        inc(&ctx.stats().tunnels_healthy_again);
+        tracing::info!(tunnel = tunnel.id, node = %tunnel.identity.node_id, "tunnel answered in time: healthy again");
+    }
     crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers, &[]);
     Ok((
         Response::from_parts(parts, RecvBody::new(recv, guard)),

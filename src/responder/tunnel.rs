@@ -112,6 +112,7 @@ async fn serve(
         identity.clone(),
         send,
         cfg.max_concurrent_streams as usize,
+        cfg.unhealthy_probe_interval,
     ));
     ctx.registry.borrow_mut().insert(tenant, handle);
     inc(&ctx.stats().tunnels_active);

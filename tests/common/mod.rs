@@ -629,6 +629,8 @@ pub struct InitiatorOpts {
     pub initiator_extra: String,
     /// More lines of the `responder` cluster (indented by 4), e.g. `tls:`.
     pub responder_cluster_extra: String,
+    /// More lines of the `local-app` cluster (indented by 4), e.g. `response_timeout:`.
+    pub local_cluster_extra: String,
     /// Environment variables of the process.
     pub env: Vec<(String, String)>,
 }
@@ -650,6 +652,7 @@ impl InitiatorOpts {
             drain_timeout: "3s".into(),
             initiator_extra: String::new(),
             responder_cluster_extra: String::new(),
+            local_cluster_extra: String::new(),
             env: Vec::new(),
         }
     }
@@ -667,6 +670,7 @@ impl InitiatorOpts {
              \x20 local-app:\n\
              \x20   endpoints: [\"127.0.0.1:{service}\"]\n\
              \x20   protocol: {proto}\n\
+             {local_extra}\
              \x20 responder:\n\
              \x20   endpoints: [\"127.0.0.1:{tunnel}\"]\n\
              \x20   connect_timeout: 1s\n\
@@ -690,6 +694,7 @@ impl InitiatorOpts {
             mb = self.max_backoff,
             extra = self.initiator_extra,
             cluster_extra = self.responder_cluster_extra,
+            local_extra = self.local_cluster_extra,
         )
     }
 

@@ -53,15 +53,45 @@ impl Stage for Counting {
             }
             (Role::Egress, ProxyError::TunnelFailed { .. }) => &s.egress_502_tunnel_error,
             (Role::Egress, ProxyError::Timeout(_)) => &s.egress_504_timeout,
+            (
+                Role::Egress,
+                ProxyError::StreamIdleTimeout {
+                    response_started: false,
+                    ..
+                },
+            ) => &s.egress_stream_idle_timeout,
             (Role::Initiator, ProxyError::NoRoute { .. }) => &s.initiator_404_no_route,
             (
                 Role::Initiator,
                 ProxyError::LocalUnreachable { .. } | ProxyError::LocalFailed { .. },
             ) => &s.initiator_502_local_error,
             (Role::Initiator, ProxyError::Timeout(_)) => &s.initiator_504_timeout,
+            (
+                Role::Initiator,
+                ProxyError::StreamIdleTimeout {
+                    response_started: false,
+                    ..
+                },
+            ) => &s.initiator_stream_idle_timeout,
             _ => return,
         };
         inc(counter);
+    }
+
+    /// Failures after the response head (no local reply) are counted when the request ends;
+    /// of those, only the stream idle timeout has a counter.
+    fn logging(&self, ctx: &RequestCtx) {
+        if let Some(ProxyError::StreamIdleTimeout {
+            response_started: true,
+            ..
+        }) = &ctx.outcome.failure
+        {
+            let s = self.stats();
+            inc(match ctx.role {
+                Role::Egress => &s.egress_stream_idle_timeout,
+                Role::Initiator => &s.initiator_stream_idle_timeout,
+            });
+        }
     }
 }
 
@@ -99,5 +129,30 @@ mod tests {
             count(Role::Egress, unauthenticated),
             [("egress_401_unauthenticated", 1)]
         );
+    }
+
+    #[test]
+    fn a_stream_idle_timeout_is_counted_once_before_or_after_the_head() {
+        let idle = |response_started| ProxyError::StreamIdleTimeout {
+            timeout: std::time::Duration::from_secs(300),
+            response_started,
+        };
+        // Before the head: a local reply, counted as its head leaves.
+        assert_eq!(
+            count(Role::Egress, idle(false)),
+            [("egress_stream_idle_timeout", 1)]
+        );
+        assert_eq!(count(Role::Egress, idle(true)), [], "not a local reply");
+        // After the head: counted when the request ends.
+        let stats = Stats::new(1);
+        let counting = Counting::new(stats.clone(), 0);
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        for (role, started) in [(Role::Initiator, true), (Role::Initiator, false)] {
+            let mut ctx = RequestCtx::new(role, 0, None, &parts, false);
+            ctx.outcome.failure = Some(idle(started));
+            counting.logging(&ctx);
+        }
+        let moved: Vec<_> = stats.totals().into_iter().filter(|(_, v)| *v > 0).collect();
+        assert_eq!(moved, [("initiator_stream_idle_timeout", 1)]);
     }
 }
