@@ -58,6 +58,16 @@ pub enum ProxyError {
     /// The local service failed mid-exchange (initiator).
     #[error("local cluster '{cluster}' failed: {detail}")]
     LocalFailed { cluster: String, detail: String },
+    /// The local cluster's queue of pending requests is full (`max_pending`, initiator).
+    #[error("local cluster '{cluster}' is overloaded: {reason}")]
+    LocalOverloaded {
+        cluster: String,
+        /// Which limit, in words fit for the client.
+        reason: String,
+    },
+    /// No connection to the local cluster became free within `queue_timeout` (initiator).
+    #[error("local cluster '{cluster}': no connection became free within {timeout:?}")]
+    QueueTimeout { cluster: String, timeout: Duration },
     /// The route timeout elapsed before the response head.
     #[error("no response within {0:?}")]
     Timeout(Duration),
@@ -82,7 +92,9 @@ impl ProxyError {
             ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::NoTunnel { .. }
             | ProxyError::TunnelsBusy { .. }
-            | ProxyError::LocalUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::LocalUnreachable { .. }
+            | ProxyError::LocalOverloaded { .. }
+            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::TunnelFailed { .. }
             | ProxyError::LocalFailed { .. }
             | ProxyError::UpstreamBodyFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -107,6 +119,8 @@ impl ProxyError {
             ProxyError::TunnelFailed { .. } => "tunnel_error",
             ProxyError::LocalUnreachable { .. } => "local_unreachable",
             ProxyError::LocalFailed { .. } => "local_error",
+            ProxyError::LocalOverloaded { .. } => "local_overloaded",
+            ProxyError::QueueTimeout { .. } => "queue_timeout",
             ProxyError::Timeout(_) => "timeout",
             ProxyError::UpstreamBodyFailed { .. } => "upstream_body",
             ProxyError::ClientClosed => "client_closed",
@@ -132,6 +146,12 @@ impl ProxyError {
             ProxyError::TunnelFailed { node, .. } => format!("Tunnel to node '{node}' failed"),
             ProxyError::LocalUnreachable { .. } => "The local service is unreachable".into(),
             ProxyError::LocalFailed { .. } => "The local service failed".into(),
+            ProxyError::LocalOverloaded { reason, .. } => {
+                format!("The local service is overloaded: {reason}")
+            }
+            ProxyError::QueueTimeout { timeout, .. } => format!(
+                "The local service is overloaded: no connection to it became free within {timeout:?}"
+            ),
             ProxyError::Timeout(t) => format!("No response within {t:?}"),
             ProxyError::UpstreamBodyFailed { .. } => "The response was cut short".into(),
             ProxyError::ClientClosed => "Client closed the request".into(),
@@ -182,11 +202,19 @@ mod tests {
             ProxyError::Unauthenticated {
                 reason: "Unknown API key".into(),
             },
+            ProxyError::LocalOverloaded {
+                cluster: "app".into(),
+                reason: "its queue of pending requests is full (max_pending 1024)".into(),
+            },
+            ProxyError::QueueTimeout {
+                cluster: "app".into(),
+                timeout: Duration::from_secs(5),
+            },
         ];
         let statuses: Vec<u16> = all.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(
             statuses,
-            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499, 401]
+            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499, 401, 503, 503]
         );
         let mut labels: Vec<&str> = all.iter().map(ProxyError::label).collect();
         labels.sort_unstable();
@@ -212,5 +240,13 @@ mod tests {
         assert_eq!(all[1].label(), "client_body");
         assert_eq!(all[12].label(), "unauthenticated");
         assert_eq!(all[12].public_message(), "Unauthenticated: Unknown API key");
+        // Overload says which limit, never the cluster's endpoints.
+        assert_eq!(all[13].label(), "local_overloaded");
+        assert_eq!(
+            all[13].public_message(),
+            "The local service is overloaded: its queue of pending requests is full (max_pending 1024)"
+        );
+        assert_eq!(all[14].label(), "queue_timeout");
+        assert!(all[14].public_message().contains("within 5s"));
     }
 }

@@ -4,8 +4,17 @@
 //! shared directory names the shards that do and the request is handed to one of them over the
 //! mesh; its response (an h2 body, `Send`) or its failure streams straight back. A request never
 //! fails only because it landed on the wrong core.
+//!
+//! Cancellation: when the client goes away, every handle of its tunnel stream is dropped — the
+//! response future or body, the pump of the request body (told by its switch), a handed-over
+//! request's work on the other shard (its reply channel is cancelled) — and h2 resets a stream
+//! whose last handle goes before it ended with RST_STREAM(CANCEL), which the initiator sees at
+//! once.
 
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +30,9 @@ use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
 use crate::stats::inc;
 
-/// A tunnel's response body; counts its stream as active on the tunnel until dropped.
-pub type TunnelBody = RecvBody<StreamGuard>;
+/// A tunnel's response body; counts its stream as active on the tunnel until dropped, and
+/// holds the switch of the request body's pump (dropping it stops the pump).
+pub type TunnelBody = RecvBody<(StreamGuard, Option<oneshot::Sender<()>>)>;
 
 /// The request body sent up a tunnel: the client's body, counted.
 pub type EgressRequestBody = Counted<Incoming>;
@@ -109,12 +119,32 @@ async fn forward(
 
 /// Serves a request another shard handed over; no tunnel if it went away meanwhile.
 pub async fn serve_forwarded(ctx: Rc<ResponderShard>, fwd: ForwardedRequest) {
-    let tunnel = ctx.registry.borrow_mut().pick(&fwd.tenant, &fwd.host_id);
+    let ForwardedRequest {
+        tenant,
+        host_id,
+        request,
+        mut reply,
+    } = fwd;
+    let tunnel = ctx.registry.borrow_mut().pick(&tenant, &host_id);
     let result = match tunnel {
-        Some(tunnel) => send_on_tunnel(&ctx, &tunnel, fwd.request).await,
-        None => Err(no_tunnel(&ctx, &fwd.tenant, &fwd.host_id)),
+        Some(tunnel) => {
+            let mut sent = pin!(send_on_tunnel(&ctx, &tunnel, request));
+            let outcome = poll_fn(|cx| {
+                // The accepting shard dropped the request (its client went away): so do we.
+                if reply.poll_canceled(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                sent.as_mut().poll(cx).map(Some)
+            })
+            .await;
+            match outcome {
+                Some(result) => result,
+                None => return,
+            }
+        }
+        None => Err(no_tunnel(&ctx, &tenant, &host_id)),
     };
-    let _ = fwd.reply.send(result);
+    let _ = reply.send(result);
 }
 
 /// Opens a stream on `tunnel`, streams the request body up and returns the response head with
@@ -144,20 +174,36 @@ where
     let (response, stream) = send
         .send_request(Request::from_parts(parts, ()), end_of_stream)
         .map_err(|e| failed(e.to_string()))?;
-    if !end_of_stream {
+    // The pump stops when its switch goes: with this future before the response head, with
+    // the response body after it.
+    let switch = if end_of_stream {
+        None
+    } else {
+        let (switch, mut off) = oneshot::channel::<()>();
         ctx.tasks.spawn(async move {
-            if let Err(e) = pump_body(body, stream).await {
-                tracing::debug!("request body: {e}");
+            let mut pump = pin!(pump_body(body, stream));
+            let pumped = poll_fn(|cx| {
+                if let Poll::Ready(result) = pump.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                Pin::new(&mut off).poll(cx).map(|_| None)
+            })
+            .await;
+            match pumped {
+                Some(Err(e)) => tracing::debug!("request body: {e}"),
+                None => tracing::debug!("request body abandoned: the response side went away"),
+                Some(Ok(())) => {}
             }
         });
-    }
+        Some(switch)
+    };
     let (mut parts, recv) = response
         .await
         .map_err(|e| failed(e.to_string()))?
         .into_parts();
     crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers, &[]);
     Ok((
-        Response::from_parts(parts, RecvBody::new(recv, guard)),
+        Response::from_parts(parts, RecvBody::new(recv, (guard, switch))),
         tunnel.id,
     ))
 }

@@ -59,9 +59,26 @@ impl Stage for Counting {
                 ProxyError::LocalUnreachable { .. } | ProxyError::LocalFailed { .. },
             ) => &s.initiator_502_local_error,
             (Role::Initiator, ProxyError::Timeout(_)) => &s.initiator_504_timeout,
+            (Role::Initiator, ProxyError::LocalOverloaded { .. }) => {
+                &s.initiator_503_local_overloaded
+            }
+            (Role::Initiator, ProxyError::QueueTimeout { .. }) => &s.initiator_503_queue_timeout,
             _ => return,
         };
         inc(counter);
+    }
+
+    /// Cancellations: the client (for the initiator, the responder) went away before the
+    /// response ended, whether before its head or during its body.
+    fn logging(&self, ctx: &RequestCtx) {
+        if !matches!(ctx.outcome.failure, Some(ProxyError::ClientClosed)) {
+            return;
+        }
+        let s = self.stats();
+        inc(match ctx.role {
+            Role::Egress => &s.egress_client_cancelled,
+            Role::Initiator => &s.initiator_cancelled,
+        });
     }
 }
 
@@ -99,5 +116,43 @@ mod tests {
             count(Role::Egress, unauthenticated),
             [("egress_401_unauthenticated", 1)]
         );
+    }
+
+    #[test]
+    fn overload_has_its_counters() {
+        let overloaded = ProxyError::LocalOverloaded {
+            cluster: "app".into(),
+            reason: "full".into(),
+        };
+        assert_eq!(
+            count(Role::Initiator, overloaded),
+            [("initiator_503_local_overloaded", 1)]
+        );
+        let expired = ProxyError::QueueTimeout {
+            cluster: "app".into(),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        assert_eq!(
+            count(Role::Initiator, expired),
+            [("initiator_503_queue_timeout", 1)]
+        );
+    }
+
+    #[test]
+    fn cancellations_are_counted_on_both_sides() {
+        for (role, name) in [
+            (Role::Egress, "egress_client_cancelled"),
+            (Role::Initiator, "initiator_cancelled"),
+        ] {
+            let stats = Stats::new(1);
+            let counting = Counting::new(stats.clone(), 0);
+            let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+            let mut ctx = RequestCtx::new(role, 0, None, &parts, false);
+            counting.logging(&ctx);
+            ctx.outcome.failure = Some(ProxyError::ClientClosed);
+            counting.logging(&ctx);
+            let moved: Vec<_> = stats.totals().into_iter().filter(|(_, v)| *v > 0).collect();
+            assert_eq!(moved, [(name, 1)]);
+        }
     }
 }
