@@ -208,6 +208,25 @@ counters! {
     /// Initiator: requests ended by the stream idle timeout (408 before the response head, a
     /// reset after it).
     initiator_stream_idle_timeout,
+    /// Egress: requests whose client went away (an h2 RST_STREAM, an HTTP/1.1 connection
+    /// closed) before the response ended; their tunnel stream is reset (CANCEL).
+    egress_client_cancelled,
+    /// Initiator: requests the responder cancelled (RST_STREAM) before the response ended;
+    /// their local request is dropped (an HTTP/1.1 connection closed, an HTTP/2 stream reset).
+    initiator_cancelled,
+    /// Initiator: 503, the local cluster's queue of pending requests was full (max_pending).
+    initiator_503_local_overloaded,
+    /// Initiator: 503, no local connection became free within queue_timeout.
+    initiator_503_queue_timeout,
+    /// Initiator: connections opened to local services (attempts).
+    initiator_local_connects,
+    /// Initiator: connects to local services that failed (refused, timeout, TLS).
+    initiator_local_connect_failures,
+    /// Initiator: requests sent a second time on another local connection (sent on a
+    /// connection closed meanwhile, or idempotent and reset before any response byte).
+    initiator_local_retries,
+    /// Initiator: local endpoints ejected after consecutive_failures failures in a row.
+    initiator_local_ejections,
 }
 
 /// All shards' counters.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::de::{checked_map, with_str, NonEmpty};
+use super::de::{at_least_one, checked_map, ranged, with_str, NonEmpty};
 use super::duration::{self, secs};
 use crate::protocol::ids::validate_id;
 
@@ -63,6 +63,41 @@ pub struct ClusterConfig {
     /// alone bounds it). Only local services use it.
     #[serde(default, deserialize_with = "duration::off_or_any")]
     pub response_timeout: Duration,
+    /// Local-service protection, per shard (ARCHITECTURE.md §7, `initiator::pool`): open
+    /// connections to the cluster, connecting ones included (default 1024, ≥ 1).
+    #[serde(default = "default_limit", deserialize_with = "at_least_one_usize")]
+    pub max_connections: usize,
+    /// Connects in flight to one endpoint (default 8, ≥ 1).
+    #[serde(
+        default = "default_max_connecting",
+        deserialize_with = "at_least_one_usize"
+    )]
+    pub max_connecting: usize,
+    /// Requests waiting for a connection or a request slot (default 1024, ≥ 1); beyond it: 503
+    /// `local_overloaded`.
+    #[serde(default = "default_limit", deserialize_with = "at_least_one_usize")]
+    pub max_pending: usize,
+    /// Longest wait in that queue (default 5s, > 0); then 503 `queue_timeout`.
+    #[serde(default = "secs::<5>", deserialize_with = "duration::positive")]
+    pub queue_timeout: Duration,
+    /// Requests in flight to the cluster, response bodies included (default 1024, ≥ 1); more
+    /// wait in the queue.
+    #[serde(default = "default_limit", deserialize_with = "at_least_one_usize")]
+    pub max_requests: usize,
+    /// Failures in a row (connects, requests broken before their response) that eject an
+    /// endpoint (default 5, ≥ 1).
+    #[serde(
+        default = "default_consecutive_failures",
+        deserialize_with = "at_least_one"
+    )]
+    pub consecutive_failures: u32,
+    /// How long a first ejection lasts (default 30s, > 0); it doubles on each ejection in a
+    /// row, up to `max_ejection_time`.
+    #[serde(default = "secs::<30>", deserialize_with = "duration::positive")]
+    pub ejection_time: Duration,
+    /// The longest ejection (default 300s, > 0; never below `ejection_time`).
+    #[serde(default = "secs::<300>", deserialize_with = "duration::positive")]
+    pub max_ejection_time: Duration,
 }
 
 /// Client side of TLS / mTLS. Paths are used as written (relative to the working directory).
@@ -100,12 +135,37 @@ impl ClusterConfig {
             max_idle_per_shard: default_max_idle(),
             dns_refresh_rate: secs::<5>(),
             response_timeout: Duration::ZERO,
+            max_connections: default_limit(),
+            max_connecting: default_max_connecting(),
+            max_pending: default_limit(),
+            queue_timeout: secs::<5>(),
+            max_requests: default_limit(),
+            consecutive_failures: default_consecutive_failures(),
+            ejection_time: secs::<30>(),
+            max_ejection_time: secs::<300>(),
         }
     }
 }
 
 fn default_max_idle() -> usize {
     64
+}
+
+fn default_limit() -> usize {
+    1024
+}
+
+fn default_max_connecting() -> usize {
+    8
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+
+/// A count of at least 1.
+fn at_least_one_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    ranged(d, 1, u32::MAX.into()).map(|v| v as usize)
 }
 
 /// A cluster name key: an id (no `:`) without `@`, unique.

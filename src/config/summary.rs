@@ -73,6 +73,25 @@ impl Config {
                     false => format!(", response timeout {}", dur(c.response_timeout)),
                 }
             )?;
+            let local = self
+                .initiator
+                .as_ref()
+                .is_some_and(|i| i.routes.iter().any(|r| &r.cluster == name));
+            if local {
+                writeln!(
+                    out,
+                    "    per shard: {} connections ({} connecting per endpoint), {} requests, \
+                     queue {} for {}; eject after {} failures for {} (up to {})",
+                    c.max_connections,
+                    c.max_connecting,
+                    c.max_requests,
+                    c.max_pending,
+                    dur(c.queue_timeout),
+                    c.consecutive_failures,
+                    dur(c.ejection_time),
+                    dur(c.max_ejection_time)
+                )?;
+            }
         }
         if let Some(i) = &self.initiator {
             writeln!(out, "initiator:")?;

@@ -182,6 +182,15 @@ fn defaults() {
     assert_eq!(app.response_timeout, Duration::ZERO, "off");
     assert_eq!(app.tls, None);
     assert_eq!(app.dns_refresh_rate, Duration::from_secs(5));
+    assert_eq!(
+        (app.max_connections, app.max_connecting, app.max_pending),
+        (1024, 8, 1024)
+    );
+    assert_eq!(app.queue_timeout, Duration::from_secs(5));
+    assert_eq!(app.max_requests, 1024);
+    assert_eq!(app.consecutive_failures, 5);
+    assert_eq!(app.ejection_time, Duration::from_secs(30));
+    assert_eq!(app.max_ejection_time, Duration::from_secs(300));
 }
 
 #[test]
@@ -304,6 +313,52 @@ fn timeouts_are_on_by_default_and_zero_turns_them_off() {
             "response timeout 1s",
         ],
     );
+}
+
+#[test]
+fn local_service_protection_keys() {
+    let with = |keys: &str| {
+        initiator(
+            "",
+            "    - rc://n:c:@cloud:1\n",
+            "    - { prefix: /, cluster: app }\n",
+        )
+        .replace(
+            "    endpoints: [\"127.0.0.1:8080\"]\n",
+            &format!("    endpoints: [\"127.0.0.1:8080\"]\n{keys}"),
+        )
+    };
+    let config = ok(&with(
+        "    max_connections: 4\n    max_connecting: 2\n    max_pending: 10\n    queue_timeout: 250ms\n    max_requests: 8\n    consecutive_failures: 3\n    ejection_time: 1s\n    max_ejection_time: 4s\n",
+    ));
+    let app = &config.clusters["app"];
+    assert_eq!(
+        (
+            app.max_connections,
+            app.max_connecting,
+            app.max_pending,
+            app.max_requests
+        ),
+        (4, 2, 10, 8)
+    );
+    assert_eq!(app.queue_timeout, Duration::from_millis(250));
+    assert_eq!(app.consecutive_failures, 3);
+    assert_eq!(
+        (app.ejection_time, app.max_ejection_time),
+        (Duration::from_secs(1), Duration::from_secs(4))
+    );
+    for bad in [
+        "max_connections: 0",
+        "max_connecting: 0",
+        "max_pending: 0",
+        "max_requests: 0",
+        "consecutive_failures: 0",
+    ] {
+        let (_, _, message) = error(&with(&format!("    {bad}\n")));
+        assert_contains(&message, &["out of range", "from 1"]);
+    }
+    let (_, _, message) = error(&with("    queue_timeout: 0s\n"));
+    assert_contains(&message, &["queue_timeout", "greater than zero"]);
 }
 
 #[test]
@@ -930,8 +985,11 @@ fn summary_of_an_initiator() {
             "extra headers: authorization",
             "keepalive: ping every 10s, dead after 3 missed; 1024 streams per tunnel",
             "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard)",
+            "per shard: 1024 connections (8 connecting per endpoint), 1024 requests, queue 1024 for 5s; eject after 5 failures for 30s (up to 5m)",
         ],
     );
+    // Only local clusters (local-app, local-grpc) have the protection line.
+    assert_eq!(summary.matches("per shard: ").count(), 2, "{summary}");
     assert!(
         !summary.contains("Bearer"),
         "secrets stay out of the summary"

@@ -2,17 +2,24 @@
 //! service (routed by the normalized path, `crate::http::path`), and the response streamed
 //! back on the tunnel under flow control. The local hop runs within the route timeout (and the
 //! cluster's `response_timeout`) and the stream idle timeout (`crate::pipeline::deadline`).
+//!
+//! Cancellation (ARCHITECTURE.md §4): the responder resets the stream (RST_STREAM) when its
+//! client goes away. Until the response head the driver watches for that reset and drops the
+//! local request at once (`initiator::pool`: an HTTP/1.1 connection carrying it is closed, an
+//! HTTP/2 stream reset); after it, `pump_body` notices and drops the local response body.
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, request, HeaderValue, Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use tracing::Instrument;
 
-use super::pool::LocalBody;
+use super::pool::{LocalBody, PooledBody};
 use super::InitiatorShard;
 use crate::config::Protocol;
 use crate::http::body::{pump_body, RecvBody};
@@ -39,9 +46,20 @@ pub async fn handle(
     ));
     let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path(), stream = ?respond_to.stream_id());
     async {
-        match upstream(&ctx, &mut rctx, &mut parts, recv).await {
-            Ok(response) => send_upstream_response(&ctx, rctx, response, respond_to).await,
-            Err(error) => send_local_reply(&ctx, rctx, error, &mut respond_to),
+        let proxied = {
+            let mut upstream = pin!(upstream(&ctx, &mut rctx, &mut parts, recv));
+            poll_fn(|cx| {
+                if let Poll::Ready(reset) = respond_to.poll_reset(cx) {
+                    return Poll::Ready(Err(reset));
+                }
+                upstream.as_mut().poll(cx).map(Ok)
+            })
+            .await
+        };
+        match proxied {
+            Ok(Ok(response)) => send_upstream_response(&ctx, rctx, response, respond_to).await,
+            Ok(Err(error)) => send_local_reply(&ctx, rctx, error, &mut respond_to),
+            Err(reset) => cancelled(&ctx, rctx, reset),
         }
     }
     .instrument(span)
@@ -54,7 +72,7 @@ async fn upstream(
     rctx: &mut RequestCtx,
     parts: &mut request::Parts,
     recv: h2::RecvStream,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<PooledBody>, ProxyError> {
     ctx.pipeline.request_filter(rctx, parts)?;
     // The responder normalized the path already (a no-op then: normalizing is idempotent);
     // another responder may not have. Escaped slashes are the responder's to refuse.
@@ -92,12 +110,30 @@ async fn upstream(
         .stream
         .start(deadlines.idle, body.is_end_stream());
     let tally = rctx.outcome.request_body.for_body(body.is_end_stream());
-    let body: LocalBody = Counted::new(body, tally, clock.clone());
+    let body = LocalBody::new(Counted::new(body, tally, clock.clone()));
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
     let sent = deadlines.bound(&clock, cluster.send(request)).await;
     // The responder reset the request body (its client's body failed): not the service's fault.
     sent.map_err(|e| rctx.outcome.client_body_failure().unwrap_or(e))
+}
+
+/// The responder reset the stream before the response head (its client went away): the local
+/// request was dropped with the future that carried it; phase 5 runs (`initiator_cancelled`).
+fn cancelled(
+    ctx: &InitiatorShard,
+    mut rctx: Box<RequestCtx>,
+    reset: Result<h2::Reason, h2::Error>,
+) {
+    match reset {
+        Ok(reason) => {
+            tracing::debug!(id = %rctx.request_id, "the responder reset the stream ({reason:?}): local request dropped")
+        }
+        Err(e) => {
+            tracing::debug!(id = %rctx.request_id, "the tunnel failed ({e}): local request dropped")
+        }
+    }
+    finish(&mut rctx, &ctx.pipeline, false);
 }
 
 /// An empty request head, left behind when the real one moves into the local request.
@@ -110,7 +146,7 @@ fn empty_parts() -> request::Parts {
 async fn send_upstream_response(
     ctx: &InitiatorShard,
     mut rctx: Box<RequestCtx>,
-    response: Response<Incoming>,
+    response: Response<PooledBody>,
     mut respond_to: h2::server::SendResponse<Bytes>,
 ) {
     let (mut head, body) = response.into_parts();

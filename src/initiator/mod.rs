@@ -78,7 +78,8 @@ impl InitiatorShard {
             .filter_map(|r| {
                 let c = config.clusters.get(&r.cluster)?;
                 let tls = local_tls.get(&r.cluster).cloned();
-                let cluster = LocalCluster::new(r.cluster.as_str().into(), c.clone(), tls);
+                let name = r.cluster.as_str().into();
+                let cluster = LocalCluster::new(name, c.clone(), tls, stats.clone(), shard);
                 Some((r.cluster.clone(), Rc::new(cluster)))
             })
             .collect();

@@ -1,9 +1,27 @@
-//! Local services behind the initiator, one client per cluster per shard.
+//! Local services behind the initiator: one pool per cluster per shard, protecting the service
+//! as HAProxy's `maxconn` + queue and Envoy's circuit breakers do (ARCHITECTURE.md §7).
 //!
-//! HTTP/1.1: a pool of keep-alive connections (hyper's client), a connection going back to the
-//! pool once its response has been read in full. HTTP/2: one multiplexed connection per shard,
-//! re-established when it closes. A request that meets a pooled connection the service closed
-//! meanwhile is retried once on a fresh connection (hyper hands the unsent request back).
+//! Every request checks out a connection from its cluster's pool ([`queue::PoolState`], the
+//! bookkeeping, pure): it waits in a bounded FIFO queue (`max_pending`, `queue_timeout`) for
+//! the next connection that is free — it never opens one of its own — within `max_requests`
+//! requests in flight. Connections are opened for demand, within `max_connections` open and
+//! `max_connecting` connects in flight per endpoint; endpoints take turns, and one that keeps
+//! failing is ejected for a while ([`outlier`]). A full queue is a 503 `local_overloaded`, a
+//! wait beyond `queue_timeout` a 503 `queue_timeout`. **Every limit is per shard**: a cluster
+//! sees at most `shards × max_connections` connections from one initiator (a tunnel's streams
+//! are all served by the shard that holds the tunnel, so dividing by shards would starve it).
+//!
+//! HTTP/1.1: a connection carries one request at a time and goes back to the pool once its
+//! response body has been read in full (at most `max_idle_per_shard` wait idle). A request
+//! abandoned before that — its client went away, its route timed out, its body broke — closes
+//! its connection: it is never returned with a request in flight. HTTP/2: one multiplexed
+//! connection per endpoint; an abandoned request's stream is reset (RST_STREAM CANCEL, by
+//! hyper and h2 when its handles are dropped).
+//!
+//! Retries, once, on another connection: a request hyper hands back unsent (the pooled
+//! connection was closed meanwhile), and an idempotent request without a body (GET, HEAD,
+//! OPTIONS, PUT, DELETE, TRACE) that met a reset or a close before any response byte. A
+//! connect that fails is retried on another endpoint in service by the pool itself.
 //!
 //! With `clusters.NAME.tls` every connection is TLS ([`ClusterTls`]): the service is verified
 //! against `ca` (and `spki_pins`) under the endpoint's host name or `sni`, the client
@@ -11,14 +29,25 @@
 //! cluster's protocol says. The handshake is bounded by `connect_timeout`; a failure makes the
 //! request `LocalUnreachable` (503) with the failure's label in the logged detail only.
 
+#[cfg(test)]
+mod io_tests;
+mod outlier;
+mod queue;
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::io;
-use std::rc::Rc;
+use std::pin::{pin, Pin};
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use http::Request;
+use bytes::Bytes;
+use futures_channel::oneshot;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
@@ -30,10 +59,52 @@ use crate::http::io::HyperIo;
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
+use crate::shard::ShardId;
+use crate::stats::{inc, ShardStats, Stats};
 use crate::tls::{ClientStream, ClientTls, HandshakeError, Reloadable, TlsLoadError};
 
-/// The body of a request forwarded to a local service: the tunnel stream's body, counted.
-pub type LocalBody = Counted<RecvBody<()>>;
+use outlier::{Ejection, OutlierSettings};
+use queue::{Action, ConnId, Grant, Handle, Limits, PoolState, QueueFull, WaiterId};
+
+/// The body of a request forwarded to a local service: the tunnel stream's body, counted; or
+/// nothing, for the replay of a request that had no body.
+pub struct LocalBody(Option<Counted<RecvBody<()>>>);
+
+impl LocalBody {
+    pub fn new(body: Counted<RecvBody<()>>) -> Self {
+        Self(Some(body))
+    }
+
+    fn empty() -> Self {
+        Self(None)
+    }
+}
+
+impl Body for LocalBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        match self.0.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Some(body) => body.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// Why a local service could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +125,9 @@ pub enum UpstreamError {
     TlsTimeout { endpoint: String, timeout: Duration },
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
+    /// Cannot happen: a lease sends once, before it is recycled.
+    #[error("the connection was released before the request was sent")]
+    Released,
 }
 
 impl UpstreamError {
@@ -66,7 +140,19 @@ impl UpstreamError {
             | UpstreamError::Connect { .. }
             | UpstreamError::Tls { .. }
             | UpstreamError::TlsTimeout { .. } => ProxyError::LocalUnreachable { cluster, detail },
-            UpstreamError::Http(_) => ProxyError::LocalFailed { cluster, detail },
+            UpstreamError::Http(_) | UpstreamError::Released => {
+                ProxyError::LocalFailed { cluster, detail }
+            }
+        }
+    }
+
+    /// Whether the exchange broke — a reset, a close — before any response byte, so an
+    /// idempotent request may be sent again. A malformed response, a body of ours that failed
+    /// and a timeout are not such breaks.
+    fn broke_before_response(&self) -> bool {
+        match self {
+            UpstreamError::Http(e) => !(e.is_parse() || e.is_user() || e.is_timeout()),
+            _ => false,
         }
     }
 }
@@ -169,30 +255,97 @@ enum Dialed {
     Tls(Box<ClientStream<TcpStreamPoll>>),
 }
 
-/// One local cluster on one shard.
+/// A connection's request handle.
+enum Sender {
+    H1(http1::SendRequest<LocalBody>),
+    H2(http2::SendRequest<LocalBody>),
+}
+
+impl Handle for Sender {
+    fn share(&self) -> Option<Self> {
+        match self {
+            Sender::H1(_) => None,
+            Sender::H2(s) => Some(Sender::H2(s.clone())),
+        }
+    }
+}
+
+/// Where a request waiting in the queue learns its fate: a connection, or the failure of the
+/// connects made for it.
+#[derive(Default)]
+struct Slot {
+    outcome: RefCell<Option<Result<Grant<Sender>, ProxyError>>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Slot {
+    fn fill(&self, outcome: Result<Grant<Sender>, ProxyError>) {
+        *self.outcome.borrow_mut() = Some(outcome);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn take(&self) -> Option<Result<Grant<Sender>, ProxyError>> {
+        self.outcome.borrow_mut().take()
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<Grant<Sender>, ProxyError>> {
+        match self.take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+type Actions = Vec<Action<Sender, Rc<Slot>>>;
+
+/// One local cluster on one shard: its connections, requests in flight and queue.
 pub struct LocalCluster {
     pub name: Rc<str>,
     config: ClusterConfig,
     tls: Option<Arc<Reloadable<ClusterTls>>>,
-    next_endpoint: Cell<usize>,
-    idle: RefCell<Vec<http1::SendRequest<LocalBody>>>,
-    h2: RefCell<Option<http2::SendRequest<LocalBody>>>,
+    stats: Stats,
+    shard: ShardId,
+    state: RefCell<PoolState<Sender, Rc<Slot>>>,
+    /// The task driving each open connection closes it when its switch here is dropped.
+    switches: RefCell<HashMap<ConnId, oneshot::Sender<()>>>,
 }
 
 impl LocalCluster {
-    /// The cluster `config`, over TLS when `tls` is given (from [`load_local_tls`]).
+    /// The cluster `config` on `shard`, over TLS when `tls` is given (from [`load_local_tls`]).
     pub fn new(
         name: Rc<str>,
         config: ClusterConfig,
         tls: Option<Arc<Reloadable<ClusterTls>>>,
+        stats: Stats,
+        shard: ShardId,
     ) -> Self {
+        let limits = Limits {
+            max_connections: config.max_connections,
+            max_connecting: config.max_connecting,
+            max_pending: config.max_pending,
+            max_requests: config.max_requests,
+            max_idle: config.max_idle_per_shard,
+            multiplexed: config.protocol == Protocol::Http2,
+        };
+        let outliers = OutlierSettings {
+            consecutive_failures: config.consecutive_failures,
+            ejection_time: config.ejection_time,
+            max_ejection_time: config.max_ejection_time,
+        };
+        let state = PoolState::new(limits, config.endpoints.len(), outliers);
         Self {
             name,
             config,
             tls,
-            next_endpoint: Cell::new(0),
-            idle: RefCell::new(Vec::new()),
-            h2: RefCell::new(None),
+            stats,
+            shard,
+            state: RefCell::new(state),
+            switches: RefCell::new(HashMap::new()),
         }
     }
 
@@ -200,104 +353,245 @@ impl LocalCluster {
         self.config.protocol
     }
 
+    fn stats(&self) -> &ShardStats {
+        self.stats.shard(self.shard)
+    }
+
     /// Sends `req` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2) and
-    /// returns the response head.
+    /// returns the response head. Its body holds the connection (HTTP/1.1) or the request slot
+    /// until it ends; dropping the future or the body first abandons the request.
     pub async fn send(
         self: &Rc<Self>,
         req: Request<LocalBody>,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
-        let sent = match self.config.protocol {
-            Protocol::Http1 => self.send_http1(req).await,
-            Protocol::Http2 => self.send_http2(req).await,
-        };
-        sent.map_err(|e| e.into_proxy_error(&self.name))
-    }
-
-    async fn send_http1(
-        self: &Rc<Self>,
-        req: Request<LocalBody>,
-    ) -> Result<http::Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        let replay = Replay::of(&req);
         let mut req = req;
-        // One retry with a pooled connection, then a fresh one.
-        for attempt in 0..2 {
-            let mut sender = match self.take_idle() {
-                Some(s) if attempt == 0 => s,
-                _ => self.connect_http1().await?,
+        let mut retried = false;
+        loop {
+            let mut lease = self.checkout().await?;
+            let failure = match lease.send(req).await {
+                Ok(response) => {
+                    self.state.borrow_mut().success(lease.endpoint());
+                    return Ok(response.map(|body| PooledBody::new(body, lease)));
+                }
+                Err(failure) => failure,
             };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.recycle(sender);
-                    return Ok(resp);
+            let endpoint = lease.endpoint();
+            drop(lease);
+            let SendFailure { error, unsent } = failure;
+            if unsent.is_none() {
+                self.endpoint_failed(endpoint);
+            }
+            let again = match (retried, unsent) {
+                (true, _) => None,
+                (false, Some(unsent)) => Some(unsent),
+                (false, None) => replay
+                    .as_ref()
+                    .filter(|_| error.broke_before_response())
+                    .map(Replay::request),
+            };
+            let Some(again) = again else {
+                return Err(error.into_proxy_error(&self.name));
+            };
+            retried = true;
+            inc(&self.stats().initiator_local_retries);
+            tracing::debug!(cluster = %self.name, "retrying on another connection: {error}");
+            req = again;
+        }
+    }
+
+    /// A connection for one request, after waiting in the queue if need be.
+    async fn checkout(self: &Rc<Self>) -> Result<Lease, ProxyError> {
+        let slot = Rc::new(Slot::default());
+        let checked = self
+            .state
+            .borrow_mut()
+            .checkout(slot.clone(), Instant::now());
+        let (id, actions) = checked.map_err(|QueueFull| ProxyError::LocalOverloaded {
+            cluster: self.name.to_string(),
+            reason: format!(
+                "its queue of pending requests is full (max_pending {})",
+                self.config.max_pending
+            ),
+        })?;
+        self.run(actions, None);
+        let mut waiting = Waiting {
+            cluster: self,
+            id,
+            slot,
+            done: false,
+        };
+        let outcome = match waiting.slot.take() {
+            Some(outcome) => outcome,
+            None => {
+                let timeout = self.config.queue_timeout;
+                let slot = waiting.slot.clone();
+                match monoio::time::timeout(timeout, poll_fn(|cx| slot.poll(cx))).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        return Err(ProxyError::QueueTimeout {
+                            cluster: self.name.to_string(),
+                            timeout,
+                        })
+                    }
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if attempt == 0 => req = unsent,
-                    _ => return Err(e.into_error().into()),
-                },
             }
-        }
-        unreachable!("the second attempt always returns")
+        };
+        waiting.done = true;
+        outcome.map(|grant| Lease {
+            cluster: self.clone(),
+            grant: Some(grant),
+            sent: false,
+            closing: false,
+        })
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<LocalBody>> {
-        let mut idle = self.idle.borrow_mut();
-        while let Some(s) = idle.pop() {
-            if s.is_ready() {
-                return Some(s);
+    /// Carries out what the pool state asks for. `error`: why the connect whose failure
+    /// produced these actions failed, for the requests it fails.
+    fn run(self: &Rc<Self>, actions: Actions, error: Option<&UpstreamError>) {
+        for action in actions {
+            match action {
+                Action::Grant { waiter, grant } => waiter.fill(Ok(grant)),
+                Action::Fail { waiter } => waiter.fill(Err(ProxyError::LocalUnreachable {
+                    cluster: self.name.to_string(),
+                    detail: error.map_or_else(|| "connect failed".into(), |e| e.to_string()),
+                })),
+                Action::Connect { conn, endpoint } => {
+                    monoio::spawn(self.clone().establish(conn, endpoint));
+                }
+                Action::Close { conn, handle } => {
+                    drop(handle);
+                    self.close(conn);
+                }
             }
         }
-        None
     }
 
-    /// Returns `sender` to the pool once its connection can take another request (the previous
-    /// response body fully read); a connection that closes meanwhile is simply dropped.
-    fn recycle(self: &Rc<Self>, mut sender: http1::SendRequest<LocalBody>) {
-        let cluster = self.clone();
+    /// Closes connection `conn`: its task drops it (and the socket) when the switch goes.
+    fn close(&self, conn: ConnId) {
+        self.switches.borrow_mut().remove(&conn);
+    }
+
+    /// Opens connection `conn` to endpoint `endpoint` and reports the outcome to the state.
+    async fn establish(self: Rc<Self>, conn: ConnId, endpoint: usize) {
+        inc(&self.stats().initiator_local_connects);
+        let started = match self.connect_to(endpoint).await {
+            Ok(dialed) => self.start(conn, dialed).await,
+            Err(e) => Err(e),
+        };
+        let now = Instant::now();
+        match started {
+            Ok(sender) => {
+                let actions = self.state.borrow_mut().connected(conn, sender, now);
+                self.run(actions, None);
+            }
+            Err(e) => {
+                inc(&self.stats().initiator_local_connect_failures);
+                tracing::debug!(cluster = %self.name, "{e}");
+                let (actions, ejection) = self.state.borrow_mut().connect_failed(conn, now);
+                if let Some(ejection) = ejection {
+                    self.ejected(ejection);
+                }
+                self.run(actions, Some(&e));
+            }
+        }
+    }
+
+    /// A request to `endpoint` broke before its response head.
+    fn endpoint_failed(self: &Rc<Self>, endpoint: usize) {
+        let (actions, ejection) = self.state.borrow_mut().failure(endpoint, Instant::now());
+        if let Some(ejection) = ejection {
+            self.ejected(ejection);
+        }
+        self.run(actions, None);
+    }
+
+    fn ejected(&self, ejection: Ejection) {
+        inc(&self.stats().initiator_local_ejections);
+        let endpoint = self
+            .config
+            .endpoints
+            .get(ejection.endpoint)
+            .map_or("?", String::as_str);
+        tracing::warn!(
+            cluster = %self.name,
+            endpoint,
+            times = ejection.times,
+            "local endpoint ejected for {:?} after {} failures in a row",
+            ejection.duration,
+            self.config.consecutive_failures
+        );
+    }
+
+    /// HTTP on a new connection, driven by a task of its own until it ends or the pool closes
+    /// it.
+    async fn start(self: &Rc<Self>, conn: ConnId, dialed: Dialed) -> Result<Sender, UpstreamError> {
+        match (self.config.protocol, dialed) {
+            (Protocol::Http1, Dialed::Plain(io)) => self.start_http1(conn, io).await,
+            (Protocol::Http1, Dialed::Tls(io)) => self.start_http1(conn, io).await,
+            (Protocol::Http2, Dialed::Plain(io)) => self.start_http2(conn, io).await,
+            (Protocol::Http2, Dialed::Tls(io)) => self.start_http2(conn, io).await,
+        }
+    }
+
+    async fn start_http1<I>(self: &Rc<Self>, conn: ConnId, io: I) -> Result<Sender, UpstreamError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let (sender, connection) = http1::Builder::new().handshake(HyperIo(io)).await?;
+        self.drive(conn, connection);
+        Ok(Sender::H1(sender))
+    }
+
+    async fn start_http2<I>(self: &Rc<Self>, conn: ConnId, io: I) -> Result<Sender, UpstreamError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let (sender, connection) = http2::Builder::new(ShardExecutor)
+            .timer(ShardTimer)
+            .initial_stream_window_size(crate::tunnel::STREAM_WINDOW)
+            .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
+            .handshake(HyperIo(io))
+            .await?;
+        self.drive(conn, connection);
+        Ok(Sender::H2(sender))
+    }
+
+    /// Drives `connection` on a task until it ends or its switch is dropped, then tells the
+    /// pool it is gone.
+    fn drive<F>(self: &Rc<Self>, conn: ConnId, connection: F)
+    where
+        F: Future<Output = hyper::Result<()>> + 'static,
+    {
+        let (switch, mut off) = oneshot::channel::<()>();
+        self.switches.borrow_mut().insert(conn, switch);
+        let cluster = Rc::downgrade(self);
         monoio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = cluster.idle.borrow_mut();
-                if idle.len() < cluster.config.max_idle_per_shard {
-                    idle.push(sender);
-                }
+            let ended = {
+                let mut connection = pin!(connection);
+                poll_fn(|cx| {
+                    if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                        return Poll::Ready(Some(result));
+                    }
+                    Pin::new(&mut off).poll(cx).map(|_| None)
+                })
+                .await
+            };
+            match ended {
+                Some(Err(e)) => tracing::debug!(conn, "local connection: {e}"),
+                Some(Ok(())) => {}
+                None => tracing::trace!(conn, "local connection closed by the pool"),
             }
+            forget_connection(&cluster, conn);
         });
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<LocalBody>, UpstreamError> {
-        match self.connect().await? {
-            Dialed::Plain(io) => start_http1(io).await,
-            Dialed::Tls(io) => start_http1(io).await,
-        }
-    }
-
-    async fn send_http2(
-        &self,
-        req: Request<LocalBody>,
-    ) -> Result<http::Response<Incoming>, UpstreamError> {
-        let current = self.h2.borrow().clone();
-        let mut sender = match current {
-            Some(s) if !s.is_closed() => s,
-            _ => {
-                let sender = match self.connect().await? {
-                    Dialed::Plain(io) => start_http2(io).await?,
-                    Dialed::Tls(io) => start_http2(io).await?,
-                };
-                *self.h2.borrow_mut() = Some(sender.clone());
-                sender
-            }
-        };
-        sender.ready().await?;
-        Ok(sender.send_request(req).await?)
-    }
-
-    /// Connects to the next endpoint (round-robin), with TLS when the cluster has it.
-    async fn connect(&self) -> Result<Dialed, UpstreamError> {
-        let endpoints = &self.config.endpoints;
-        if endpoints.is_empty() {
+    /// Connects to endpoint `endpoint`, with TLS when the cluster has it.
+    async fn connect_to(&self, endpoint: usize) -> Result<Dialed, UpstreamError> {
+        let i = endpoint;
+        let Some(endpoint) = self.config.endpoints.get(i) else {
             return Err(UpstreamError::NoEndpoints);
-        }
-        let i = self.next_endpoint.get() % endpoints.len();
-        self.next_endpoint.set(i.wrapping_add(1));
-        let endpoint = &endpoints[i];
+        };
         let connect_err = |source| UpstreamError::Connect {
             endpoint: endpoint.clone(),
             source,
@@ -325,37 +619,238 @@ impl LocalCluster {
     }
 }
 
-/// HTTP/1.1 on a new connection; the connection is driven by a task of its own.
-async fn start_http1<I>(io: I) -> Result<http1::SendRequest<LocalBody>, UpstreamError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let (sender, conn) = http1::Builder::new().handshake(HyperIo(io)).await?;
-    monoio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("local connection: {e}");
-        }
-    });
-    Ok(sender)
+/// A connection's task ended: the pool forgets it (if the pool is still there).
+fn forget_connection(cluster: &Weak<LocalCluster>, conn: ConnId) {
+    if let Some(cluster) = cluster.upgrade() {
+        cluster.switches.borrow_mut().remove(&conn);
+        let actions = cluster.state.borrow_mut().closed(conn, Instant::now());
+        cluster.run(actions, None);
+    }
 }
 
-/// HTTP/2 on a new connection; the connection is driven by a task of its own.
-async fn start_http2<I>(io: I) -> Result<http2::SendRequest<LocalBody>, UpstreamError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let (sender, conn) = http2::Builder::new(ShardExecutor)
-        .timer(ShardTimer)
-        .initial_stream_window_size(crate::tunnel::STREAM_WINDOW)
-        .initial_connection_window_size(crate::tunnel::CONNECTION_WINDOW)
-        .handshake(HyperIo(io))
-        .await?;
-    monoio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("local h2 connection: {e}");
+/// A request in the queue; leaving it (a timeout, a client gone) takes it out, and gives back
+/// a connection granted meanwhile.
+struct Waiting<'a> {
+    cluster: &'a Rc<LocalCluster>,
+    id: WaiterId,
+    slot: Rc<Slot>,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
         }
-    });
-    Ok(sender)
+        let now = Instant::now();
+        let mut actions = self.cluster.state.borrow_mut().cancel(self.id, now);
+        if let Some(Ok(grant)) = self.slot.take() {
+            actions.extend(self.cluster.state.borrow_mut().give_back(grant, now));
+        }
+        self.cluster.run(actions, None);
+    }
+}
+
+/// Why sending on a connection failed; `unsent`: hyper gave the request back, nothing of it
+/// was written.
+struct SendFailure {
+    error: UpstreamError,
+    unsent: Option<Request<LocalBody>>,
+}
+
+/// A connection checked out for one request, with its request slot. Dropped after the
+/// request was sent and before [`recycle`](Self::recycle), it abandons the request: an
+/// HTTP/1.1 connection is closed, never reused.
+struct Lease {
+    cluster: Rc<LocalCluster>,
+    /// `None` once recycled.
+    grant: Option<Grant<Sender>>,
+    sent: bool,
+    /// HTTP/2: hyper refused the request, the connection is closing; no new request may pick
+    /// it (its streams in flight go on).
+    closing: bool,
+}
+
+impl Lease {
+    fn endpoint(&self) -> usize {
+        self.grant.as_ref().map_or(0, |g| g.endpoint)
+    }
+
+    async fn send(&mut self, req: Request<LocalBody>) -> Result<Response<Incoming>, SendFailure> {
+        self.sent = true;
+        let sent = match self.grant.as_mut().map(|g| &mut g.handle) {
+            Some(Sender::H1(s)) => s.try_send_request(req).await,
+            Some(Sender::H2(s)) => s.try_send_request(req).await,
+            None => {
+                return Err(SendFailure {
+                    error: UpstreamError::Released,
+                    unsent: Some(req),
+                })
+            }
+        };
+        sent.map_err(|mut e| {
+            let unsent = e.take_message();
+            self.closing = unsent.is_some();
+            SendFailure {
+                error: UpstreamError::Http(e.into_error()),
+                unsent,
+            }
+        })
+    }
+
+    /// The response ended whole: the request slot is free, and an HTTP/1.1 connection goes
+    /// back to the pool once hyper has it ready for the next request.
+    fn recycle(mut self) {
+        let Some(grant) = self.grant.take() else {
+            return;
+        };
+        let cluster = self.cluster.clone();
+        let conn = grant.conn;
+        let actions = cluster
+            .state
+            .borrow_mut()
+            .finish(conn, true, Instant::now());
+        cluster.run(actions, None);
+        let Sender::H1(mut sender) = grant.handle else {
+            return;
+        };
+        monoio::spawn(async move {
+            let ready = sender.ready().await.is_ok();
+            let now = Instant::now();
+            let actions = if ready {
+                cluster
+                    .state
+                    .borrow_mut()
+                    .returned(conn, Sender::H1(sender), now)
+            } else {
+                drop(sender);
+                cluster.close(conn);
+                cluster.state.borrow_mut().closed(conn, now)
+            };
+            cluster.run(actions, None);
+        });
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(grant) = self.grant.take() else {
+            return;
+        };
+        let cluster = &self.cluster;
+        let now = Instant::now();
+        let actions = if !self.sent {
+            cluster.state.borrow_mut().give_back(grant, now)
+        } else {
+            match grant.handle {
+                Sender::H1(_) => {
+                    // Its request is unfinished (abandoned, or broken): the connection is never
+                    // reused.
+                    tracing::debug!(cluster = %cluster.name, conn = grant.conn, "local connection closed with its request unfinished");
+                    cluster.close(grant.conn);
+                    cluster.state.borrow_mut().finish(grant.conn, false, now)
+                }
+                // hyper resets the stream (RST_STREAM CANCEL) as its handles go.
+                Sender::H2(_) => {
+                    let mut state = cluster.state.borrow_mut();
+                    let mut actions = Vec::new();
+                    if self.closing {
+                        actions.extend(state.closed(grant.conn, now));
+                    }
+                    actions.extend(state.finish(grant.conn, true, now));
+                    actions
+                }
+            }
+        };
+        cluster.run(actions, None);
+    }
+}
+
+/// A local service's response body. It holds its [`Lease`] until it ends — then the
+/// connection goes back to the pool — or fails or is dropped first, which abandons the request
+/// (an HTTP/1.1 connection is closed).
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, lease: Lease) -> Self {
+        let mut body = Self {
+            inner,
+            lease: Some(lease),
+        };
+        if body.inner.is_end_stream() {
+            body.recycle();
+        }
+        body
+    }
+
+    fn recycle(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.recycle();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.recycle(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.recycle(),
+            // Broken: the lease goes, and the connection with it.
+            Poll::Ready(Some(Err(_))) => this.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The head of an idempotent request without a body, kept to send it once more if the first
+/// attempt meets a reset before any response byte (RFC 9110 §9.2.2).
+struct Replay(http::request::Parts);
+
+impl Replay {
+    fn of(req: &Request<LocalBody>) -> Option<Self> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        if !idempotent || !req.body().is_end_stream() {
+            return None;
+        }
+        let mut head = Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        Some(Self(head.into_parts().0))
+    }
+
+    fn request(&self) -> Request<LocalBody> {
+        Request::from_parts(self.0.clone(), LocalBody::empty())
+    }
 }
 
 #[cfg(test)]
@@ -399,7 +894,7 @@ mod tests {
             let cfg = config.clone();
             Arc::new(Reloadable::new(move || ClusterTls::load_with(&tls, &cfg)).unwrap())
         });
-        LocalCluster::new("app".into(), config, tls)
+        LocalCluster::new("app".into(), config, tls, Stats::new(1), 0)
     }
 
     #[test]
@@ -449,7 +944,7 @@ mod tests {
         let endpoint = vec![format!("localhost:{}", addr.port())];
 
         let good = local(cluster(&endpoint, Some(pki.client_cfg(None, vec![]))));
-        match good.connect().await {
+        match good.connect_to(0).await {
             Ok(Dialed::Tls(stream)) => {
                 assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
             }
@@ -459,7 +954,7 @@ mod tests {
 
         let other = Pki::new("another CA");
         let wrong = local(cluster(&endpoint, Some(other.client_cfg(None, vec![]))));
-        let err = match wrong.connect().await {
+        let err = match wrong.connect_to(0).await {
             Err(e) => e,
             Ok(_) => panic!("a server of another CA was accepted"),
         };

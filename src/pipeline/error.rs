@@ -58,6 +58,16 @@ pub enum ProxyError {
     /// The local service failed mid-exchange (initiator).
     #[error("local cluster '{cluster}' failed: {detail}")]
     LocalFailed { cluster: String, detail: String },
+    /// The local cluster's queue of pending requests is full (`max_pending`, initiator).
+    #[error("local cluster '{cluster}' is overloaded: {reason}")]
+    LocalOverloaded {
+        cluster: String,
+        /// Which limit, in words fit for the client.
+        reason: String,
+    },
+    /// No connection to the local cluster became free within `queue_timeout` (initiator).
+    #[error("local cluster '{cluster}': no connection became free within {timeout:?}")]
+    QueueTimeout { cluster: String, timeout: Duration },
     /// The route timeout elapsed before the response head.
     #[error("no response within {0:?}")]
     Timeout(Duration),
@@ -91,7 +101,9 @@ impl ProxyError {
             ProxyError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::NoTunnel { .. }
             | ProxyError::TunnelsBusy { .. }
-            | ProxyError::LocalUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::LocalUnreachable { .. }
+            | ProxyError::LocalOverloaded { .. }
+            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::TunnelFailed { .. }
             | ProxyError::LocalFailed { .. }
             | ProxyError::UpstreamBodyFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -117,6 +129,8 @@ impl ProxyError {
             ProxyError::TunnelFailed { .. } => "tunnel_error",
             ProxyError::LocalUnreachable { .. } => "local_unreachable",
             ProxyError::LocalFailed { .. } => "local_error",
+            ProxyError::LocalOverloaded { .. } => "local_overloaded",
+            ProxyError::QueueTimeout { .. } => "queue_timeout",
             ProxyError::Timeout(_) => "timeout",
             ProxyError::StreamIdleTimeout { .. } => "stream_idle_timeout",
             ProxyError::UpstreamBodyFailed { .. } => "upstream_body",
@@ -143,6 +157,12 @@ impl ProxyError {
             ProxyError::TunnelFailed { node, .. } => format!("Tunnel to node '{node}' failed"),
             ProxyError::LocalUnreachable { .. } => "The local service is unreachable".into(),
             ProxyError::LocalFailed { .. } => "The local service failed".into(),
+            ProxyError::LocalOverloaded { reason, .. } => {
+                format!("The local service is overloaded: {reason}")
+            }
+            ProxyError::QueueTimeout { timeout, .. } => format!(
+                "The local service is overloaded: no connection to it became free within {timeout:?}"
+            ),
             ProxyError::Timeout(t) => format!("No response within {t:?}"),
             ProxyError::StreamIdleTimeout { timeout, .. } => {
                 format!("Stream idle timeout: nothing moved for {timeout:?}")
@@ -200,11 +220,19 @@ mod tests {
                 timeout: Duration::from_secs(300),
                 response_started: false,
             },
+            ProxyError::LocalOverloaded {
+                cluster: "app".into(),
+                reason: "its queue of pending requests is full (max_pending 1024)".into(),
+            },
+            ProxyError::QueueTimeout {
+                cluster: "app".into(),
+                timeout: Duration::from_secs(5),
+            },
         ];
         let statuses: Vec<u16> = all.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(
             statuses,
-            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499, 401, 408]
+            [400, 400, 404, 400, 503, 503, 502, 503, 502, 504, 502, 499, 401, 408, 503, 503]
         );
         let mut labels: Vec<&str> = all.iter().map(ProxyError::label).collect();
         labels.sort_unstable();
@@ -235,5 +263,13 @@ mod tests {
             all[13].public_message(),
             "Stream idle timeout: nothing moved for 300s"
         );
+        // Overload says which limit, never the cluster's endpoints.
+        assert_eq!(all[14].label(), "local_overloaded");
+        assert_eq!(
+            all[14].public_message(),
+            "The local service is overloaded: its queue of pending requests is full (max_pending 1024)"
+        );
+        assert_eq!(all[15].label(), "queue_timeout");
+        assert!(all[15].public_message().contains("within 5s"));
     }
 }

@@ -179,12 +179,62 @@ impl<B> Drop for Logged<B> {
 /// failed, or it went away.
 pub fn finish(ctx: &mut RequestCtx, pipeline: &Pipeline, completed: bool) {
     if !completed && ctx.outcome.failure.is_none() {
-        let failure = ctx.outcome.client_body_failure();
-        ctx.outcome.failure = Some(failure.unwrap_or(ProxyError::ClientClosed));
+        let failure = ctx.outcome.client_body_failure().unwrap_or_else(|| {
+            tracing::debug!(id = %ctx.request_id, role = ctx.role.label(), "request cancelled: the client went away before the response ended");
+            ProxyError::ClientClosed
+        });
+        ctx.outcome.failure = Some(failure);
     }
     ctx.outcome.completed = completed;
     ctx.timings.end = Some(Instant::now());
     pipeline.logging(ctx);
+}
+
+/// A request between its head and its response head, borrowed by the driver. Dropped before
+/// [`disarm`](Self::disarm) — the client went away and hyper dropped the request's future — it
+/// closes the outcome (`ClientClosed`) and runs the logging phase, so a request cancelled
+/// before its response is logged and counted as one cancelled during it is (by [`Logged`]).
+pub struct InFlight<'a> {
+    ctx: &'a mut RequestCtx,
+    pipeline: &'a Pipeline,
+    armed: bool,
+}
+
+impl<'a> InFlight<'a> {
+    pub fn new(ctx: &'a mut RequestCtx, pipeline: &'a Pipeline) -> Self {
+        Self {
+            ctx,
+            pipeline,
+            armed: true,
+        }
+    }
+
+    /// The response head is ready: the request is no longer cancelled by going away here.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl std::ops::Deref for InFlight<'_> {
+    type Target = RequestCtx;
+
+    fn deref(&self) -> &RequestCtx {
+        self.ctx
+    }
+}
+
+impl std::ops::DerefMut for InFlight<'_> {
+    fn deref_mut(&mut self) -> &mut RequestCtx {
+        self.ctx
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            finish(self.ctx, self.pipeline, false);
+        }
+    }
 }
 
 /// A request body that counts the bytes it yields and records why it failed, if it does;
@@ -310,6 +360,23 @@ mod tests {
         assert!(seen.borrow().is_empty(), "not before the end");
         drop(body);
         assert_eq!(*seen.borrow(), [(2, 0, false, "client_closed")]);
+    }
+
+    #[monoio::test]
+    async fn a_request_dropped_before_its_response_is_logged_as_client_closed() {
+        let (mut ctx, pipeline, seen) = setup();
+        {
+            let in_flight = InFlight::new(&mut ctx, &pipeline);
+            assert_eq!(in_flight.failure_label(), "-");
+            // The driver's future is dropped here, as hyper drops it when the client leaves.
+        }
+        assert_eq!(*seen.borrow(), [(0, 0, false, "client_closed")]);
+        let (mut ctx, pipeline, seen) = setup();
+        InFlight::new(&mut ctx, &pipeline).disarm();
+        assert!(
+            seen.borrow().is_empty(),
+            "a disarmed guard leaves it to the body"
+        );
     }
 
     /// A request body that yields `ab` and then fails, as a bad chunk does.

@@ -41,7 +41,7 @@ use crate::http::proxy_headers;
 use crate::http::route::match_route;
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::http::target;
-use crate::pipeline::logged::Counted;
+use crate::pipeline::logged::{Counted, InFlight};
 use crate::pipeline::{
     respond, ConnectionInfo, Deadlines, Logged, ProxyError, RequestCtx, RequestId, Role,
     REQUEST_ID_HEADER,
@@ -276,9 +276,17 @@ async fn handle(
         trust_request_id,
     ));
     let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path());
-    let proxied = upstream(ctx, &mut rctx, &mut parts, body)
-        .instrument(span)
-        .await;
+    let proxied = {
+        // hyper drops this future when the client resets the stream or closes the connection:
+        // the guard then logs and counts the cancellation; the tunnel stream, its handles
+        // dropped, is reset (RST_STREAM CANCEL, `reverse_cluster`).
+        let mut in_flight = InFlight::new(&mut rctx, &ctx.pipeline);
+        let proxied = upstream(ctx, &mut in_flight, &mut parts, body)
+            .instrument(span)
+            .await;
+        in_flight.disarm();
+        proxied
+    };
     let (mut head, body) = match proxied {
         Ok(response) => {
             let (head, body) = response.into_parts();

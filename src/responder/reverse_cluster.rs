@@ -10,9 +10,15 @@
 //!
 //! The tunnel a request's stream opened on is recorded in its [`PickedTunnel`] as soon as the
 //! stream opens, on whichever shard: the egress driver blames a route timeout on it.
+//!
+//! Cancellation: when the client goes away, every handle of its tunnel stream is dropped — the
+//! response future or body, the pump of the request body (told by its switch), a handed-over
+//! request's work on the other shard (its reply channel is cancelled) — and h2 resets a stream
+//! whose last handle goes before it ended with RST_STREAM(CANCEL), which the initiator sees at
+//! once.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
@@ -31,8 +37,9 @@ use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
 use crate::stats::inc;
 
-/// A tunnel's response body; counts its stream as active on the tunnel until dropped.
-pub type TunnelBody = RecvBody<StreamGuard>;
+/// A tunnel's response body; counts its stream as active on the tunnel until dropped, and
+/// holds the switch of the request body's pump (dropping it stops the pump).
+pub type TunnelBody = RecvBody<(StreamGuard, Option<oneshot::Sender<()>>)>;
 
 /// The request body sent up a tunnel: the client's body, counted.
 pub type EgressRequestBody = Counted<Incoming>;
@@ -217,13 +224,29 @@ where
         .send_request(Request::from_parts(parts, ()), end_of_stream)
         .map_err(|e| failed(e.to_string()))?;
     picked.set(tunnel);
-    if !end_of_stream {
+    // The pump stops when its switch goes: with this future before the response head, with
+    // the response body after it.
+    let switch = if end_of_stream {
+        None
+    } else {
+        let (switch, mut off) = oneshot::channel::<()>();
         ctx.tasks.spawn(async move {
-            if let Err(e) = pump_body(body, stream).await {
-                tracing::debug!("request body: {e}");
+            let mut pump = pin!(pump_body(body, stream));
+            let pumped = poll_fn(|cx| {
+                if let Poll::Ready(result) = pump.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                Pin::new(&mut off).poll(cx).map(|_| None)
+            })
+            .await;
+            match pumped {
+                Some(Err(e)) => tracing::debug!("request body: {e}"),
+                None => tracing::debug!("request body abandoned: the response side went away"),
+                Some(Ok(())) => {}
             }
         });
-    }
+        Some(switch)
+    };
     let (mut parts, recv) = response
         .await
         .map_err(|e| failed(e.to_string()))?
@@ -234,7 +257,7 @@ where
     }
     crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers, &[]);
     Ok((
-        Response::from_parts(parts, RecvBody::new(recv, guard)),
+        Response::from_parts(parts, RecvBody::new(recv, (guard, switch))),
         tunnel.id,
     ))
 }

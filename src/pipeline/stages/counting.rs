@@ -73,25 +73,40 @@ impl Stage for Counting {
                     ..
                 },
             ) => &s.initiator_stream_idle_timeout,
+            (Role::Initiator, ProxyError::LocalOverloaded { .. }) => {
+                &s.initiator_503_local_overloaded
+            }
+            (Role::Initiator, ProxyError::QueueTimeout { .. }) => &s.initiator_503_queue_timeout,
             _ => return,
         };
         inc(counter);
     }
 
-    /// Failures after the response head (no local reply) are counted when the request ends;
-    /// of those, only the stream idle timeout has a counter.
+    /// Failures after the response head (no local reply) are counted when the request ends:
+    /// the stream idle timeout, and cancellations (the client — for the initiator, the
+    /// responder — went away before the response ended, before its head or during its body).
     fn logging(&self, ctx: &RequestCtx) {
-        if let Some(ProxyError::StreamIdleTimeout {
-            response_started: true,
-            ..
-        }) = &ctx.outcome.failure
-        {
-            let s = self.stats();
-            inc(match ctx.role {
-                Role::Egress => &s.egress_stream_idle_timeout,
-                Role::Initiator => &s.initiator_stream_idle_timeout,
-            });
-        }
+        let s = self.stats();
+        let counter = match (&ctx.outcome.failure, ctx.role) {
+            (
+                Some(ProxyError::StreamIdleTimeout {
+                    response_started: true,
+                    ..
+                }),
+                Role::Egress,
+            ) => &s.egress_stream_idle_timeout,
+            (
+                Some(ProxyError::StreamIdleTimeout {
+                    response_started: true,
+                    ..
+                }),
+                Role::Initiator,
+            ) => &s.initiator_stream_idle_timeout,
+            (Some(ProxyError::ClientClosed), Role::Egress) => &s.egress_client_cancelled,
+            (Some(ProxyError::ClientClosed), Role::Initiator) => &s.initiator_cancelled,
+            _ => return,
+        };
+        inc(counter);
     }
 }
 
@@ -154,5 +169,43 @@ mod tests {
         }
         let moved: Vec<_> = stats.totals().into_iter().filter(|(_, v)| *v > 0).collect();
         assert_eq!(moved, [("initiator_stream_idle_timeout", 1)]);
+    }
+
+    #[test]
+    fn overload_has_its_counters() {
+        let overloaded = ProxyError::LocalOverloaded {
+            cluster: "app".into(),
+            reason: "full".into(),
+        };
+        assert_eq!(
+            count(Role::Initiator, overloaded),
+            [("initiator_503_local_overloaded", 1)]
+        );
+        let expired = ProxyError::QueueTimeout {
+            cluster: "app".into(),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        assert_eq!(
+            count(Role::Initiator, expired),
+            [("initiator_503_queue_timeout", 1)]
+        );
+    }
+
+    #[test]
+    fn cancellations_are_counted_on_both_sides() {
+        for (role, name) in [
+            (Role::Egress, "egress_client_cancelled"),
+            (Role::Initiator, "initiator_cancelled"),
+        ] {
+            let stats = Stats::new(1);
+            let counting = Counting::new(stats.clone(), 0);
+            let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+            let mut ctx = RequestCtx::new(role, 0, None, &parts, false);
+            counting.logging(&ctx);
+            ctx.outcome.failure = Some(ProxyError::ClientClosed);
+            counting.logging(&ctx);
+            let moved: Vec<_> = stats.totals().into_iter().filter(|(_, v)| *v > 0).collect();
+            assert_eq!(moved, [(name, 1)]);
+        }
     }
 }
