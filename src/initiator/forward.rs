@@ -14,18 +14,20 @@ use tracing::Instrument;
 use super::pool::LocalBody;
 use super::InitiatorShard;
 use crate::config::Protocol;
-use crate::http::body::{pump_body, RecvBody};
+use crate::http::body::{pump_body, ParkingLot, RecvBody};
 use crate::http::path::{self, EscapedSlashes};
 use crate::http::proxy_headers::strip_hop_by_hop;
 use crate::http::route::match_route;
 use crate::pipeline::logged::{finish, Counted};
 use crate::pipeline::{respond, Logged, ProxyError, RequestCtx, Role};
 
-/// Handles one stream the responder opened.
+/// Handles one stream the responder opened; its request body parks in `parking`, its tunnel's
+/// (`http::body::parking`).
 pub async fn handle(
     ctx: Rc<InitiatorShard>,
     request: Request<h2::RecvStream>,
     mut respond_to: h2::server::SendResponse<Bytes>,
+    parking: ParkingLot,
 ) {
     let (mut parts, recv) = request.into_parts();
     // The responder is this request's only source: its request id is trusted.
@@ -38,7 +40,7 @@ pub async fn handle(
     ));
     let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path(), stream = ?respond_to.stream_id());
     async {
-        match upstream(&ctx, &mut rctx, &mut parts, recv).await {
+        match upstream(&ctx, &mut rctx, &mut parts, recv, &parking).await {
             Ok(response) => send_upstream_response(&ctx, rctx, response, respond_to).await,
             Err(error) => send_local_reply(&ctx, rctx, error, &mut respond_to),
         }
@@ -53,6 +55,7 @@ async fn upstream(
     rctx: &mut RequestCtx,
     parts: &mut request::Parts,
     recv: h2::RecvStream,
+    parking: &ParkingLot,
 ) -> Result<Response<Incoming>, ProxyError> {
     ctx.pipeline.request_filter(rctx, parts)?;
     // The responder normalized the path already (a no-op then: normalizing is idempotent);
@@ -71,7 +74,7 @@ async fn upstream(
     rctx.cluster = Some(cluster.name.clone());
     to_local_request(parts, cluster.protocol());
     ctx.pipeline.upstream_request_filter(rctx, parts);
-    let body = RecvBody::new(recv, ());
+    let body = RecvBody::new(recv, (), parking);
     let tally = rctx.outcome.request_body.for_body(body.is_end_stream());
     let body: LocalBody = Counted::new(body, tally);
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::http::body::ParkingLot;
 use crate::protocol::TunnelIdentity;
 
 /// One tunnel as the egress path sees it.
@@ -21,6 +22,9 @@ pub struct TunnelHandle {
     pub id: u64,
     pub identity: TunnelIdentity,
     pub send: h2::client::SendRequest<Bytes>,
+    /// Where the tunnel's response bodies park what their clients have not read yet
+    /// (`http::body::parking`); the tunnel's driver applies its connection target.
+    pub parking: ParkingLot,
     /// Streams in flight; shared with [`StreamGuard`]s, which may travel to another shard with a
     /// response body.
     active: Arc<AtomicUsize>,
@@ -32,12 +36,14 @@ impl TunnelHandle {
         id: u64,
         identity: TunnelIdentity,
         send: h2::client::SendRequest<Bytes>,
+        parking: ParkingLot,
         max_streams: usize,
     ) -> Self {
         Self {
             id,
             identity,
             send,
+            parking,
             active: Arc::new(AtomicUsize::new(0)),
             max_streams: max_streams.max(1),
         }
@@ -247,7 +253,13 @@ mod tests {
             cluster_id: cluster.into(),
             tenant_id: String::new(),
         };
-        Rc::new(TunnelHandle::new(id, identity, send, max_streams))
+        Rc::new(TunnelHandle::new(
+            id,
+            identity,
+            send,
+            crate::tunnel::parking_lot(),
+            max_streams,
+        ))
     }
 
     #[monoio::test]

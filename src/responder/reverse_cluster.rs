@@ -157,7 +157,7 @@ where
         .into_parts();
     crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers, &[]);
     Ok((
-        Response::from_parts(parts, RecvBody::new(recv, guard)),
+        Response::from_parts(parts, RecvBody::new(recv, guard, &tunnel.parking)),
         tunnel.id,
     ))
 }
