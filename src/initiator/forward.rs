@@ -22,18 +22,20 @@ use tracing::Instrument;
 use super::pool::{LocalBody, PooledBody};
 use super::InitiatorShard;
 use crate::config::Protocol;
-use crate::http::body::{pump_body, RecvBody};
+use crate::http::body::{pump_body, ParkingLot, RecvBody};
 use crate::http::path::{self, EscapedSlashes};
 use crate::http::proxy_headers::strip_hop_by_hop;
 use crate::http::route::match_route;
 use crate::pipeline::logged::{finish, Counted};
 use crate::pipeline::{respond, Deadlines, Logged, ProxyError, RequestCtx, Role};
 
-/// Handles one stream the responder opened.
+/// Handles one stream the responder opened; its request body parks in `parking`, its tunnel's
+/// (`http::body::parking`).
 pub async fn handle(
     ctx: Rc<InitiatorShard>,
     request: Request<h2::RecvStream>,
     mut respond_to: h2::server::SendResponse<Bytes>,
+    parking: ParkingLot,
 ) {
     let (mut parts, recv) = request.into_parts();
     // The responder is this request's only source: its request id is trusted.
@@ -47,7 +49,7 @@ pub async fn handle(
     let span = tracing::debug_span!("request", id = %rctx.request_id, method = %parts.method, path = %parts.uri.path(), stream = ?respond_to.stream_id());
     async {
         let proxied = {
-            let mut upstream = pin!(upstream(&ctx, &mut rctx, &mut parts, recv));
+            let mut upstream = pin!(upstream(&ctx, &mut rctx, &mut parts, recv, &parking));
             poll_fn(|cx| {
                 if let Poll::Ready(reset) = respond_to.poll_reset(cx) {
                     return Poll::Ready(Err(reset));
@@ -72,6 +74,7 @@ async fn upstream(
     rctx: &mut RequestCtx,
     parts: &mut request::Parts,
     recv: h2::RecvStream,
+    parking: &ParkingLot,
 ) -> Result<Response<PooledBody>, ProxyError> {
     ctx.pipeline.request_filter(rctx, parts)?;
     // The responder normalized the path already (a no-op then: normalizing is idempotent);
@@ -104,7 +107,7 @@ async fn upstream(
         },
         idle: crate::config::enabled(cfg.stream_idle_timeout),
     };
-    let body = RecvBody::new(recv, ());
+    let body = RecvBody::new(recv, (), parking);
     let clock = rctx
         .outcome
         .stream

@@ -47,8 +47,15 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop) -> End {
         .ping_pong()
         .map(|pp| Box::pin(keepalive::watch(pp, settings)));
     let mut shutdown = pin!(stop.wait());
+    // Request bodies park here what their local services have not read yet; the connection
+    // window gets it back at once (`http::body::parking`).
+    let parking = tunnel::parking_lot();
+    let mut window = parking.window_target(tunnel::CONNECTION_WINDOW);
     loop {
         let event = poll_fn(|cx| {
+            if let Some(target) = window.poll_target(cx) {
+                conn.set_target_window_size(target);
+            }
             if let Some(k) = keepalive.as_mut() {
                 if let Poll::Ready(end) = k.as_mut().poll(cx) {
                     return Poll::Ready(Event::End(End::from(end)));
@@ -66,8 +73,12 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop) -> End {
         match event {
             Event::Stream(accepted) => match *accepted {
                 Ok((request, respond)) => {
-                    ctx.tasks
-                        .spawn(super::forward::handle(ctx.clone(), request, respond));
+                    ctx.tasks.spawn(super::forward::handle(
+                        ctx.clone(),
+                        request,
+                        respond,
+                        parking.clone(),
+                    ));
                 }
                 Err(e) => return End::Failed(e),
             },
@@ -78,9 +89,20 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop) -> End {
                 // period ends; the keepalive no longer matters.
                 let _ = monoio::time::timeout(ctx.drain_timeout, async {
                     // An error ends the connection: h2 would repeat it on every accept.
-                    while let Some(Ok((request, respond))) = conn.accept().await {
-                        ctx.tasks
-                            .spawn(super::forward::handle(ctx.clone(), request, respond));
+                    while let Some(Ok((request, respond))) = poll_fn(|cx| {
+                        if let Some(target) = window.poll_target(cx) {
+                            conn.set_target_window_size(target);
+                        }
+                        conn.poll_accept(cx)
+                    })
+                    .await
+                    {
+                        ctx.tasks.spawn(super::forward::handle(
+                            ctx.clone(),
+                            request,
+                            respond,
+                            parking.clone(),
+                        ));
                     }
                 })
                 .await;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::http::body::ParkingLot;
 use crate::protocol::TunnelIdentity;
 
 /// One tunnel as the egress path sees it.
@@ -29,6 +30,9 @@ pub struct TunnelHandle {
     pub id: u64,
     pub identity: TunnelIdentity,
     pub send: h2::client::SendRequest<Bytes>,
+    /// Where the tunnel's response bodies park what their clients have not read yet
+    /// (`http::body::parking`); the tunnel's driver applies its connection target.
+    pub parking: ParkingLot,
     /// Streams in flight; shared with [`StreamGuard`]s, which may travel to another shard with a
     /// response body.
     active: Arc<AtomicUsize>,
@@ -44,6 +48,7 @@ impl TunnelHandle {
         id: u64,
         identity: TunnelIdentity,
         send: h2::client::SendRequest<Bytes>,
+        parking: ParkingLot,
         max_streams: usize,
         probe_interval: Duration,
     ) -> Self {
@@ -51,6 +56,7 @@ impl TunnelHandle {
             id,
             identity,
             send,
+            parking,
             active: Arc::new(AtomicUsize::new(0)),
             max_streams: max_streams.max(1),
             health: Arc::new(TunnelHealth::new(probe_interval)),
@@ -383,6 +389,7 @@ mod tests {
             id,
             identity,
             send,
+            crate::tunnel::parking_lot(),
             max_streams,
             Duration::from_secs(3600),
         ))

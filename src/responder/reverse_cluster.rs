@@ -257,7 +257,7 @@ where
     }
     crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers, &[]);
     Ok((
-        Response::from_parts(parts, RecvBody::new(recv, (guard, switch))),
+        Response::from_parts(parts, RecvBody::new(recv, (guard, switch), &tunnel.parking)),
         tunnel.id,
     ))
 }

@@ -6,7 +6,7 @@
 use std::future::poll_fn;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
 
@@ -107,10 +107,13 @@ async fn serve(
         .shared
         .tenancy()
         .registry_tenant(Some(&identity.tenant_id));
+    let parking = tunnel::parking_lot();
+    let mut window = parking.window_target(tunnel::CONNECTION_WINDOW);
     let handle = Rc::new(TunnelHandle::new(
         id,
         identity.clone(),
         send,
+        parking,
         cfg.max_concurrent_streams as usize,
         cfg.unhealthy_probe_interval,
     ));
@@ -124,9 +127,12 @@ async fn serve(
     };
     let mut keepalive = pin!(keepalive::watch(ping_pong, settings));
     let mut shutdown = pin!(ctx.shared.shutdown.wait());
-    let mut conn = pin!(conn);
     let end = poll_fn(|cx| {
-        if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+        // Parked response bytes go back to the connection window before h2 runs.
+        if let Some(target) = window.poll_target(cx) {
+            conn.set_target_window_size(target);
+        }
+        if let Poll::Ready(res) = Pin::new(&mut conn).poll(cx) {
             return Poll::Ready(res.map_or_else(End::Failed, |()| End::Closed));
         }
         if let Poll::Ready(end) = keepalive.as_mut().poll(cx) {
@@ -143,7 +149,13 @@ async fn serve(
         End::Drained => {
             // In-flight streams finish within the grace period; the connection then closes
             // (GOAWAY) once the last SendRequest, held by those streams, is gone.
-            let _ = monoio::time::timeout(ctx.shared.drain_timeout, conn).await;
+            let finish = poll_fn(|cx| {
+                if let Some(target) = window.poll_target(cx) {
+                    conn.set_target_window_size(target);
+                }
+                Pin::new(&mut conn).poll(cx)
+            });
+            let _ = monoio::time::timeout(ctx.shared.drain_timeout, finish).await;
         }
         End::Closed | End::Failed(_) => {}
     }

@@ -23,12 +23,33 @@ pub use stream::TunnelStream;
 pub type TunnelIo = Rewind<TunnelStream>;
 
 /// Per-stream HTTP/2 window on tunnels (and on the h2 hops next to them): large enough to fill
-/// loopback, and the most one stream can have in flight.
+/// loopback, and the most one stream can have in flight — and, on a tunnel, the most the
+/// receiving end buffers for one stream whose reader does not read (`http::body::RecvBody`).
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
 
-/// Per-connection HTTP/2 window on tunnels: bounds the data buffered for all of a tunnel's
-/// streams together, whatever their number (docs/ARCHITECTURE.md, "Limits").
+/// Per-connection HTTP/2 window on tunnels for data in motion: what the receiving end has not
+/// yet taken off the connection into a stream's buffer. Data a stream has taken but its reader
+/// has not read is parked and given back to the connection on top of this, up to
+/// [`PARKED_BUDGET`] (`http::body::parking`; docs/ARCHITECTURE.md §7, "Limits").
 pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// Per tunnel and direction, the most data taken off the connection for streams whose readers
+/// have not read it yet (parked) that is given back to the connection window. Past it, the
+/// stream whose reader has gone longest without reading (at least
+/// `http::body::parking::SHED_AFTER`) is reset, so slow readers never hold
+/// [`CONNECTION_WINDOW`]. With it, a tunnel's receive buffers are bounded by
+/// `CONNECTION_WINDOW + PARKED_BUDGET` (36 MiB).
+pub const PARKED_BUDGET: usize = 32 * 1024 * 1024;
+
+/// How long a reader may leave a tunnel stream's data unread before the stream is reset
+/// (until the stream idle timeout is configurable, its default).
+pub const STALL_TIMEOUT: Duration = crate::http::body::DEFAULT_STALL_TIMEOUT;
+
+/// The receive side of a tunnel's flow control: what its streams' bodies park, and the
+/// connection target its driver applies (`http::body::parking`).
+pub fn parking_lot() -> crate::http::body::ParkingLot {
+    crate::http::body::ParkingLot::new(PARKED_BUDGET, STALL_TIMEOUT)
+}
 
 /// Locally reset streams the responder's h2 client remembers per tunnel, so that frames still
 /// arriving for them are ignored rather than treated as errors.
