@@ -48,9 +48,11 @@ echo "fuzz: building ${#targets[@]} targets ($triple, release, stable libFuzzer,
 build_start=$SECONDS
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
-# --target keeps these flags off build scripts and out of the host's target/release.
+# --target keeps these flags off build scripts and out of the host's target/release. No
+# --locked: the fuzz crate's lock file follows rtun's dependencies, which change in the
+# workspace without touching fuzz/ (cargo adds what is new and keeps every pinned version).
 profile=${FUZZ_PROFILE:-release}
-RUSTFLAGS="${rustflags[*]}" cargo build --locked --profile "$profile" --target "$triple" "${bins[@]}"
+RUSTFLAGS="${rustflags[*]}" cargo build --profile "$profile" --target "$triple" "${bins[@]}"
 echo "fuzz: built in $((SECONDS - build_start)) s"
 [[ ${FUZZ_BUILD_ONLY:-} == 1 ]] && exit 0
 
