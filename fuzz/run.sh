@@ -44,7 +44,7 @@ if [[ -n ${FUZZ_CGU:-} ]]; then
   rustflags+=("-Ccodegen-units=$FUZZ_CGU")
 fi
 
-echo "fuzz: building ${#targets[@]} targets ($triple, release, stable libFuzzer, no sanitizer)"
+echo "fuzz: building ${#targets[@]} targets ($triple, profile ${FUZZ_PROFILE:-release}, stable libFuzzer, no sanitizer)"
 build_start=$SECONDS
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
