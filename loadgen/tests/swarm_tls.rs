@@ -5,10 +5,14 @@
 //! TLS failure class, on both sides.
 
 mod common;
+// The end-to-end tests' PKI (openssl-made certificates), shared rather than copied.
+#[path = "../../tests/common/pki.rs"]
+#[allow(dead_code)]
+mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -22,115 +26,6 @@ fn openssl_available() -> bool {
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and P-256 leaves signed by it, as bench/run.sh's `make_pki` makes them.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    /// A CA whose subject is `/CN=name` (distinct names, or a verifier finds the wrong issuer
-    /// and reports a bad signature rather than an unknown CA).
-    fn new(dir: &Path, name: &str) -> Pki {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca-key.pem",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={name}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        Pki {
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_string_lossy().into_owned()
-    }
-
-    /// `name.pem` and `name-key.pem` with subjectAltName `san` and extended key usage `eku`.
-    fn leaf(&self, name: &str, san: &str, eku: &str) {
-        let (key, csr, cert, ext) = (
-            format!("{name}-key.pem"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(
-            self.dir.join(&ext),
-            format!("subjectAltName={san}\nextendedKeyUsage={eku}\n"),
-        )
-        .expect("write ext");
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-out",
-                &cert,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ],
-        );
-    }
 }
 
 fn free_port() -> u16 {
@@ -178,9 +73,10 @@ fn swarm_over_mutual_tls() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::new(dir.path(), "swarm-test-ca");
-    pki.leaf("responder", "IP:127.0.0.1", "serverAuth");
-    pki.leaf("node", "DNS:swarm-node", "clientAuth");
+    let pki = pki::Pki::new(dir.path(), "swarm-test-ca");
+    let server = pki.server("responder");
+    let node = pki.client("node", "t", "swarm-node");
+    let path = |p: &Path| p.to_string_lossy().into_owned();
 
     let tunnel: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let egress: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -192,9 +88,9 @@ fn swarm_over_mutual_tls() {
              tls: {{ cert: {}, key: {}, client_ca: {} }}\n  \
            egress_listener:\n    \
              listen: {egress}\n",
-        pki.path("responder.pem"),
-        pki.path("responder-key.pem"),
-        pki.path("ca.pem"),
+        path(&server.cert),
+        path(&server.key),
+        path(&pki.ca),
     );
     let config = rtun::config::parse(&yaml, "responder.yaml").expect("responder config");
     let rtun = rtun::app::start(Arc::new(config)).expect("start the responder");
@@ -214,11 +110,7 @@ fn swarm_over_mutual_tls() {
         "--connect-timeout",
         "5s",
     ];
-    let (ca, cert, key) = (
-        pki.path("ca.pem"),
-        pki.path("node.pem"),
-        pki.path("node-key.pem"),
-    );
+    let (ca, cert, key) = (path(&pki.ca), path(&node.cert), path(&node.key));
 
     // Mutual TLS: every node connects, and serves h2 inside its TLS session.
     let json = dir.path().join("mtls.json");
@@ -300,14 +192,12 @@ fn swarm_over_mutual_tls() {
     assert_eq!(stat(&rtun, "handshake_accepted"), NODES);
 
     // A CA that did not issue the responder's certificate: refused by the swarm itself.
-    let other = dir.path().join("other");
-    std::fs::create_dir(&other).unwrap();
-    let other = Pki::new(&other, "foreign-ca");
+    let other = pki::Pki::new(dir.path(), "foreign-ca");
     let json = dir.path().join("foreign.json");
     let out = loadgen(
         &[
             &common[..],
-            &["--hold", "0s", "--tls-ca", &other.path("ca.pem")],
+            &["--hold", "0s", "--tls-ca", &path(&other.ca)],
             &["--tls-cert", &cert, "--tls-key", &key, "--out"],
             &[json.to_str().unwrap()],
         ]
