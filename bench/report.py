@@ -59,7 +59,55 @@ def fmt_bps(x):
     return f"{x / (1 << 20):,.0f} MiB/s"
 
 
+def parse_client(client, path):
+    """What one cross-check client run measured: req/s, successful requests, errors and, where
+    the tool reports them, p50/p99 latency in µs. None when the output has no result."""
+    import re
+
+    if client == "loadgen":
+        try:
+            j = json.load(open(path[: -len(".txt")] + ".json"))
+        except (OSError, ValueError):
+            return None
+        lat = j["latency_us"]["corrected"]
+        return {"rps": j["rps"], "ok": j["ok"], "errors": j["errors_total"], "p50": lat["p50"], "p99": lat["p99"]}
+    try:
+        text = open(path).read()
+    except OSError:
+        return None
+    if client == "h2load":
+        fin = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text)
+        req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
+        st = re.search(r"status codes: (\d+) 2xx", text)
+        if not (fin and req and st):
+            return None
+        ok = int(st.group(1))
+        errors = int(req.group(5)) + int(req.group(6)) + int(req.group(7)) + max(0, int(req.group(4)) - ok)
+        return {"rps": float(fin.group(1)), "ok": ok, "errors": errors, "p50": None, "p99": None}
+    if client == "wrk":
+        n = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+        if not (n and rps):
+            return None
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        bad = int(non2xx.group(1)) if non2xx else 0
+        errors = bad + (sum(int(g) for g in sock.groups()) if sock else 0)
+        unit = {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}
+
+        def pct(p):
+            m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+            return float(m.group(1)) * unit[m.group(2)] if m else None
+
+        return {"rps": float(rps.group(1)), "ok": int(n.group(1)) - bad, "errors": errors, "p50": pct(50), "p99": pct(99)}
+    return None
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--parse-client":
+        r = parse_client(sys.argv[2], sys.argv[3])
+        print(f"{r['rps']:.0f} req/s, {r['ok']} ok, {r['errors']} errors" if r else "no result")
+        return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
     ap.add_argument("--loadgen", required=True)
@@ -274,6 +322,65 @@ def main():
             w(f"- mtls / plain (what the mutual-TLS handshake costs): new tunnels/s {fmt_ratio(t['per_s'], p['per_s'])}, responder CPU per new tunnel {fmt_ratio(t['cpu_ms'], p['cpu_ms'])}, swarm CPU per new tunnel {fmt_ratio(t['swarm_ms'], p['swarm_ms'])}")
         w("")
 
+    # --cross-check: loadgen against h2load (a) and wrk (b), same setup, backend and processes
+    xc = defaultdict(list)  # (load, setup, backend, client) -> [record]
+    xp = os.path.join(res, "xcheck.tsv")
+    if os.path.exists(xp):
+        with open(xp) as f:
+            next(f)
+            for line in f:
+                rnd, load, setup, backend, client, path, pt, st, tck = line.rstrip("\n").split("\t")
+                r = parse_client(client, path)
+                if not r or not r["ok"]:
+                    continue
+                r["proxy_us"] = int(pt) * 1e6 / int(tck) / r["ok"] if setup != "direct" else None
+                r["backend_us"] = int(st) * 1e6 / int(tck) / r["ok"]
+                xc[(load, setup, backend, client)].append(r)
+    xc_lines, xc_missing = [], []
+    if xc:
+        TOOL = {"a": "h2load", "b": "wrk"}
+        w("## Cross-check: loadgen against h2load and wrk\n")
+        w("The direct and nginx setups, each measured by `loadgen run` and by a standard tool with the same load, "
+          "interleaved (loadgen, tool, loadgen, tool, …): (a) `h2load -t 1 -c 4 -m 32` (h2c) and (b) `wrk -t 1 -c 64` "
+          "(HTTP/1.1 keep-alive), against two backends: the bench's service (`loadgen serve`, as in the tables above) and "
+          "an nginx backend (1 worker, a fixed 64-byte response). CPU µs/req is utime+stime over the client's measured "
+          "window (after the warm-up) ÷ successful requests, for the same processes: the nginx proxy (master + worker) "
+          "for the nginx setup, the backend for direct (the only process there); the backend's CPU is also shown for "
+          "nginx. *bench cell* is the median of the table above for the same setup (backend `loadgen serve`). "
+          "**agree**: loadgen's req/s and CPU µs/req (the compared CPU column) within 15 % of the tool's. "
+          "Medians over rounds.\n")
+        w("| load | setup | backend | bench cell req/s | loadgen req/s | tool req/s | loadgen / tool | loadgen CPU µs/req | tool CPU µs/req | loadgen / tool | backend CPU µs/req (loadgen, tool) | agree |")
+        w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        seen = sorted({k[:3] for k in xc}, key=lambda k: (k[0], k[2] != "serve", k[1] != "direct"))
+        for load, setup, backend in seen:
+            tool = TOOL[load]
+            lg, tl = xc.get((load, setup, backend, "loadgen")), xc.get((load, setup, backend, tool))
+            for c, v in (("loadgen", lg), (tool, tl)):
+                if not v:
+                    xc_missing.append(f"cross-check {load} {setup}/{backend}: no {c} numbers")
+            m = {}
+            for c, v in (("l", lg), ("t", tl)):
+                m[c] = {k: med([r[k] for r in v]) for k in ("rps", "proxy_us", "backend_us")} if v else {}
+                m[c]["n"] = len(v or [])
+            key = "proxy_us" if setup != "direct" else "backend_us"
+            rr = (m["l"]["rps"] / m["t"]["rps"]) if (lg and tl and m["t"]["rps"]) else None
+            cr = (m["l"][key] / m["t"][key]) if (lg and tl and m["t"][key]) else None
+            agree = rr is not None and cr is not None and abs(rr - 1) <= 0.15 and abs(cr - 1) <= 0.15
+            bench = agg(load, setup) if backend == "serve" else None
+            bcell = fmt_num(bench["rps"]) if bench else "–"
+            bcpu = f"{fmt_num(m['l'].get('backend_us'), 1)}, {fmt_num(m['t'].get('backend_us'), 1)}"
+            cpu_lbl = "" if setup != "direct" else " (backend)"
+            w(f"| ({load}) | {setup} | {'loadgen serve' if backend == 'serve' else 'nginx'} | {bcell} | "
+              f"{fmt_num(m['l'].get('rps'))} | {fmt_num(m['t'].get('rps'))} ({tool}) | {f'{rr:.2f}×' if rr else '–'} | "
+              f"{fmt_num(m['l'].get(key), 1)}{cpu_lbl} | {fmt_num(m['t'].get(key), 1)} | {f'{cr:.2f}×' if cr else '–'} | "
+              f"{bcpu} | {'yes' if agree else '**no**'} |")
+            xc_lines.append(
+                f"xcheck ({load}) {setup:6s} backend {backend:5s}: loadgen {fmt_num(m['l'].get('rps'))} req/s "
+                f"{fmt_num(m['l'].get(key), 1)} µs/req | {tool} {fmt_num(m['t'].get('rps'))} req/s "
+                f"{fmt_num(m['t'].get(key), 1)} µs/req | {'agree' if agree else 'DISAGREE'} within 15 %"
+                + (f" (bench cell {bcell} req/s)" if bench else ""))
+        w("")
+
     # targets
     w("## Targets\n")
     verdicts = []
@@ -336,7 +443,9 @@ def main():
         print(f"  {sc:7s} {c}/{n} tunnels in {float(t):.2f} s{rate_s}, {fl} failures{kinds}, {int(per)/1024:.1f} KiB RSS per tunnel")
     for name, ok, detail in verdicts:
         print(f"  target {'MET ' if ok else 'MISSED'} {name}: {detail}")
-    missing = []
+    for l in xc_lines:
+        print("  " + l)
+    missing = list(xc_missing)
     loads_run = sorted({l for (l, _) in rows} | set())
     for s in a.expected.split():
         if s.startswith("rtun-") and s != "rtun":
@@ -345,6 +454,8 @@ def main():
             continue
         # Load (f) files rtun's rows as rtun-1host / rtun-1000hosts; the scale step has no rows.
         if not any(k[1] == s or k[1].startswith(s + "-") for k in rows) and not (s == "rtun" and swarm):
+            if not rows and any(k[1] == s for k in xc):
+                continue  # a cross-check-only run (--loads "" --cross-check)
             missing.append(f"{s}: no numbers at all")
             continue
         for l in loads_run:

@@ -5,8 +5,10 @@
 #   bench/run.sh [--quick] [--no-build] [--shards N] [--rounds R] [--duration SECS]
 #                [--setups "direct rtun rtun-tls nginx rathole rathole-nodelay"]
 #                [--loads "a b c d e f scale tls-rate"]
-#                [--no-install] [--out DIR]
+#                [--no-install] [--out DIR] [--cross-check]
 #
+# --cross-check also measures the direct and nginx setups with h2load (load a) and wrk (load b)
+# beside loadgen, against loadgen serve and an nginx backend (bench/README.md, "Cross-check").
 # Everything listens on 127.0.0.1 (the swarm also binds 127.0.0.2-20 as sources); every
 # process started here is killed on exit; every wait is bounded.
 set -uo pipefail
@@ -14,7 +16,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
-QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1
+QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1 XCHECK=0
 SETUPS="direct rtun rtun-tls nginx rathole rathole-nodelay"
 LOADS="a b c d e f scale tls-rate"
 OUT=""
@@ -30,7 +32,8 @@ while [ $# -gt 0 ]; do
     --setups) SETUPS=$2; shift ;;
     --loads) LOADS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    --cross-check) XCHECK=1 ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -89,7 +92,7 @@ pick_base() {
   for _ in $(seq 1 50); do
     base=$((10000 + (RANDOM % ((low - 10100) / 100)) * 100))
     ok=1
-    for i in $(seq 0 19); do port_free $((base + i)) || { ok=0; break; }; done
+    for i in $(seq 0 23); do port_free $((base + i)) || { ok=0; break; }; done
     [ $ok = 1 ] && { echo $base; return; }
   done
   echo "bench: no free port range found" >&2; exit 1
@@ -99,7 +102,9 @@ P_SVC=$BASE P_RTUN_TUN=$((BASE+1)) P_RTUN_EGR=$((BASE+2)) P_RTUN_ADM=$((BASE+3))
 P_NGX_H1=$((BASE+5)) P_NGX_H2=$((BASE+6)) P_RH_CTL=$((BASE+7)) P_RH_SVC=$((BASE+8))
 P_RHN_CTL=$((BASE+9)) P_RHN_SVC=$((BASE+10)) P_SW_TUN=$((BASE+11)) P_SW_EGR=$((BASE+12)) P_SW_ADM=$((BASE+13))
 P_TLS_TUN=$((BASE+14)) P_TLS_EGR=$((BASE+15)) P_TLS_ADM=$((BASE+16)) P_TLS_IADM=$((BASE+17))
-log "results in $RES; ports $BASE-$((BASE+17)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
+# --cross-check: the nginx backend (HTTP/1.1, h2c) and the bench's nginx proxying to it (h1, h2c).
+P_NGB_H1=$((BASE+18)) P_NGB_H2=$((BASE+19)) P_NGX_XH1=$((BASE+20)) P_NGX_XH2=$((BASE+21))
+log "results in $RES; ports $BASE-$((BASE+21)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
 
 wait_port() { # port timeout_s
   local i
@@ -116,8 +121,11 @@ wait_http() { # timeout_s curl-args...
 }
 
 # ---------------------------------------------------------------- the service
-"$LOADGEN" serve --listen "127.0.0.1:$P_SVC" --threads "$SHARDS" >"$RES/logs/service.log" 2>&1 &
-PIDS+=($!)
+# --no-pin (here and for every `loadgen run`): a thread pinned to a core cannot move away from a
+# single-threaded peer (nginx's one worker) on a small machine; pinned, loadgen measured nginx
+# 26-36 % below h2load/wrk (bench/README.md, "Cross-check").
+"$LOADGEN" serve --no-pin --listen "127.0.0.1:$P_SVC" --threads "$SHARDS" >"$RES/logs/service.log" 2>&1 &
+SVC_PID=$!; PIDS+=($SVC_PID)
 wait_port $P_SVC 10 || { echo "bench: loadgen serve did not start" >&2; exit 1; }
 
 declare -A URL_H1 URL_H2 HDRS SPIDS
@@ -194,7 +202,9 @@ EOF
   return 0
 }
 
-start_nginx() {
+NGINX=""
+find_nginx() {
+  [ -n "$NGINX" ] && return 0
   local ngx
   ngx=$(command -v nginx || echo /usr/sbin/nginx)
   if [ ! -x "$ngx" ] && [ $INSTALL = 1 ]; then
@@ -202,7 +212,13 @@ start_nginx() {
     (apt-get install -y nginx || { apt-get update && apt-get install -y nginx; }) >"$RES/logs/nginx-install.log" 2>&1
     ngx=$(command -v nginx || echo /usr/sbin/nginx)
   fi
-  [ -x "$ngx" ] || { note "nginx unavailable: not installed (and --no-install, --quick, or apt-get install failed)"; return 2; }
+  [ -x "$ngx" ] || return 1
+  NGINX=$ngx
+}
+
+start_nginx() {
+  find_nginx || { note "nginx unavailable: not installed (and --no-install, --quick, or apt-get install failed)"; return 2; }
+  local ngx=$NGINX
   local d=$RES/nginx; mkdir -p "$d"
   local user=""; [ "$(id -u)" = 0 ] && user="user root;"
   local loc="
@@ -212,6 +228,25 @@ start_nginx() {
   local bulk="
     location /bytes/ { $loc proxy_buffering off; }
     location /upload { $loc proxy_request_buffering off; client_max_body_size 0; }"
+  # --cross-check: the same locations on two more ports, proxying to the nginx backend instead
+  # of loadgen serve (one nginx process pair, so its CPU is measured the same way).
+  local xc=""
+  if [ $XCHECK = 1 ]; then
+    xc="
+  upstream ngx_backend {
+    server 127.0.0.1:$P_NGB_H1;
+    keepalive 256;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen 127.0.0.1:$P_NGX_XH1;
+    location / { ${loc/service/ngx_backend} }
+  }
+  server {
+    listen 127.0.0.1:$P_NGX_XH2 http2;
+    location / { ${loc/service/ngx_backend} }
+  }"
+  fi
   cat >"$RES/conf/nginx.conf" <<EOF
 $user
 worker_processes 1;
@@ -238,7 +273,7 @@ http {
   server {
     listen 127.0.0.1:$P_NGX_H2 http2;
     location / { $loc }$bulk
-  }
+  }$xc
 }
 EOF
   "$ngx" -c "$RES/conf/nginx.conf" -p "$d" >"$RES/logs/nginx.log" 2>&1 &
@@ -337,6 +372,16 @@ cpu_ticks() { local t=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && t=$((t + $(
 reset_hwm() { local p; for p in $1; do [ -e "/proc/$p/clear_refs" ] && echo 5 >"/proc/$p/clear_refs" 2>/dev/null; done; }
 sum_status() { local k=0 p v; for p in $1; do v=$(awk -v f="$2:" '$1==f {print $2}' "/proc/$p/status" 2>/dev/null); k=$((k + ${v:-0})); done; echo $k; }
 
+# Sleeps through the warm-up of a `loadgen run` given its arguments (--warmup S[s|ms]) plus its
+# 20 ms start delay; returns at once when there is no warm-up.
+sleep_warmup() {
+  local w=""
+  while [ $# -gt 0 ]; do [ "$1" = --warmup ] && w=${2:-}; shift; done
+  [ -n "$w" ] || return 0
+  case $w in *ms) w=$(awk -v v="${w%ms}" 'BEGIN{print v/1000}') ;; *s) w=${w%s} ;; esac
+  sleep "$(awk -v v="$w" 'BEGIN{print v + 0.02}')"
+}
+
 TSV=$RES/results.tsv
 printf 'round\tload\tsetup\tjson\tcpu_ticks\trss_hwm_kib\tclk_tck\n' >"$TSV"
 
@@ -345,10 +390,15 @@ run_load() { # round load setup loadgen-args...
   local pids=${SPIDS[$setup]} prefix=$RES/runs/$load.$setup.r$round
   local hdr=() ; [ -n "${HDRS[$setup]}" ] && hdr=(-H "${HDRS[$setup]}")
   reset_hwm "$pids"
-  local c0; c0=$(cpu_ticks "$pids")
   # loadgen exits non-zero when more requests fail than --max-errors allows (default 0): a few
   # errors under load keep the run (they show in the report's errors column); more discard it.
-  timeout $(( ${DURATION%.*} * 4 + 200 )) "$LOADGEN" run --max-errors 1% "$@" "${hdr[@]}" --out "$prefix" >"$prefix.txt" 2>&1
+  timeout $(( ${DURATION%.*} * 4 + 200 )) "$LOADGEN" run --no-pin --max-errors 1% "$@" "${hdr[@]}" --out "$prefix" >"$prefix.txt" 2>&1 &
+  local lp=$!
+  # CPU is counted over the measured window only (the requests it is divided by): from the end
+  # of loadgen's warm-up (it starts 20 ms after launch) until loadgen exits.
+  sleep_warmup "$@"
+  local c0; c0=$(cpu_ticks "$pids")
+  wait $lp
   local rc=$?
   local c1; c1=$(cpu_ticks "$pids")
   local hwm; hwm=$(sum_status "$pids" VmHWM)
@@ -398,6 +448,125 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
 done
 echo "$RATE_H2 $RATE_H1 $LOW_H2 $LOW_H1" >"$RES/open-loop-rates.txt"
+
+# ---------------------------------------------------------------- --cross-check: standard tools
+# The direct and nginx setups measured by h2load (load a: h2c -c 4 -m 32, one thread) and wrk
+# (load b: HTTP/1.1 keep-alive -t 1 -c 64) beside loadgen with the same load, interleaved
+# (loadgen, tool, loadgen, tool, …), against two backends: the bench's service (`loadgen serve`)
+# and an nginx backend (1 worker, a fixed 64-byte response). CPU per request is utime+stime of
+# the same processes (the proxy's, and the backend's) over the measured window of each client:
+# after the warm-up of loadgen and h2load (both exclude it from their counts); wrk has no
+# warm-up, so a separate 1 s wrk run warms up and the measured run is counted whole.
+XC_TSV=$RES/xcheck.tsv
+XC_BACKENDS=()
+start_nginx_backend() {
+  find_nginx || { note "cross-check: nginx backend unavailable (nginx not installed)"; return 1; }
+  local d=$RES/nginx-backend; mkdir -p "$d"
+  local user=""; [ "$(id -u)" = 0 ] && user="user root;"
+  cat >"$RES/conf/nginx-backend.conf" <<EOF
+$user
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
+  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 75s;
+  http2_max_concurrent_streams 256;
+  default_type text/plain;
+  server {
+    listen 127.0.0.1:$P_NGB_H1;
+    listen 127.0.0.1:$P_NGB_H2 http2;
+    location / { return 200 "$(printf '%064d' 0)"; }
+  }
+}
+EOF
+  "$NGINX" -c "$RES/conf/nginx-backend.conf" -p "$d" >"$RES/logs/nginx-backend.log" 2>&1 &
+  local m=$!; PIDS+=($m)
+  wait_port $P_NGB_H1 10 && wait_http 10 "http://127.0.0.1:$P_NGB_H1/" \
+    || { note "cross-check: nginx backend did not start: $(tail -2 "$d/error.log" 2>/dev/null | tr '\n' ' ')"; return 1; }
+  NGB_PIDS="$m $(pgrep -P "$m" | head -1)"
+}
+xc_tool() { # h2load|wrk: installed, or installed now (apt-get) unless --no-install
+  local bin=$1 pkg=$1; [ "$1" = h2load ] && pkg=nghttp2-client
+  command -v "$bin" >/dev/null && return 0
+  if [ $INSTALL = 1 ]; then
+    log "installing $pkg (apt-get)"
+    (apt-get install -y "$pkg" || { apt-get update && apt-get install -y "$pkg"; }) >>"$RES/logs/xcheck-install.log" 2>&1
+  fi
+  command -v "$bin" >/dev/null || { note "cross-check: $bin unavailable (apt-get install -y $pkg)"; return 1; }
+}
+xc_run() { # round load setup backend client url proxy-pids service-pids
+  local round=$1 load=$2 setup=$3 backend=$4 client=$5 url=$6 ppids=$7 spids=$8
+  local prefix=$RES/runs/xc.$load.$setup.$backend.$client.r$round t=$(( ${DURATION%.*} * 4 + 60 ))
+  local lp rc p0 p1 s0 s1 wu_ms
+  wu_ms=$(awk -v v="$WARMUP" 'BEGIN{printf "%d", v * 1000}')
+  case $client in
+    loadgen)
+      local proto=(--h2c -c 4 -m 32); [ "$load" = b ] && proto=(--http1 -c 64)
+      timeout $t "$LOADGEN" run --no-pin --max-errors 1% "${proto[@]}" $D --out "$prefix" "$url" >"$prefix.txt" 2>&1 &
+      lp=$!; sleep_warmup $D ;;
+    h2load)
+      timeout $t h2load -t 1 -c 4 -m 32 -D "${DURATION}s" --warm-up-time "${wu_ms}ms" "$url" >"$prefix.txt" 2>&1 &
+      lp=$!; sleep "$(awk -v v="$WARMUP" 'BEGIN{print v + 0.02}')" ;;
+    wrk)
+      timeout $t wrk -t 1 -c 64 -d 1s "$url" >"$prefix.warmup.txt" 2>&1
+      timeout $t wrk -t 1 -c 64 -d "${DURATION%.*}s" --latency "$url" >"$prefix.txt" 2>&1 &
+      lp=$! ;;
+  esac
+  p0=$(cpu_ticks "$ppids") s0=$(cpu_ticks "$spids")
+  wait $lp; rc=$?
+  p1=$(cpu_ticks "$ppids") s1=$(cpu_ticks "$spids")
+  if [ $rc != 0 ]; then
+    log "  xcheck $load $setup/$backend $client r$round: FAILED (rc $rc): $(tail -1 "$prefix.txt")"
+    return 1
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$backend" "$client" "$prefix.txt" \
+    $((p1 - p0)) $((s1 - s0)) "$TCK" >>"$XC_TSV"
+  log "  xcheck $load $setup/$backend $client r$round: $(python3 "$BENCH/report.py" --parse-client "$client" "$prefix.txt")"
+}
+if [ $XCHECK = 1 ]; then
+  printf 'round\tload\tsetup\tbackend\tclient\toutput\tproxy_ticks\tservice_ticks\tclk_tck\n' >"$XC_TSV"
+  XC_CLIENTS_A=(loadgen) XC_CLIENTS_B=(loadgen)
+  xc_tool h2load && XC_CLIENTS_A+=(h2load)
+  xc_tool wrk && XC_CLIENTS_B+=(wrk)
+  declare -A XC_SVC_PIDS XC_H1 XC_H2
+  XC_BACKENDS=(serve) XC_SVC_PIDS[serve]=$SVC_PID
+  XC_H1[direct.serve]=http://127.0.0.1:$P_SVC XC_H2[direct.serve]=http://127.0.0.1:$P_SVC
+  if start_nginx_backend; then
+    XC_BACKENDS+=(nginx) XC_SVC_PIDS[nginx]=$NGB_PIDS
+    XC_H1[direct.nginx]=http://127.0.0.1:$P_NGB_H1 XC_H2[direct.nginx]=http://127.0.0.1:$P_NGB_H2
+    note "cross-check: nginx backend $("$NGINX" -v 2>&1 | sed 's/.*version: //'), 1 worker, fixed 64-byte response"
+  fi
+  XC_SETUPS=(direct)
+  if [[ " ${ACTIVE[*]} " == *" nginx "* ]]; then
+    XC_SETUPS+=(nginx)
+    XC_H1[nginx.serve]=${URL_H1[nginx]} XC_H2[nginx.serve]=${URL_H2[nginx]}
+    XC_H1[nginx.nginx]=http://127.0.0.1:$P_NGX_XH1 XC_H2[nginx.nginx]=http://127.0.0.1:$P_NGX_XH2
+  else
+    note "cross-check: the nginx setup is not running; direct only"
+  fi
+  log "cross-check: setups ${XC_SETUPS[*]}; backends ${XC_BACKENDS[*]}; (a) ${XC_CLIENTS_A[*]}; (b) ${XC_CLIENTS_B[*]}"
+  for round in $(seq 1 "$ROUNDS"); do
+    log "cross-check round $round/$ROUNDS"
+    for load in a b; do
+      for backend in "${XC_BACKENDS[@]}"; do
+        for s in "${XC_SETUPS[@]}"; do
+          ppids=""; [ "$s" = direct ] || ppids=${SPIDS[$s]}
+          if [ $load = a ]; then clients=("${XC_CLIENTS_A[@]}") url=${XC_H2[$s.$backend]}/
+          else clients=("${XC_CLIENTS_B[@]}") url=${XC_H1[$s.$backend]}/; fi
+          for c in "${clients[@]}"; do
+            xc_run "$round" $load "$s" "$backend" "$c" "$url" "$ppids" "${XC_SVC_PIDS[$backend]}"
+          done
+        done
+      done
+    done
+  done
+fi
 
 # ---------------------------------------------------------------- (f) many hosts and scale
 SWARM_JSON=$RES/swarm.tsv

@@ -88,11 +88,7 @@ impl Harness {
             remote_cluster: "cloud".into(),
             connections: 1,
         };
-        let route = InitiatorRoute {
-            prefix: "/".into(),
-            cluster: "app".into(),
-            timeout: None,
-        };
+        let route = InitiatorRoute::new("/", "app");
         config.initiator = Some(InitiatorConfig::new(vec![spec], vec![route]));
         config.responder = Some(ResponderConfig::new(tunnel, egress));
         TunnelSetup {

@@ -5,6 +5,7 @@
 //! `docs/ARCHITECTURE.md` is the map of this crate: the roles, the life of a request and of a
 //! tunnel, the pipeline phases and which module owns each, the shard model, and the limits.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;
@@ -14,12 +15,12 @@ pub mod demo;
 pub mod harness;
 pub mod http;
 pub mod initiator;
+pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod protocol;
 pub mod responder;
 pub mod service;
 pub mod shard;
-pub mod stats;
 pub mod tls;
 pub mod tunnel;

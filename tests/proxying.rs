@@ -203,16 +203,18 @@ fn split_tunnels_spread_over_shards_with_bodies_and_many_connections() {
         "{:?}",
         admin_tunnels(s.r.admin)
     );
-    let tunnels = admin_get(s.r.admin, "/tunnels").unwrap();
-    let line = tunnels
-        .lines()
-        .find(|l| l.starts_with("n1 "))
-        .unwrap()
-        .to_owned();
+    let tunnels = admin_tunnels_json(s.r.admin, "");
+    let hosts = tunnels["responder"]["hosts"].as_array().cloned();
+    let n1 = hosts
+        .unwrap_or_default()
+        .into_iter()
+        .find(|h| h["host"] == "n1")
+        .unwrap_or_else(|| panic!("n1 not listed: {tunnels}"));
     // Spread over the responder's shards: [2, 1] or [1, 2].
+    let per_shard = &n1["per_shard"];
     assert!(
-        line.contains("[2, 1]") || line.contains("[1, 2]"),
-        "tunnels not spread over shards: {line}"
+        *per_shard == serde_json::json!([2, 1]) || *per_shard == serde_json::json!([1, 2]),
+        "tunnels not spread over shards: {n1}"
     );
     let input: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     for k in 0..20 {

@@ -175,10 +175,18 @@ fn api_keys_keep_each_tenant_to_its_own_nodes() {
 
     // The admin endpoint lists one tenant's hosts on request.
     let listed = |query: &str| -> Vec<String> {
-        admin_get(r.admin, &format!("/tunnels{query}"))
+        let json = admin_tunnels_json(r.admin, query);
+        let hosts = json["responder"]["hosts"].as_array().cloned();
+        hosts
             .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}/{}",
+                    h["tenant"].as_str().unwrap_or("?"),
+                    h["host"].as_str().unwrap_or("?")
+                )
+            })
             .collect()
     };
     assert_eq!(listed("?tenant=a"), ["a/edge", "a/node-a"]);

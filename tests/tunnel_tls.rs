@@ -109,6 +109,22 @@ fn mutual_tls_with_a_pin_carries_64_mib_each_way() {
         fs::read(&out_path).unwrap() == pattern(SIZE),
         "download differs"
     );
+    // `/tunnels` says the tunnel is TLS and counts its bytes above TLS: the bodies and a little.
+    let listed = admin_tunnels_json(r.admin, "");
+    let tunnels = listed["responder"]["tunnels"].as_array().cloned();
+    let tunnels = tunnels.unwrap_or_default();
+    assert!(
+        !tunnels.is_empty() && tunnels.iter().all(|t| t["tls"] == true),
+        "{listed}"
+    );
+    let sum = |field: &str| -> u64 { tunnels.iter().filter_map(|t| t[field].as_u64()).sum() };
+    let size = SIZE as u64;
+    let (sent, received) = (sum("bytes_sent"), sum("bytes_received"));
+    assert!((2 * size..2 * size + size / 10).contains(&sent), "{listed}");
+    assert!(
+        (3 * size..3 * size + size / 10).contains(&received),
+        "{listed}"
+    );
 }
 
 /// Sum of the responder's TLS failure counters (`tunnel_tls_failed_*`).
@@ -301,7 +317,7 @@ fn sighup_rotates_the_certificate_and_keeps_live_tunnels() {
     assert!(
         wait_until(WAIT, || responder
             .log_text()
-            .contains("certificates reloaded")),
+            .contains("configuration reloaded (generation 1)")),
         "{}",
         responder.log_text()
     );
@@ -309,13 +325,13 @@ fn sighup_rotates_the_certificate_and_keeps_live_tunnels() {
     let pinned = tls_initiator("n2", &r, svc, &pki, None, &new_pin).spawn(&dir, "n2");
     assert!(wait_tunnels(&r, "n2", 1, WAIT), "{}", pinned.log_text());
 
-    // A file that does not load is refused and the loaded certificate kept.
+    // A file that does not load refuses the reload; the loaded certificate is kept.
     fs::write(&server.cert, "not a certificate").unwrap();
     responder.signal(libc::SIGHUP);
     assert!(
         wait_until(WAIT, || responder
             .log_text()
-            .contains("keeping the loaded one")),
+            .contains("configuration refused, the running one is kept")),
         "{}",
         responder.log_text()
     );

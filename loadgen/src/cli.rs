@@ -245,6 +245,36 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
     }
 
+    /// `path arg` of each argument of `cmd` and its subcommands without help text.
+    fn arguments_without_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let path = format!("{path} {}", cmd.get_name()).trim_start().to_owned();
+        for arg in cmd.get_arguments() {
+            let help = arg.get_help().or(arg.get_long_help());
+            if help.is_none_or(|h| h.to_string().trim().is_empty()) {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                out.push(format!("{path} {} (no about)", sub.get_name()));
+            }
+            arguments_without_help(sub, &path, out);
+        }
+    }
+
+    /// Every argument of every subcommand has help text, and every subcommand a description.
+    #[test]
+    fn every_flag_has_help() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut missing = Vec::new();
+        arguments_without_help(&cli, "", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+        // The walk sees the arguments (a walk that visits nothing passes anything).
+        let run = cli.find_subcommand("swarm").expect("subcommand");
+        assert!(run.get_arguments().any(|a| a.get_id() == "tls_sni"));
+    }
+
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();

@@ -6,6 +6,9 @@
 //! but the probes (`/ready`, `/healthz`) needs `authorization: Bearer <token>`.
 //! `ready_when:` (`all`, default, or `any`) is what the initiator's `/ready` needs: every
 //! `initiator.tunnels` entry with a tunnel up, or one.
+//! `detailed_stats:` (default false) adds per-host request series to `/metrics` (Envoy's
+//! `enable_detailed_stats`); `max_series:` (default 1000, at most 100 000) bounds the label
+//! sets each family with tenant, cluster or host id labels keeps per shard (`crate::metrics`).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,7 +30,14 @@ pub struct AdminConfig {
     pub token: Option<AdminToken>,
     /// What the initiator's `/ready` needs (default `all`).
     pub ready_when: ReadyWhen,
+    /// Count egress requests per (tenant, host id) too (default off).
+    pub detailed_stats: bool,
+    /// Label sets each dynamic family keeps per shard; the rest count as overflow.
+    pub max_series: usize,
 }
+
+/// `admin.max_series`'s bound: the series tables are allocated up front.
+const MAX_SERIES: usize = 100_000;
 
 /// `admin.ready_when`: which `initiator.tunnels` entries need a tunnel up for `/ready`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -64,6 +74,8 @@ impl Default for AdminConfig {
             listen: default_admin_listen(),
             token: None,
             ready_when: ReadyWhen::All,
+            detailed_stats: false,
+            max_series: crate::metrics::DEFAULT_MAX_SERIES,
         }
     }
 }
@@ -110,14 +122,25 @@ struct RawAdmin {
     token_file: Option<(PathBuf, [u8; 32])>,
     #[serde(default)]
     ready_when: ReadyWhen,
+    #[serde(default)]
+    detailed_stats: bool,
+    #[serde(default = "default_max_series")]
+    max_series: usize,
+}
+
+fn default_max_series() -> usize {
+    crate::metrics::DEFAULT_MAX_SERIES
 }
 
 /// `admin:` — present but empty (`admin:` or `admin: {}`) means enabled with defaults.
 pub(crate) fn admin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AdminConfig>, D::Error> {
     let raw = checked_map(d, "an admin mapping", |raw: &RawAdmin| {
-        match raw.token_sha256.is_some() && raw.token_file.is_some() {
-            true => Err("give one of `token_sha256:` or `token_file:`, not both".into()),
-            false => Ok(()),
+        if raw.token_sha256.is_some() && raw.token_file.is_some() {
+            return Err("give one of `token_sha256:` or `token_file:`, not both".into());
+        }
+        match (1..=MAX_SERIES).contains(&raw.max_series) {
+            true => Ok(()),
+            false => Err(format!("`max_series:` must be between 1 and {MAX_SERIES}")),
         }
     })?;
     let Some(raw) = raw else {
@@ -138,6 +161,8 @@ pub(crate) fn admin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AdminConfi
         listen: raw.listen,
         token,
         ready_when: raw.ready_when,
+        detailed_stats: raw.detailed_stats,
+        max_series: raw.max_series,
     }))
 }
 

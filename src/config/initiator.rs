@@ -14,6 +14,7 @@ use super::de::{
 use super::duration::{self, secs};
 use super::node::NodeIdentity;
 use super::rc::{parse_rc_address, TunnelSpec};
+use super::route::{self, HeaderToAdd, RouteRewrite};
 use super::xref;
 use crate::http::route::Prefixed;
 use crate::protocol::HandshakeForm;
@@ -67,24 +68,72 @@ pub struct InitiatorConfig {
 
 /// An initiator route: requests whose path starts with `prefix` go to `cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawRoute")]
+pub struct InitiatorRoute {
+    /// Path prefix, starting with `/`.
+    pub prefix: String,
+    /// Name of a cluster in `clusters:`.
+    pub cluster: String,
+    /// Route timeout: from the end of the request to the response head, else 504;
+    /// `initiator.request_timeout` when absent; `0`: off for this route.
+    pub timeout: Option<Duration>,
+    /// `prefix_rewrite` and the header rules (`route.rs`).
+    pub rewrite: RouteRewrite,
+}
+
+/// An initiator route as written; the rewrite keys as in `responder::RawEgressRoute`.
+#[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a route such as `{ prefix: /, cluster: local-app }`"
 )]
-pub struct InitiatorRoute {
-    /// Path prefix, starting with `/`.
+struct RawRoute {
     #[serde(deserialize_with = "path_prefix")]
-    pub prefix: String,
-    /// Name of a cluster in `clusters:`.
+    prefix: String,
     #[serde(deserialize_with = "cluster_ref")]
-    pub cluster: String,
-    /// Route timeout: from the end of the request to the response head, else 504;
-    /// `initiator.request_timeout` when absent; `0`: off for this route.
+    cluster: String,
     #[serde(default, deserialize_with = "duration::option_off_or_any")]
-    pub timeout: Option<Duration>,
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "route::prefix_rewrite")]
+    prefix_rewrite: Option<String>,
+    #[serde(default, deserialize_with = "route::request_headers_to_add")]
+    request_headers_to_add: Vec<HeaderToAdd>,
+    #[serde(default, deserialize_with = "route::headers_to_remove")]
+    request_headers_to_remove: Vec<http::HeaderName>,
+    #[serde(default, deserialize_with = "route::response_headers_to_add")]
+    response_headers_to_add: Vec<HeaderToAdd>,
+    #[serde(default, deserialize_with = "route::headers_to_remove")]
+    response_headers_to_remove: Vec<http::HeaderName>,
+}
+
+impl From<RawRoute> for InitiatorRoute {
+    fn from(raw: RawRoute) -> Self {
+        Self {
+            prefix: raw.prefix,
+            cluster: raw.cluster,
+            timeout: raw.timeout,
+            rewrite: RouteRewrite::from_keys(
+                raw.prefix_rewrite,
+                raw.request_headers_to_add,
+                raw.request_headers_to_remove,
+                raw.response_headers_to_add,
+                raw.response_headers_to_remove,
+            ),
+        }
+    }
 }
 
 impl InitiatorRoute {
+    /// A route sending `prefix` to `cluster`, with no timeout of its own and no rewrite.
+    pub fn new(prefix: &str, cluster: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            cluster: cluster.to_owned(),
+            timeout: None,
+            rewrite: RouteRewrite::default(),
+        }
+    }
+
     /// This route's timeout, given the initiator's default: `None` when off.
     pub fn effective_timeout(&self, default: Duration) -> Option<Duration> {
         duration::enabled(self.timeout.unwrap_or(default))

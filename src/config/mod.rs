@@ -9,12 +9,13 @@
 //! (a serde limitation); once the file deserializes, every cross-reference error is reported.
 //!
 //! Layout, each module importing only the ones after it in this list: `summary`; `schema` (the
-//! top level: `shards` and the whole file as read); the sections `admin` (listener and token),
-//! `initiator`, `responder`, `tenant` (the egress listener's tenant source), `cluster`, `auth`
+//! top level: `shards` and the whole file as read); the sections `access_log`, `admin` (listener and token),
+//! `initiator`, `responder`, `route` (what a route rewrites, both roles), `tenant` (the egress listener's tenant source), `cluster`, `auth`
 //! (credentials of both roles); `rc` (the `rc://` address); `node`; then the generic pieces `de`
 //! (validating deserializers), `duration`, `xref` (cross-reference checks and how they keep
 //! locations), `error`. The id rule comes from [`crate::protocol::ids`].
 
+mod access_log;
 mod admin;
 mod auth;
 mod cluster;
@@ -25,6 +26,7 @@ mod initiator;
 mod node;
 mod rc;
 mod responder;
+mod route;
 mod schema;
 mod summary;
 mod tenant;
@@ -33,6 +35,8 @@ mod xref;
 #[cfg(test)]
 mod auth_tests;
 #[cfg(test)]
+mod route_tests;
+#[cfg(test)]
 mod tenancy_tests;
 #[cfg(test)]
 mod tests;
@@ -40,6 +44,7 @@ mod tests;
 use std::path::Path;
 use std::rc::Rc;
 
+pub use access_log::{AccessLogConfig, AccessLogPath, DEFAULT_BUFFER_LINES};
 pub use admin::{AdminConfig, AdminToken, ReadyWhen};
 pub use auth::{token_problem, JwtConfig, Secret, TokenSource, TunnelAuthConfig};
 pub use cluster::{ClientTlsConfig, ClusterConfig, Protocol};
@@ -54,6 +59,7 @@ pub use rc::{parse_rc_address, RcAddressError, RcReason, TunnelSpec, RC_SCHEME};
 pub use responder::{
     EgressListenerConfig, EgressRoute, ResponderConfig, ServerTlsConfig, TunnelListenerConfig,
 };
+pub use route::{HeaderRules, HeaderToAdd, RouteRewrite};
 pub use schema::{Config, Shards};
 
 use schema::RawConfig;

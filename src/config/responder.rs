@@ -9,12 +9,15 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use http::HeaderName;
+
 use super::auth::TunnelAuthConfig;
 use super::de::{
     at_least_one, default_request_path, parse_listen, path_prefix, ranged, request_path, with_str,
     NonEmpty, LISTEN,
 };
 use super::duration::{self, secs};
+use super::route::{self, HeaderToAdd, RouteRewrite};
 use super::xref::{self, Listener};
 use crate::auth::TenantSource;
 use crate::http::host_id::HostIdFormat;
@@ -193,18 +196,65 @@ pub struct EgressListenerConfig {
 
 /// An egress route: requests whose path starts with `prefix` are carried through tunnels.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a route such as `{ prefix: / }`")]
+#[serde(from = "RawEgressRoute")]
 pub struct EgressRoute {
     /// Path prefix, starting with `/`.
-    #[serde(deserialize_with = "path_prefix")]
     pub prefix: String,
     /// Route timeout: from the end of the request to the response head, else 504; the
     /// listener's `request_timeout` when absent; `0`: off for this route.
-    #[serde(default, deserialize_with = "duration::option_off_or_any")]
     pub timeout: Option<Duration>,
+    /// `prefix_rewrite` and the header rules (`route.rs`).
+    pub rewrite: RouteRewrite,
+}
+
+/// An egress route as written: the rewrite keys sit flat on the route (serde's `flatten`
+/// would lose unknown-key errors and line numbers), so they are listed here and in
+/// `initiator::RawRoute`, each read by `route.rs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a route such as `{ prefix: / }`")]
+struct RawEgressRoute {
+    #[serde(deserialize_with = "path_prefix")]
+    prefix: String,
+    #[serde(default, deserialize_with = "duration::option_off_or_any")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "route::prefix_rewrite")]
+    prefix_rewrite: Option<String>,
+    #[serde(default, deserialize_with = "route::egress_request_headers_to_add")]
+    request_headers_to_add: Vec<HeaderToAdd>,
+    #[serde(default, deserialize_with = "route::headers_to_remove")]
+    request_headers_to_remove: Vec<HeaderName>,
+    #[serde(default, deserialize_with = "route::response_headers_to_add")]
+    response_headers_to_add: Vec<HeaderToAdd>,
+    #[serde(default, deserialize_with = "route::headers_to_remove")]
+    response_headers_to_remove: Vec<HeaderName>,
+}
+
+impl From<RawEgressRoute> for EgressRoute {
+    fn from(raw: RawEgressRoute) -> Self {
+        Self {
+            prefix: raw.prefix,
+            timeout: raw.timeout,
+            rewrite: RouteRewrite::from_keys(
+                raw.prefix_rewrite,
+                raw.request_headers_to_add,
+                raw.request_headers_to_remove,
+                raw.response_headers_to_add,
+                raw.response_headers_to_remove,
+            ),
+        }
+    }
 }
 
 impl EgressRoute {
+    /// A route for `prefix` with no timeout of its own and no rewrite.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            timeout: None,
+            rewrite: RouteRewrite::default(),
+        }
+    }
+
     /// This route's timeout, given the listener's default: `None` when off.
     pub fn effective_timeout(&self, listener_default: Duration) -> Option<Duration> {
         duration::enabled(self.timeout.unwrap_or(listener_default))
@@ -307,10 +357,7 @@ fn default_host_id_format() -> Vec<HostIdFormat> {
 }
 
 fn default_egress_routes() -> Vec<EgressRoute> {
-    vec![EgressRoute {
-        prefix: "/".to_owned(),
-        timeout: None,
-    }]
+    vec![EgressRoute::new("/")]
 }
 
 fn default_headers_kb() -> u32 {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use super::access_log::AccessLogConfig;
 use super::admin::AdminConfig;
 use super::cluster::{self, ClusterConfig};
 use super::duration::{self, secs};
@@ -36,6 +37,8 @@ pub struct Config {
     pub shards: Shards,
     /// Admin listener; `None` when `admin:` is absent.
     pub admin: Option<AdminConfig>,
+    /// The access log; `None` when `access_log:` is absent.
+    pub access_log: Option<AccessLogConfig>,
     /// The initiator's own identity (`node:`), used by map-form tunnels.
     pub node: Option<NodeIdentity>,
     /// Upstream clusters by name: local services (initiator) and responders to dial.
@@ -56,6 +59,7 @@ impl Config {
         Self {
             shards: Shards::Auto,
             admin: None,
+            access_log: None,
             node: None,
             clusters: BTreeMap::new(),
             initiator: None,
@@ -132,6 +136,8 @@ pub(crate) struct RawConfig {
     pub(crate) shards: Shards,
     #[serde(default, deserialize_with = "super::admin::admin")]
     pub(crate) admin: Option<AdminConfig>,
+    #[serde(default, deserialize_with = "super::access_log::access_log")]
+    pub(crate) access_log: Option<AccessLogConfig>,
     #[serde(default)]
     pub(crate) node: Option<NodeIdentity>,
     #[serde(default, deserialize_with = "cluster::clusters")]
@@ -160,6 +166,9 @@ impl RawConfig {
                     .is_some_and(|t| t.client_ca.is_some())
             }),
             initiator_auth: self.initiator.as_ref().is_some_and(|i| i.auth.is_some()),
+            host_id_headers: self.responder.as_ref().map_or_else(Vec::new, |r| {
+                crate::http::host_id::expected_headers(&r.egress_listener.host_id_format)
+            }),
         }
     }
 
@@ -173,6 +182,7 @@ impl RawConfig {
         Some(Config {
             shards: self.shards,
             admin: self.admin,
+            access_log: self.access_log,
             node: self.node,
             clusters: self.clusters,
             initiator,

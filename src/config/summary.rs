@@ -37,13 +37,33 @@ impl Config {
         }
         writeln!(out, "drain timeout: {}", dur(self.drain_timeout))?;
         match &self.admin {
-            Some(admin) => writeln!(
-                out,
-                "admin: http://{} ({})",
-                admin.listen,
-                admin.describe_token()
-            )?,
+            Some(admin) => {
+                writeln!(
+                    out,
+                    "admin: http://{} ({})",
+                    admin.listen,
+                    admin.describe_token()
+                )?;
+                if admin.detailed_stats {
+                    writeln!(
+                        out,
+                        "metrics: detailed (per-host series), at most {} series per family and shard",
+                        admin.max_series
+                    )?;
+                }
+            }
             None => writeln!(out, "admin: off")?,
+        }
+        if let Some(log) = &self.access_log {
+            let format = match log.format {
+                crate::access_log::Format::Json => "json",
+                crate::access_log::Format::Template(_) => "format string",
+            };
+            writeln!(
+                out,
+                "access log: {} ({format}, {} lines buffered per shard)",
+                log.path, log.buffer_lines
+            )?;
         }
         if let Some(node) = &self.node {
             writeln!(
@@ -117,11 +137,18 @@ impl Config {
             writeln!(out, "  routes:")?;
             for r in &i.routes {
                 let timeout = off_or(r.effective_timeout(i.request_timeout));
+                let rewritten = match &r.rewrite.prefix_rewrite {
+                    Some(to) => format!(", rewritten to {to}"),
+                    None => String::new(),
+                };
                 writeln!(
                     out,
-                    "    {}* -> {} (timeout {timeout})",
+                    "    {}* -> {}{rewritten} (timeout {timeout})",
                     r.prefix, r.cluster
                 )?;
+                for line in header_rules(&r.rewrite) {
+                    writeln!(out, "      {line}")?;
+                }
             }
             writeln!(
                 out,
@@ -209,7 +236,11 @@ impl Config {
                 .iter()
                 .map(|r| {
                     let timeout = off_or(r.effective_timeout(e.request_timeout));
-                    format!("{}* (timeout {timeout})", r.prefix)
+                    let rewritten = match &r.rewrite.prefix_rewrite {
+                        Some(to) => format!(" -> {to}"),
+                        None => String::new(),
+                    };
+                    format!("{}*{rewritten} (timeout {timeout})", r.prefix)
                 })
                 .collect();
             writeln!(
@@ -231,6 +262,11 @@ impl Config {
                 formats.join(", ")
             )?;
             writeln!(out, "    routes: {}", prefixes.join(", "))?;
+            for r in &e.routes {
+                for line in header_rules(&r.rewrite) {
+                    writeln!(out, "      {}*: {line}", r.prefix)?;
+                }
+            }
             writeln!(
                 out,
                 "    unknown host: {}; request headers up to {} KiB",
@@ -313,6 +349,32 @@ impl Config {
 }
 
 /// A timeout as the summary shows it: its duration, or `off`.
+/// A route's header rules, one line per side that has any: `-name` removed, then `+name: value`
+/// appended or `=name: value` set.
+fn header_rules(rewrite: &super::RouteRewrite) -> Vec<String> {
+    let sides = [
+        ("request headers", &rewrite.request_headers),
+        ("response headers", &rewrite.response_headers),
+    ];
+    sides
+        .into_iter()
+        .filter(|(_, rules)| !rules.is_empty())
+        .map(|(side, rules)| {
+            let removed = rules.remove.iter().map(|name| format!("-{name}"));
+            let added = rules.add.iter().map(|h| {
+                let op = if h.append { '+' } else { '=' };
+                format!(
+                    "{op}{}: {}",
+                    h.name,
+                    String::from_utf8_lossy(h.value.as_bytes())
+                )
+            });
+            let all: Vec<String> = removed.chain(added).collect();
+            format!("{side}: {}", all.join(" "))
+        })
+        .collect()
+}
+
 fn off_or(timeout: Option<Duration>) -> String {
     timeout.map_or_else(|| "off".to_owned(), dur)
 }

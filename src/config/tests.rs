@@ -977,14 +977,13 @@ fn summary_of_an_initiator() {
             "roles: initiator\n",
             "shards: 2",
             "node: edge-42 (cluster edge-west",
-            "tunnels (5 connections)",
+            "tunnels (2 connections)",
             "edge-42:edge-west:acme -> cloud x2",
-            "edge-42:edge-west:acme -> cloud-b x3",
             "/downstream_service* -> local-app (timeout 30s)",
             "stream idle timeout 5m",
             "extra headers: authorization",
             "keepalive: ping every 10s, dead after 3 missed; 1024 streams per tunnel",
-            "cloud: http1 responder.example.com:9000 (connect timeout 30s, 64 idle per shard)",
+            "cloud: http1 127.0.0.1:9000 (connect timeout 30s, 64 idle per shard)",
             "per shard: 1024 connections (8 connecting per endpoint), 1024 requests, queue 1024 for 5s; eject after 5 failures for 30s (up to 5m)",
         ],
     );
@@ -1022,11 +1021,7 @@ responder:
         built.clusters.insert(name.to_owned(), cluster);
     }
     let tunnel = parse_rc_address("rc://n:c:t@cloud:2").expect("rc address");
-    let route = InitiatorRoute {
-        prefix: "/".into(),
-        cluster: "app".into(),
-        timeout: None,
-    };
+    let route = InitiatorRoute::new("/", "app");
     built.initiator = Some(InitiatorConfig::new(vec![tunnel], vec![route]));
     let (tunnel_listen, egress_listen) = ("127.0.0.1:9000", "127.0.0.1:8085");
     built.responder = Some(ResponderConfig::new(
@@ -1037,6 +1032,35 @@ responder:
         built, parsed,
         "a constructor's defaults drifted from the file's"
     );
+}
+
+#[test]
+fn detailed_stats_and_the_series_cap() {
+    let config = ok(&format!(
+        "admin: {{ detailed_stats: true, max_series: 50 }}\n{MINIMAL_RESPONDER}"
+    ));
+    let admin = config.admin.clone().expect("admin");
+    assert!(admin.detailed_stats);
+    assert_eq!(admin.max_series, 50);
+    assert!(config
+        .summary()
+        .contains("metrics: detailed (per-host series), at most 50 series"));
+    let admin = ok(&format!("admin:\n{MINIMAL_RESPONDER}"))
+        .admin
+        .expect("admin");
+    assert!(!admin.detailed_stats);
+    assert_eq!(admin.max_series, crate::metrics::DEFAULT_MAX_SERIES);
+    for bad in ["0", "100001"] {
+        let (line, _, message) = error(&format!(
+            "admin: {{ max_series: {bad} }}\n{MINIMAL_RESPONDER}"
+        ));
+        assert_eq!(line, 1, "{message}");
+        assert_contains(&message, &["max_series", "100000"]);
+    }
+    let (_, _, message) = error(&format!(
+        "admin: {{ detailed_stats: yes please }}\n{MINIMAL_RESPONDER}"
+    ));
+    assert_contains(&message, &["detailed_stats"]);
 }
 
 #[test]
@@ -1065,4 +1089,55 @@ fn probes_and_listener_caps() {
     let (line, _, message) = error(&source);
     assert_eq!(line, 4);
     assert_contains(&message, &["max_handshakes_in_progress"]);
+}
+
+#[test]
+fn access_log_is_off_unless_configured_and_has_defaults() {
+    assert_eq!(ok(MINIMAL_RESPONDER).access_log, None);
+    for section in ["access_log:\n", "access_log: {}\n"] {
+        let log = ok(&format!("{section}{MINIMAL_RESPONDER}"))
+            .access_log
+            .expect("on");
+        assert_eq!(log.path, AccessLogPath::Stdout);
+        assert_eq!(log.format, crate::access_log::Format::Json);
+        assert_eq!(log.buffer_lines, DEFAULT_BUFFER_LINES);
+    }
+    let config = ok(&format!(
+        "access_log:\n  path: /var/log/rtun/access.log\n  format: \"%REQ(:METHOD)% %RESPONSE_CODE%\"\n  buffer_lines: 16\n{MINIMAL_RESPONDER}"
+    ));
+    let log = config.access_log.clone().expect("on");
+    assert_eq!(
+        log.path,
+        AccessLogPath::File("/var/log/rtun/access.log".into())
+    );
+    assert!(matches!(log.format, crate::access_log::Format::Template(_)));
+    assert_eq!(log.buffer_lines, 16);
+    assert_contains(
+        &config.summary(),
+        &["access log: /var/log/rtun/access.log (format string, 16 lines buffered per shard)"],
+    );
+}
+
+#[test]
+fn access_log_mistakes_are_located() {
+    let (line, column, message) = error(&format!(
+        "access_log:\n  format: \"%START_TIME% %NOPE%\"\n{MINIMAL_RESPONDER}"
+    ));
+    assert_eq!((line, column), (2, 11));
+    assert_contains(
+        &message,
+        &[
+            "access_log.format",
+            "unknown operator `%NOPE%`",
+            "at character 14",
+        ],
+    );
+    let (line, _, message) = error(&format!(
+        "access_log:\n  buffer_lines: 0\n{MINIMAL_RESPONDER}"
+    ));
+    assert_eq!(line, 2);
+    assert_contains(&message, &["out of range"]);
+    let (line, _, message) = error(&format!("access_log:\n  pth: stdout\n{MINIMAL_RESPONDER}"));
+    assert_eq!(line, 2);
+    assert_contains(&message, &["unknown field `pth`"]);
 }

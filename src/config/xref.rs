@@ -39,6 +39,9 @@ pub(crate) struct FirstPass {
     pub(crate) tunnel_client_ca: bool,
     /// Whether `initiator.auth` is given (it writes the `authorization` header).
     pub(crate) initiator_auth: bool,
+    /// The headers `responder.egress_listener.host_id_format` reads (egress routes may not add
+    /// them).
+    pub(crate) host_id_headers: Vec<String>,
 }
 
 /// `initiator.initial_reconnect_backoff` and `initiator.max_reconnect_backoff`.

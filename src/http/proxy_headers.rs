@@ -40,6 +40,11 @@ pub fn is_protected(name: &HeaderName) -> bool {
         || name.as_str().starts_with("x-forwarded-")
 }
 
+/// True for the fields that describe one connection ([`strip_hop_by_hop`] removes them).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// What a client may say about hops before it, dropped at the edge: `forwarded`, `x-real-ip`
 /// and every `x-forwarded-*`.
 fn is_client_forwarding(name: &HeaderName) -> bool {

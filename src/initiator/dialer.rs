@@ -8,15 +8,20 @@
 //! answer but the acceptance (`200`, or `101` to `handshake: upgrade`) is a failed attempt that
 //! backs off like a failed connect.
 //!
+//! Every failed attempt is counted by responder cluster and [`DialError::label`]
+//! (`rtun_initiator_dial_failures_total`), every tunnel as it comes up and ends
+//! (`rtun_initiator_tunnels*`), on the keeper's shard's block through a slot it finds once.
+//!
 //! With `clusters.NAME.tls` the TLS handshake (within `connect_timeout`) comes first and the
 //! session carries the handshake and then HTTP/2 for the tunnel's whole life. A refused TLS
 //! handshake is a [`DialError::Tls`] naming its class (`unknown_ca`, `spki_pin_mismatch`, …),
-//! counted as `initiator_tls_failed_<class>`. Under TLS 1.3 a responder that refuses our
+//! counted as `rtun_tls_failures_total{side="initiator",reason=<class>}`. Under TLS 1.3 a responder that refuses our
 //! certificate says so only after our side finished: that alert arrives on the first read and
 //! is classified the same way.
 
 use std::borrow::Cow;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -24,15 +29,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use super::hosts::{Stop, Target};
-use super::InitiatorShard;
-use crate::config::TunnelSpec;
+use super::tunnel_tls::DialTls;
+use super::{InitiatorShard, Snapshot};
+use crate::access_log::{TunnelEvent, TunnelEventKind};
+use crate::config::{InitiatorConfig, TunnelSpec};
 use crate::http::io::Rewind;
 use crate::protocol::{
     parse_response, HandshakeForm, HandshakeRequest, RpingFilter, TunnelIdentity,
     MAX_HANDSHAKE_BYTES, RPING,
 };
-use crate::stats::inc;
 use crate::tls::{classify, TlsFailure};
+use crate::tunnel::info::{Dialed, TunnelInfo};
 use crate::tunnel::{TunnelIo, TunnelStream};
 
 /// A tunnel that lived at least this long resets the backoff.
@@ -51,6 +58,8 @@ pub enum DialError {
     Io(#[from] std::io::Error),
     #[error("TLS refused ({}): {detail}", .failure.label())]
     Tls { failure: TlsFailure, detail: String },
+    #[error("clusters.NAME.tls did not load on the last reload (see the log); not dialing")]
+    TlsUnavailable,
     #[error("TLS handshake not done within {0:?}")]
     TlsTimeout(Duration),
     #[error("no handshake response within {0:?}")]
@@ -67,6 +76,73 @@ pub enum DialError {
         body: String,
         retry_after: Option<Duration>,
     },
+    /// Not an attempt's failure but the endpoint set's (`hosts`): re-resolving the endpoint's
+    /// name failed; its last known addresses are still dialed.
+    #[error("resolve {endpoint}: {source}")]
+    Resolve {
+        endpoint: String,
+        source: std::io::Error,
+    },
+}
+
+/// The handshake statuses that keep their own `rejected_<status>` label (what rtun's
+/// responder answers: 400 malformed or wrong cluster, 401, 403, 404 not a tunnel request,
+/// 429 tunnel limit, 503 shutting down); any other is `rejected_other`.
+const REJECTED_STATUSES: [(u16, &str); 6] = [
+    (400, "rejected_400"),
+    (401, "rejected_401"),
+    (403, "rejected_403"),
+    (404, "rejected_404"),
+    (429, "rejected_429"),
+    (503, "rejected_503"),
+];
+
+impl DialError {
+    /// Every [`DialError::label`], in a fixed order: the `reason` values of
+    /// `rtun_initiator_dial_failures_total`.
+    pub const LABELS: [&'static str; 18] = [
+        "resolve",
+        "connect",
+        "connect_timeout",
+        "tls",
+        "tls_timeout",
+        "tls_unavailable",
+        "credential",
+        "io",
+        "timeout",
+        "closed",
+        "malformed_response",
+        "rejected_400",
+        "rejected_401",
+        "rejected_403",
+        "rejected_404",
+        "rejected_429",
+        "rejected_503",
+        "rejected_other",
+    ];
+
+    /// A stable label for counters and logs (a refused handshake by its status).
+    pub fn label(&self) -> &'static str {
+        match self {
+            DialError::Resolve { .. } => "resolve",
+            DialError::Connect { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+                "connect_timeout"
+            }
+            DialError::Connect { .. } => "connect",
+            DialError::Tls { .. } => "tls",
+            DialError::TlsTimeout(_) => "tls_timeout",
+            DialError::TlsUnavailable => "tls_unavailable",
+            DialError::Credential(_) => "credential",
+            DialError::Io(_) => "io",
+            DialError::Timeout(_) => "timeout",
+            DialError::Closed => "closed",
+            DialError::Malformed(_) => "malformed_response",
+            DialError::Rejected { status, .. } => REJECTED_STATUSES
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or("rejected_other", |(_, label)| label),
+        }
+    }
 }
 
 /// Keeps one tunnel slot to `target` alive until `stop` fires (shutdown, or the host retired).
@@ -79,8 +155,11 @@ pub async fn keep_tunnel(
 ) {
     let span = tracing::info_span!("tunnel", remote = %spec.remote_cluster, endpoint = %target.endpoint, addr = %target.addr, shard = ctx.shard, slot);
     async {
-        let cfg = ctx.cfg();
-        let mut backoff = cfg.initial_reconnect_backoff;
+        // The responder cluster's metrics slot, found once for the keeper's life.
+        let series = ctx.stats().dialed_slot(&ctx.series, &spec.remote_cluster);
+        // Each attempt reads the configuration current when it starts (a reload changes the
+        // next dial's settings); no snapshot is held while a tunnel serves.
+        let mut backoff = ctx.snapshot().cfg.initial_reconnect_backoff;
         // When this slot first wanted its current tunnel: kept across failed attempts, cleared
         // once one is up (Envoy stamps its initiation-time header once per such episode).
         let mut wanted_since = None;
@@ -89,56 +168,90 @@ pub async fn keep_tunnel(
                 return;
             }
             let initiated = *wanted_since.get_or_insert_with(SystemTime::now);
-            let attempt = monoio::select! {
-                attempt = establish(&ctx, &spec, &target, initiated) => attempt,
-                _ = stop.wait() => return,
+            let (initial, max) = {
+                let snapshot = ctx.snapshot();
+                let cfg = &snapshot.cfg;
+                (cfg.initial_reconnect_backoff, cfg.max_reconnect_backoff)
+            };
+            let attempt = {
+                let snapshot = ctx.snapshot();
+                monoio::select! {
+                    attempt = establish(&snapshot, &spec, &target, initiated) => attempt,
+                    _ = stop.wait() => return,
+                }
             };
             let wait = match attempt {
                 Ok(io) => {
                     wanted_since = None;
-                    inc(&ctx.stats().initiator_tunnels_up);
+                    ctx.stats().dialed_opened(series);
                     tracing::info!("tunnel up");
+                    let event = TunnelEvent {
+                        node: Some(&spec.identity.id),
+                        cluster: Some(&spec.identity.cluster),
+                        tenant: Some(&spec.identity.tenant),
+                        peer: Some(target.addr),
+                        ..TunnelEvent::default()
+                    };
+                    ctx.tunnel_event(TunnelEvent {
+                        kind: Some(TunnelEventKind::Up),
+                        ..event.clone()
+                    });
                     let started = Instant::now();
                     let up = ctx.tunnels_up.hold(&spec); // counted for /ready while it serves
-                    let end = super::tunnel_server::serve(&ctx, io, &stop).await;
-                    drop(up);
+                    let info = Arc::new(TunnelInfo::new(
+                        ctx.dialed.next_id(),
+                        ctx.shard,
+                        identity(&spec),
+                        target.addr,
+                        io.get_ref().is_tls(),
+                        Some(Dialed {
+                            remote_cluster: spec.remote_cluster.clone(),
+                            endpoint: target.endpoint.to_string(),
+                        }),
+                        Arc::default(),
+                        Arc::default(),
+                        None,
+                    ));
+                    let listed = ctx.dialed.list(info.clone()); // on /tunnels while it serves
+                    let end = super::tunnel_server::serve(&ctx, io, &stop, &info).await;
+                    drop((up, listed));
+                    ctx.stats().dialed_closed(series, &end);
                     tracing::info!("tunnel down: {end}");
+                    ctx.tunnel_event(TunnelEvent {
+                        kind: Some(TunnelEventKind::Down),
+                        reason: Some(end.label()),
+                        duration: Some(started.elapsed()),
+                        ..event
+                    });
                     if stop.is_triggered() {
                         return;
                     }
                     if end.redial_now() || started.elapsed() >= STABLE_AFTER {
-                        backoff = cfg.initial_reconnect_backoff;
+                        backoff = initial;
                         continue;
                     }
-                    next_backoff(&mut backoff, cfg.max_reconnect_backoff)
-                }
-                Err(DialError::Rejected {
-                    status,
-                    body,
-                    retry_after: Some(after),
-                }) => {
-                    inc(&ctx.stats().initiator_handshake_rejected);
-                    tracing::warn!(
-                        status,
-                        "handshake rejected, retrying after {after:?}: {body}"
-                    );
-                    after
+                    next_backoff(&mut backoff, max)
                 }
                 Err(e) => {
-                    inc(&ctx.stats().initiator_dial_failures);
+                    ctx.stats().dial_failed(series, &e);
                     match e {
-                        DialError::Rejected { .. } => {
-                            inc(&ctx.stats().initiator_handshake_rejected)
+                        DialError::Rejected {
+                            status,
+                            body,
+                            retry_after: Some(after),
+                        } => {
+                            tracing::warn!(
+                                status,
+                                "handshake rejected, retrying after {after:?}: {body}"
+                            );
+                            after
                         }
-                        DialError::Credential(_) => inc(&ctx.stats().initiator_credential_errors),
-                        DialError::Tls { failure, .. } => {
-                            ctx.stats().initiator_tls_failed.count(failure)
+                        e => {
+                            let wait = next_backoff(&mut backoff, max);
+                            tracing::warn!("dial failed, retrying in {wait:?}: {e}");
+                            wait
                         }
-                        _ => {}
                     }
-                    let wait = next_backoff(&mut backoff, cfg.max_reconnect_backoff);
-                    tracing::warn!("dial failed, retrying in {wait:?}: {e}");
-                    wait
                 }
             };
             monoio::select! {
@@ -165,13 +278,13 @@ fn next_backoff(backoff: &mut Duration, max: Duration) -> Duration {
 /// configuration (its server name). `initiated` (when the tunnel was first wanted) is sent
 /// unless `send_initiation_time` is off.
 pub async fn establish(
-    ctx: &InitiatorShard,
+    snapshot: &Snapshot,
     spec: &TunnelSpec,
     target: &Target,
     initiated: SystemTime,
 ) -> Result<TunnelIo, DialError> {
     let endpoint: &str = &target.endpoint;
-    let cfg = ctx.cfg();
+    let cfg = &snapshot.cfg;
     // The token is read before connecting: without one there is nothing to dial for.
     let mut extra_headers = Cow::Borrowed(cfg.extra_handshake_headers.as_slice());
     if let Some(source) = &cfg.auth {
@@ -179,7 +292,7 @@ pub async fn establish(
             .to_mut()
             .push(super::credential::authorization(source)?);
     }
-    let remote = ctx.clusters.get(&spec.remote_cluster);
+    let remote = snapshot.clusters.get(&spec.remote_cluster);
     let connect_timeout = remote.map_or(Duration::from_secs(30), |c| c.connect_timeout);
     let stream = crate::net::connect_addr(target.addr, connect_timeout)
         .await
@@ -191,9 +304,10 @@ pub async fn establish(
     let io = stream
         .try_into_poll_io()
         .map_err(|(e, _)| DialError::Io(e))?;
-    let mut io = match ctx.tunnel_tls.get(&spec.remote_cluster, endpoint) {
-        None => TunnelStream::Plain(io),
-        Some(tls) => match monoio::time::timeout(connect_timeout, tls.connect(io)).await {
+    let mut io = match snapshot.tunnel_tls.get(&spec.remote_cluster, endpoint) {
+        DialTls::Plain => TunnelStream::Plain(io),
+        DialTls::Unavailable => return Err(DialError::TlsUnavailable),
+        DialTls::Tls(tls) => match monoio::time::timeout(connect_timeout, tls.connect(io)).await {
             Ok(Ok(stream)) => TunnelStream::Dialed(Box::new(stream)),
             Ok(Err(e)) => {
                 return Err(DialError::Tls {
@@ -205,7 +319,7 @@ pub async fn establish(
         },
     };
     let is_tls = io.is_tls();
-    handshake(ctx, spec, endpoint, &extra_headers, initiated, &mut io)
+    handshake(cfg, spec, endpoint, &extra_headers, initiated, &mut io)
         .await
         .map_err(|e| match e {
             // A TLS alert that arrives after our side of the TLS handshake (TLS 1.3: the
@@ -219,22 +333,26 @@ pub async fn establish(
         .map(|prefix| Rewind::new(prefix, io))
 }
 
+/// The identity a `tunnels` entry announces.
+fn identity(spec: &TunnelSpec) -> TunnelIdentity {
+    TunnelIdentity {
+        node_id: spec.identity.id.clone(),
+        cluster_id: spec.identity.cluster.clone(),
+        tenant_id: spec.identity.tenant.clone(),
+    }
+}
+
 /// Writes the handshake request, reads the answer and skips leading RPINGs; returns the first
 /// bytes of HTTP/2.
 async fn handshake(
-    ctx: &InitiatorShard,
+    cfg: &InitiatorConfig,
     spec: &TunnelSpec,
     endpoint: &str,
     extra_headers: &[(String, String)],
     initiated: SystemTime,
     io: &mut TunnelStream,
 ) -> Result<Bytes, DialError> {
-    let cfg = ctx.cfg();
-    let identity = TunnelIdentity {
-        node_id: spec.identity.id.clone(),
-        cluster_id: spec.identity.cluster.clone(),
-        tenant_id: spec.identity.tenant.clone(),
-    };
+    let identity = identity(spec);
     let request = HandshakeRequest {
         host: endpoint,
         path: &cfg.request_path,

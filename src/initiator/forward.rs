@@ -1,5 +1,6 @@
 //! The initiator's request driver: one tunnel stream through the pipeline's phases to a local
-//! service (routed by the normalized path, `crate::http::path`), and the response streamed
+//! service (routed by the normalized path, `crate::http::path`, which the route's
+//! `prefix_rewrite` may then change), and the response streamed
 //! back on the tunnel under flow control. The local hop runs within the route timeout (and the
 //! cluster's `response_timeout`) and the stream idle timeout (`crate::pipeline::deadline`).
 //!
@@ -25,9 +26,11 @@ use crate::config::Protocol;
 use crate::http::body::{pump_body, ParkingLot, RecvBody};
 use crate::http::path::{self, EscapedSlashes};
 use crate::http::proxy_headers::strip_hop_by_hop;
-use crate::http::route::match_route;
+use crate::http::route::{match_route, rewrite_prefix};
 use crate::pipeline::logged::{finish, Counted};
-use crate::pipeline::{respond, Deadlines, Logged, ProxyError, RequestCtx, Role};
+use crate::pipeline::{
+    respond, Deadlines, Logged, ProxyError, RequestCtx, Role, REQUEST_ID_HEADER,
+};
 
 /// Handles one stream the responder opened; its request body parks in `parking`, its tunnel's
 /// (`http::body::parking`).
@@ -87,18 +90,34 @@ async fn upstream(
     let no_route = || ProxyError::NoRoute {
         path: parts.uri.path().to_owned(),
     };
-    let (index, route) = match_route(&ctx.cfg().routes, parts.uri.path()).ok_or_else(no_route)?;
-    let cluster = ctx.local.get(&route.cluster).ok_or_else(no_route)?.clone();
-    rctx.route = Some(index);
-    rctx.cluster = Some(cluster.name.clone());
-    to_local_request(parts, cluster.protocol());
-    ctx.pipeline.upstream_request_filter(rctx, parts);
-    let cfg = ctx.cfg();
-    // The route timeout, cut shorter by the cluster's response_timeout if it has one.
-    let response_timeout = ctx
-        .clusters
+    // The configuration current as the stream starts: its route, pool and deadlines stay this
+    // stream's whatever a reload swaps meanwhile. Held until the response head only (this
+    // function's life); the pool lives on in the response body's lease.
+    let snapshot = ctx.snapshot();
+    let cfg = &snapshot.cfg;
+    let (index, route) = match_route(&cfg.routes, parts.uri.path()).ok_or_else(no_route)?;
+    let cluster = snapshot
+        .local
         .get(&route.cluster)
-        .and_then(|c| crate::config::enabled(c.response_timeout));
+        .ok_or_else(no_route)?
+        .clone();
+    rctx.route = Some(index);
+    rctx.route_rewrite = snapshot.route_rewrites.get(index);
+    rctx.cluster = Some(cluster.name.clone());
+    if let Some(to) = &route.rewrite.prefix_rewrite {
+        parts.uri =
+            rewrite_prefix(&parts.uri, &route.prefix, to).map_err(|e| ProxyError::BadRequest {
+                reason: e.to_string(),
+            })?;
+    }
+    to_local_request(parts, cluster.protocol());
+    // The service sees the request's id (the responder's, or ours if it sent none).
+    parts
+        .headers
+        .insert(&REQUEST_ID_HEADER, rctx.request_id.header_value().clone());
+    ctx.pipeline.upstream_request_filter(rctx, parts);
+    // The route timeout, cut shorter by the cluster's response_timeout if it has one.
+    let response_timeout = crate::config::enabled(cluster.config().response_timeout);
     let route_timeout = route.effective_timeout(cfg.request_timeout);
     let deadlines = Deadlines {
         route: match (route_timeout, response_timeout) {
@@ -130,12 +149,14 @@ fn cancelled(
 ) {
     match reset {
         Ok(reason) => {
-            tracing::debug!(id = %rctx.request_id, "the responder reset the stream ({reason:?}): local request dropped")
+            tracing::debug!(request_id = %rctx.request_id, "the responder reset the stream ({reason:?}): local request dropped")
         }
         Err(e) => {
-            tracing::debug!(id = %rctx.request_id, "the tunnel failed ({e}): local request dropped")
+            tracing::debug!(request_id = %rctx.request_id, "the tunnel failed ({e}): local request dropped")
         }
     }
+    // Logged just above: `finish` need not say it again.
+    rctx.outcome.failure = Some(ProxyError::ClientClosed);
     finish(&mut rctx, &ctx.pipeline, false);
 }
 

@@ -4,27 +4,37 @@
 //! Modules: `hosts` (each resolved address of a responder endpoint, re-resolved on an
 //! interval, with its tunnel keepers), `dialer` (connect, handshake, redial), `credential` (the
 //! handshake's bearer token), `tunnel_server` (HTTP/2 server on a tunnel), `forward` (the
-//! request driver), `pool` (local services).
+//! request driver), `pool` (local services), `reload` (applying a new configuration
+//! generation on a shard).
+//!
+//! What new work reads lives in one [`Snapshot`] per shard, swapped whole by a reload: a
+//! stream takes the current one when it starts (its route, cluster pool and timeouts; held
+//! until its response head), a dial when it starts (handshake settings, TLS, timeouts). Work
+//! in flight keeps what it took.
 
 pub mod credential;
 pub mod dialer;
 pub mod forward;
 pub mod hosts;
 pub mod pool;
+pub mod reload;
 pub mod tunnel_server;
 pub mod tunnel_tls;
 pub mod tunnels_up;
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::access_log::{AccessLog, ShardLog};
 use crate::config::{ClusterConfig, Config, InitiatorConfig};
-use crate::pipeline::{Pipeline, Role, StageSettings};
+use crate::metrics::{Metrics, SeriesIndex, ShardMetrics};
+use crate::pipeline::{Pipeline, Role, RouteRewrites, StageSettings};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
 use crate::shard::ShardId;
-use crate::stats::{ShardStats, Stats};
+use crate::tunnel::info::TunnelBoard;
 
 use pool::{LocalCluster, LocalTls};
 use tunnel_tls::TunnelTls;
@@ -38,75 +48,135 @@ pub struct InitiatorTls {
     pub local: Arc<LocalTls>,
 }
 
+/// One configuration generation of the initiator, as a shard's new work reads it. Take it
+/// with [`InitiatorShard::snapshot`] when work starts and drop it once the work has what it
+/// needs: a snapshot held keeps its generation's pools alive.
+pub struct Snapshot {
+    /// The generation (0: the configuration the process started with).
+    pub generation: u64,
+    pub cfg: InitiatorConfig,
+    /// This shard's copy of the routes' rewrite rules, indexed like `cfg.routes` (built with
+    /// them, so they always agree).
+    pub route_rewrites: RouteRewrites,
+    /// Every cluster of the configuration: local services and responders to dial.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Local services by cluster name, with this shard's connection pools.
+    pub local: HashMap<String, Rc<LocalCluster>>,
+    /// TLS of the responder endpoints it dials.
+    pub tunnel_tls: Arc<TunnelTls>,
+    pub drain_timeout: std::time::Duration,
+}
+
+impl Snapshot {
+    /// Generation `generation` of `config`, whose initiator section is `cfg`, with this
+    /// shard's pools of its local clusters.
+    pub fn new(
+        generation: u64,
+        cfg: InitiatorConfig,
+        config: &Config,
+        local: HashMap<String, Rc<LocalCluster>>,
+        tunnel_tls: Arc<TunnelTls>,
+    ) -> Self {
+        Snapshot {
+            generation,
+            route_rewrites: RouteRewrites::new(cfg.routes.iter().map(|r| &r.rewrite)),
+            cfg,
+            clusters: config.clusters.clone(),
+            local,
+            tunnel_tls,
+            drain_timeout: config.drain_timeout,
+        }
+    }
+}
+
 /// One shard's view of the initiator.
 pub struct InitiatorShard {
     shard: ShardId,
-    cfg: InitiatorConfig,
-    /// Every cluster of the configuration: local services and responders to dial.
-    clusters: std::collections::BTreeMap<String, ClusterConfig>,
-    drain_timeout: std::time::Duration,
-    stats: Stats,
+    stats: Metrics,
     shutdown: ShutdownSignal,
-    /// Local services by cluster name, with this shard's connection pools.
-    local: HashMap<String, Rc<LocalCluster>>,
+    /// What new streams and dials read; a reload swaps it (`reload`).
+    current: RefCell<Rc<Snapshot>>,
     /// The request pipeline for streams arriving through tunnels.
     pipeline: Rc<Pipeline>,
     /// Forwarded streams in flight: the drain waits for them.
     tasks: Rc<Tracker>,
-    /// TLS of the responder endpoints it dials (shared by every shard).
-    tunnel_tls: Arc<TunnelTls>,
     /// Tunnels up per `tunnels` entry, across shards (`/ready`).
     tunnels_up: Arc<TunnelsUp>,
+    /// The live tunnels of every shard, for `/tunnels` (`tunnel::info`).
+    dialed: Arc<TunnelBoard>,
+    /// This shard's access log, for tunnel events (`None`: off).
+    access_log: Option<ShardLog>,
+    /// This shard's slots of the responder clusters in its metrics (`ShardMetrics::dialed`).
+    series: SeriesIndex,
 }
 
 impl InitiatorShard {
     /// This shard's initiator, or `None` when the configuration has no initiator. `tls` is
-    /// loaded once for every shard; `tunnels_up` is shared by every shard.
+    /// loaded once for every shard; `tunnels_up`, `dialed` and `access_log` are shared by every shard.
     pub fn new(
         config: &Config,
         shard: ShardId,
-        stats: Stats,
+        stats: Metrics,
         shutdown: ShutdownSignal,
         tls: InitiatorTls,
-        tunnels_up: Arc<TunnelsUp>,
+        (tunnels_up, dialed, access_log): (Arc<TunnelsUp>, Arc<TunnelBoard>, Option<AccessLog>),
     ) -> Option<Rc<Self>> {
         let (tunnel_tls, local_tls) = (tls.tunnel, tls.local);
         let cfg = config.initiator.clone()?;
-        let local = cfg
-            .routes
-            .iter()
-            .filter_map(|r| {
-                let c = config.clusters.get(&r.cluster)?;
-                let tls = local_tls.get(&r.cluster).cloned();
-                let name = r.cluster.as_str().into();
-                let cluster = LocalCluster::new(name, c.clone(), tls, stats.clone(), shard);
-                Some((r.cluster.clone(), Rc::new(cluster)))
+        let local = local_clusters(config)
+            .into_iter()
+            .map(|(name, c)| {
+                let tls = local_tls.get(name).cloned();
+                let cluster = LocalCluster::new(name.into(), c.clone(), tls, stats.clone(), shard);
+                (name.to_owned(), Rc::new(cluster))
             })
             .collect();
-        let pipeline =
-            Pipeline::for_role(Role::Initiator, &StageSettings::default(), &stats, shard);
+        let settings = StageSettings {
+            access_log: access_log.clone(),
+            ..StageSettings::default()
+        };
+        let pipeline = Pipeline::for_role(Role::Initiator, &settings, &stats, shard);
+        let snapshot = Snapshot::new(0, cfg, config, local, tunnel_tls);
         Some(Rc::new(InitiatorShard {
             shard,
-            cfg,
-            clusters: config.clusters.clone(),
-            drain_timeout: config.drain_timeout,
             stats,
             shutdown,
-            local,
+            current: RefCell::new(Rc::new(snapshot)),
             pipeline,
             tasks: Tracker::new(),
-            tunnel_tls,
             tunnels_up,
+            dialed,
+            access_log: access_log.map(|log| log.shard(shard)),
+            series: SeriesIndex::default(),
         }))
     }
 
-    pub fn cfg(&self) -> &InitiatorConfig {
-        &self.cfg
+    /// The configuration new work uses now.
+    pub fn snapshot(&self) -> Rc<Snapshot> {
+        self.current.borrow().clone()
     }
 
-    pub fn stats(&self) -> &ShardStats {
+    pub fn stats(&self) -> &ShardMetrics {
         self.stats.shard(self.shard)
     }
+
+    /// Writes a tunnel event to the access log, if there is one.
+    fn tunnel_event(&self, event: crate::access_log::TunnelEvent<'_>) {
+        if let Some(log) = &self.access_log {
+            log.tunnel(&event);
+        }
+    }
+}
+
+/// The local clusters of `config`: those its initiator's routes name (that exist), by name.
+pub fn local_clusters(config: &Config) -> BTreeMap<&str, &ClusterConfig> {
+    let routes = config.initiator.iter().flat_map(|i| &i.routes);
+    routes
+        .filter_map(|r| {
+            let c = config.clusters.get(&r.cluster)?;
+            Some((r.cluster.as_str(), c))
+        })
+        .collect()
 }
 
 /// How many of `count` connections shard `shard` of `shards` dials to each host (resolved
@@ -118,31 +188,40 @@ pub fn shard_quota(count: u32, shard: ShardId, shards: usize) -> u32 {
 }
 
 /// Runs this shard's share of every tunnel until shutdown.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_shard(
     config: Arc<Config>,
     shard: ShardId,
     shards: usize,
-    stats: Stats,
+    stats: Metrics,
     shutdown: ShutdownSignal,
     tls: InitiatorTls,
-    tunnels_up: Arc<TunnelsUp>,
+    shared: (Arc<TunnelsUp>, Arc<TunnelBoard>, Option<AccessLog>),
+    reload: Rc<crate::shard::reload::ShardReload>,
 ) {
-    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tls, tunnels_up) else {
+    let Some(ctx) = InitiatorShard::new(&config, shard, stats, shutdown, tls, shared) else {
         return;
     };
     // Every resolved address of every endpoint gets this shard's quota (ARCHITECTURE.md §3).
     let keepers = Tracker::new();
-    let sets: Vec<_> = hosts::endpoint_sets(&ctx, shard, shards, &keepers)
-        .into_iter()
-        .map(|set| monoio::spawn(set.run()))
-        .collect();
-    for set in sets {
-        set.await;
+    let dialing = Rc::new(RefCell::new(hosts::Dialing::new(
+        shard,
+        shards,
+        keepers.clone(),
+    )));
+    dialing.borrow_mut().follow(&ctx, &ctx.snapshot());
+    {
+        let (ctx, dialing) = (ctx.clone(), dialing.clone());
+        reload.on_reload(move |generation| reload::apply(&ctx, &dialing, generation));
     }
-    // The sets stopped at shutdown; their keepers drain their tunnels within the grace period.
+    ctx.shutdown.wait().await;
+    // The endpoint sets stop at shutdown; their keepers drain their tunnels within the grace
+    // period.
     keepers.idle().await;
+    drop(dialing);
     // Tunnels are drained; streams they accepted finish within the grace period.
-    ctx.tasks.drain(ctx.drain_timeout, shard).await;
+    let drain_timeout = ctx.snapshot().drain_timeout;
+    ctx.tasks.drain(drain_timeout, shard).await;
 }
 
 #[cfg(test)]

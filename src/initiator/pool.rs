@@ -57,10 +57,10 @@ use crate::config::{ClientTlsConfig, ClusterConfig, Config, Protocol};
 use crate::http::body::RecvBody;
 use crate::http::io::HyperIo;
 use crate::http::rt::{ShardExecutor, ShardTimer};
+use crate::metrics::{inc, Metrics, ShardMetrics};
 use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
 use crate::shard::ShardId;
-use crate::stats::{inc, ShardStats, Stats};
 use crate::tls::{ClientStream, ClientTls, HandshakeError, Reloadable, TlsLoadError};
 
 use outlier::{Ejection, OutlierSettings};
@@ -228,20 +228,27 @@ pub fn load_local_tls(config: &Config) -> io::Result<LocalTls> {
         if loaded.contains_key(name) {
             continue;
         }
-        let Some(tls) = cluster.tls.clone() else {
-            continue;
-        };
-        let cluster = cluster.clone();
-        let reloadable =
-            Reloadable::new(move || ClusterTls::load_with(&tls, &cluster)).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("clusters.{name}.tls: {e}"),
-                )
-            })?;
-        loaded.insert(name.clone(), Arc::new(reloadable));
+        if let Some(tls) = load_cluster_tls(name, cluster)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        {
+            loaded.insert(name.clone(), tls);
+        }
     }
     Ok(loaded)
+}
+
+/// Loads one local cluster's TLS (`None`: plaintext); the error names the cluster and file.
+pub fn load_cluster_tls(
+    name: &str,
+    cluster: &ClusterConfig,
+) -> Result<Option<Arc<Reloadable<ClusterTls>>>, String> {
+    let Some(tls) = cluster.tls.clone() else {
+        return Ok(None);
+    };
+    let cluster = cluster.clone();
+    Reloadable::new(move || ClusterTls::load_with(&tls, &cluster))
+        .map(|r| Some(Arc::new(r)))
+        .map_err(|e| format!("clusters.{name}.tls: {e}"))
 }
 
 /// The host of a `host:port` endpoint (IPv6 keeps its brackets; `ClientTls` removes them).
@@ -308,11 +315,14 @@ pub struct LocalCluster {
     pub name: Rc<str>,
     config: ClusterConfig,
     tls: Option<Arc<Reloadable<ClusterTls>>>,
-    stats: Stats,
+    stats: Metrics,
     shard: ShardId,
     state: RefCell<PoolState<Sender, Rc<Slot>>>,
     /// The task driving each open connection closes it when its switch here is dropped.
     switches: RefCell<HashMap<ConnId, oneshot::Sender<()>>>,
+    /// Per endpoint, its connects that failed in a row: the first of a run is a warning,
+    /// the rest are debug lines until a connect succeeds (`note_connect`).
+    failing: RefCell<Vec<u64>>,
 }
 
 impl LocalCluster {
@@ -321,7 +331,7 @@ impl LocalCluster {
         name: Rc<str>,
         config: ClusterConfig,
         tls: Option<Arc<Reloadable<ClusterTls>>>,
-        stats: Stats,
+        stats: Metrics,
         shard: ShardId,
     ) -> Self {
         let limits = Limits {
@@ -340,12 +350,13 @@ impl LocalCluster {
         let state = PoolState::new(limits, config.endpoints.len(), outliers);
         Self {
             name,
-            config,
             tls,
             stats,
             shard,
             state: RefCell::new(state),
             switches: RefCell::new(HashMap::new()),
+            failing: RefCell::new(vec![0; config.endpoints.len()]),
+            config,
         }
     }
 
@@ -353,7 +364,17 @@ impl LocalCluster {
         self.config.protocol
     }
 
-    fn stats(&self) -> &ShardStats {
+    /// The settings this pool was built from: a reload keeps the pool while they stay equal.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Its TLS, shared with the pools of the same cluster on other generations and shards.
+    pub fn tls(&self) -> Option<&Arc<Reloadable<ClusterTls>>> {
+        self.tls.as_ref()
+    }
+
+    fn stats(&self) -> &ShardMetrics {
         self.stats.shard(self.shard)
     }
 
@@ -365,10 +386,16 @@ impl LocalCluster {
         req: Request<LocalBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let replay = Replay::of(&req);
+        // The request that asks for a connection names it in the log if the connect fails.
+        let cause: Option<Rc<str>> = req
+            .headers()
+            .get(&crate::pipeline::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(Rc::from);
         let mut req = req;
         let mut retried = false;
         loop {
-            let mut lease = self.checkout().await?;
+            let mut lease = self.checkout(cause.clone()).await?;
             let failure = match lease.send(req).await {
                 Ok(response) => {
                     self.state.borrow_mut().success(lease.endpoint());
@@ -401,7 +428,7 @@ impl LocalCluster {
     }
 
     /// A connection for one request, after waiting in the queue if need be.
-    async fn checkout(self: &Rc<Self>) -> Result<Lease, ProxyError> {
+    async fn checkout(self: &Rc<Self>, cause: Option<Rc<str>>) -> Result<Lease, ProxyError> {
         let slot = Rc::new(Slot::default());
         let checked = self
             .state
@@ -414,7 +441,7 @@ impl LocalCluster {
                 self.config.max_pending
             ),
         })?;
-        self.run(actions, None);
+        self.run_for(actions, None, cause);
         let mut waiting = Waiting {
             cluster: self,
             id,
@@ -449,6 +476,16 @@ impl LocalCluster {
     /// Carries out what the pool state asks for. `error`: why the connect whose failure
     /// produced these actions failed, for the requests it fails.
     fn run(self: &Rc<Self>, actions: Actions, error: Option<&UpstreamError>) {
+        self.run_for(actions, error, None)
+    }
+
+    /// [`run`](Self::run) for the request whose id is `cause`: the connects it opens name it.
+    fn run_for(
+        self: &Rc<Self>,
+        actions: Actions,
+        error: Option<&UpstreamError>,
+        cause: Option<Rc<str>>,
+    ) {
         for action in actions {
             match action {
                 Action::Grant { waiter, grant } => waiter.fill(Ok(grant)),
@@ -457,7 +494,7 @@ impl LocalCluster {
                     detail: error.map_or_else(|| "connect failed".into(), |e| e.to_string()),
                 })),
                 Action::Connect { conn, endpoint } => {
-                    monoio::spawn(self.clone().establish(conn, endpoint));
+                    monoio::spawn(self.clone().establish(conn, endpoint, cause.clone()));
                 }
                 Action::Close { conn, handle } => {
                     drop(handle);
@@ -473,7 +510,8 @@ impl LocalCluster {
     }
 
     /// Opens connection `conn` to endpoint `endpoint` and reports the outcome to the state.
-    async fn establish(self: Rc<Self>, conn: ConnId, endpoint: usize) {
+    /// `cause`: the id of the request it was opened for, if any.
+    async fn establish(self: Rc<Self>, conn: ConnId, endpoint: usize, cause: Option<Rc<str>>) {
         inc(&self.stats().initiator_local_connects);
         let started = match self.connect_to(endpoint).await {
             Ok(dialed) => self.start(conn, dialed).await,
@@ -482,18 +520,52 @@ impl LocalCluster {
         let now = Instant::now();
         match started {
             Ok(sender) => {
+                self.note_connect(endpoint, None, cause.as_deref());
                 let actions = self.state.borrow_mut().connected(conn, sender, now);
                 self.run(actions, None);
             }
             Err(e) => {
                 inc(&self.stats().initiator_local_connect_failures);
-                tracing::debug!(cluster = %self.name, "{e}");
+                self.note_connect(endpoint, Some(&e), cause.as_deref());
                 let (actions, ejection) = self.state.borrow_mut().connect_failed(conn, now);
                 if let Some(ejection) = ejection {
                     self.ejected(ejection);
                 }
-                self.run(actions, Some(&e));
+                self.run_for(actions, Some(&e), cause);
             }
+        }
+    }
+
+    /// Logs a connect's outcome without flooding: the first failure of a run (refused, timed
+    /// out, TLS refused) is a warning naming the cluster, the endpoint, the error and the
+    /// request it was for; later ones in the same run are debug lines; the first success after
+    /// a run says how many failed. Every failure is counted
+    /// (`initiator_local_connect_failures`).
+    fn note_connect(&self, endpoint: usize, error: Option<&UpstreamError>, cause: Option<&str>) {
+        let mut failing = self.failing.borrow_mut();
+        let Some(run) = failing.get_mut(endpoint) else {
+            return;
+        };
+        let name = self
+            .config
+            .endpoints
+            .get(endpoint)
+            .map_or("?", String::as_str);
+        let request_id = cause.unwrap_or("-");
+        match error {
+            Some(e) if *run == 0 => {
+                *run = 1;
+                tracing::warn!(cluster = %self.name, endpoint = %name, request_id = %request_id, error = %e, "cannot connect to the local service; further failures of this endpoint are logged at debug until it accepts a connection again");
+            }
+            Some(e) => {
+                *run += 1;
+                tracing::debug!(cluster = %self.name, endpoint = %name, request_id = %request_id, failures = *run, "cannot connect to the local service: {e}");
+            }
+            None if *run > 0 => {
+                tracing::info!(cluster = %self.name, endpoint = %name, failures = *run, "local service accepts connections again");
+                *run = 0;
+            }
+            None => {}
         }
     }
 
@@ -894,7 +966,7 @@ mod tests {
             let cfg = config.clone();
             Arc::new(Reloadable::new(move || ClusterTls::load_with(&tls, &cfg)).unwrap())
         });
-        LocalCluster::new("app".into(), config, tls, Stats::new(1), 0)
+        LocalCluster::new("app".into(), config, tls, Metrics::new(1), 0)
     }
 
     #[test]
@@ -979,11 +1051,7 @@ mod tests {
             .insert("app".into(), cluster(&["127.0.0.1:1".into()], Some(tls)));
         config.initiator = Some(crate::config::InitiatorConfig::new(
             vec![],
-            vec![crate::config::InitiatorRoute {
-                prefix: "/".into(),
-                cluster: "app".into(),
-                timeout: None,
-            }],
+            vec![crate::config::InitiatorRoute::new("/", "app")],
         ));
         let err = load_local_tls(&config).unwrap_err();
         assert!(err.to_string().starts_with("clusters.app.tls: "), "{err}");
@@ -1004,11 +1072,7 @@ mod tests {
         );
         config.initiator = Some(crate::config::InitiatorConfig::new(
             Vec::new(),
-            vec![crate::config::InitiatorRoute {
-                prefix: "/".into(),
-                cluster: "app".into(),
-                timeout: None,
-            }],
+            vec![crate::config::InitiatorRoute::new("/", "app")],
         ));
         let local = load_local_tls(&config).unwrap();
         let app = local.get("app").expect("app has TLS");

@@ -13,6 +13,7 @@ use std::task::Poll;
 
 use super::hosts::Stop;
 use super::InitiatorShard;
+use crate::tunnel::info::{Metered, TunnelInfo};
 use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo};
 
 type Accepted = (
@@ -26,31 +27,48 @@ enum Event {
     Shutdown,
 }
 
-/// Serves HTTP/2 on an established tunnel until it ends, or drains it once `stop` fires.
-pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop) -> End {
-    let cfg = ctx.cfg();
+/// Serves HTTP/2 on an established tunnel until it ends, or drains it once `stop` fires;
+/// counts its traffic and streams in `info`.
+pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop, info: &TunnelInfo) -> End {
+    let io = Metered::new(io, info.meter.clone());
+    // The settings of the generation current when the tunnel came up; the snapshot itself is
+    // not held (it would keep that generation's pools alive for the tunnel's life).
+    let (max_streams, handshake_timeout, settings) = {
+        let snapshot = ctx.snapshot();
+        let cfg = &snapshot.cfg;
+        let settings = Keepalive {
+            interval: cfg.ping_interval,
+            failure_threshold: cfg.ping_failure_threshold,
+        };
+        (cfg.max_concurrent_streams, cfg.handshake_timeout, settings)
+    };
     let handshake = h2::server::Builder::new()
         .initial_window_size(tunnel::STREAM_WINDOW)
         .initial_connection_window_size(tunnel::CONNECTION_WINDOW)
-        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_concurrent_streams(max_streams)
         .handshake::<_, bytes::Bytes>(io);
-    let mut conn = match monoio::time::timeout(cfg.handshake_timeout, handshake).await {
+    let mut conn = match monoio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return End::Failed(e),
         Err(_) => return End::Dead,
     };
-    let settings = Keepalive {
-        interval: cfg.ping_interval,
-        failure_threshold: cfg.ping_failure_threshold,
-    };
     let mut keepalive = conn
         .ping_pong()
-        .map(|pp| Box::pin(keepalive::watch(pp, settings)));
+        .map(|pp| Box::pin(keepalive::watch(pp, settings, info.meter.clone())));
     let mut shutdown = pin!(stop.wait());
     // Request bodies park here what their local services have not read yet; the connection
     // window gets it back at once (`http::body::parking`).
     let parking = tunnel::parking_lot();
     let mut window = parking.window_target(tunnel::CONNECTION_WINDOW);
+    // Each stream is forwarded on its own task, counted on the tunnel while it runs.
+    let serve_stream = |request, respond| {
+        let stream = info.stream_guard();
+        let handled = super::forward::handle(ctx.clone(), request, respond, parking.clone());
+        ctx.tasks.spawn(async move {
+            handled.await;
+            drop(stream);
+        });
+    };
     loop {
         let event = poll_fn(|cx| {
             if let Some(target) = window.poll_target(cx) {
@@ -73,21 +91,18 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop) -> End {
         match event {
             Event::Stream(accepted) => match *accepted {
                 Ok((request, respond)) => {
-                    ctx.tasks.spawn(super::forward::handle(
-                        ctx.clone(),
-                        request,
-                        respond,
-                        parking.clone(),
-                    ));
+                    serve_stream(request, respond);
                 }
                 Err(e) => return End::Failed(e),
             },
             Event::End(end) => return end,
             Event::Shutdown => {
+                info.set_draining();
                 conn.graceful_shutdown();
                 // Keep serving in-flight streams until the connection closes or the grace
                 // period ends; the keepalive no longer matters.
-                let _ = monoio::time::timeout(ctx.drain_timeout, async {
+                let drain_timeout = ctx.snapshot().drain_timeout;
+                let _ = monoio::time::timeout(drain_timeout, async {
                     // An error ends the connection: h2 would repeat it on every accept.
                     while let Some(Ok((request, respond))) = poll_fn(|cx| {
                         if let Some(target) = window.poll_target(cx) {
@@ -97,12 +112,7 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop) -> End {
                     })
                     .await
                     {
-                        ctx.tasks.spawn(super::forward::handle(
-                            ctx.clone(),
-                            request,
-                            respond,
-                            parking.clone(),
-                        ));
+                        serve_stream(request, respond);
                     }
                 })
                 .await;

@@ -3,53 +3,109 @@
 //!
 //! One relaxed atomic per entry, owned by the app and shared by the shards; a tunnel counts
 //! from the moment its handshake is accepted until its HTTP/2 service ends
-//! ([`TunnelsUp::hold`] in `dialer::keep_tunnel`). Entries that say the same thing (the same
-//! identity, remote cluster and count) share one counter: they are one requirement.
+//! ([`TunnelsUp::hold`] in `dialer::keep_tunnel`). An entry is known by what it dials as
+//! (its identity and remote cluster, [`EntryKey`]): entries that say the same thing are one
+//! requirement, and an entry whose `connections` changed on a reload keeps its count.
+//!
+//! A reload makes the list follow the new entries ([`TunnelsUp::follow`], called by every
+//! shard's applier with the same list, so it is idempotent): an added entry is not ready until
+//! a tunnel of it is up; a removed one no longer counts, and its draining tunnels' guards
+//! count into a counter no one reads. The lock is taken when a tunnel comes up or goes down,
+//! on a reload and by `/ready`, never on the request path.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::config::{ReadyWhen, TunnelSpec};
+use crate::config::{NodeIdentity, ReadyWhen, TunnelSpec};
+
+/// What a `tunnels` entry dials as: its identity and the responder cluster. Two entries with
+/// the same key are one requirement; a reload that changes only `connections` keeps the key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryKey {
+    pub remote_cluster: String,
+    pub node: String,
+    pub cluster: String,
+    pub tenant: String,
+}
+
+impl EntryKey {
+    pub fn of(spec: &TunnelSpec) -> Self {
+        let NodeIdentity {
+            id,
+            cluster,
+            tenant,
+            ..
+        } = &spec.identity;
+        EntryKey {
+            remote_cluster: spec.remote_cluster.clone(),
+            node: id.clone(),
+            cluster: cluster.clone(),
+            tenant: tenant.clone(),
+        }
+    }
+}
 
 /// Tunnels up per distinct `initiator.tunnels` entry.
 #[derive(Debug, Default)]
 pub struct TunnelsUp {
-    entries: Vec<Entry>,
+    entries: RwLock<Vec<Entry>>,
 }
 
 #[derive(Debug)]
 struct Entry {
     /// Position of the entry's first occurrence in `initiator.tunnels`.
     index: usize,
-    spec: TunnelSpec,
-    up: AtomicU32,
+    key: EntryKey,
+    /// Tunnels wanted: the sum over the entries with this key.
+    connections: u32,
+    up: Arc<AtomicU32>,
 }
 
 /// One tunnel counted as up until dropped.
 #[must_use = "the tunnel counts as up only while the guard lives"]
 #[derive(Debug)]
-pub struct UpGuard<'a>(Option<&'a AtomicU32>);
+pub struct UpGuard(Option<Arc<AtomicU32>>);
 
 impl TunnelsUp {
     /// Counters for `specs` (the `initiator.tunnels` list).
     pub fn new(specs: &[TunnelSpec]) -> Self {
-        let mut entries: Vec<Entry> = Vec::new();
+        let up = TunnelsUp::default();
+        up.follow(specs);
+        up
+    }
+
+    /// Makes the list `specs` (a reload's `initiator.tunnels`): entries that stay keep their
+    /// counts, new ones start at 0, removed ones are forgotten.
+    pub fn follow(&self, specs: &[TunnelSpec]) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next: Vec<Entry> = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
-            if !entries.iter().any(|e| &e.spec == spec) {
-                entries.push(Entry {
-                    index,
-                    spec: spec.clone(),
-                    up: AtomicU32::new(0),
-                });
+            let key = EntryKey::of(spec);
+            if let Some(e) = next.iter_mut().find(|e| e.key == key) {
+                e.connections = e.connections.saturating_add(spec.connections);
+                continue;
             }
+            let up = entries
+                .iter()
+                .find(|e| e.key == key)
+                .map_or_else(|| Arc::new(AtomicU32::new(0)), |e| e.up.clone());
+            next.push(Entry {
+                index,
+                key,
+                connections: spec.connections,
+                up,
+            });
         }
-        TunnelsUp { entries }
+        *entries = next;
     }
 
     /// Counts one tunnel of `spec`'s entry as up while the guard lives; a spec that is not in
     /// the list counts nowhere.
-    pub fn hold(&self, spec: &TunnelSpec) -> UpGuard<'_> {
-        let up = self.entries.iter().find(|e| &e.spec == spec).map(|e| &e.up);
-        if let Some(up) = up {
+    pub fn hold(&self, spec: &TunnelSpec) -> UpGuard {
+        let key = EntryKey::of(spec);
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let up = entries.iter().find(|e| e.key == key).map(|e| e.up.clone());
+        if let Some(up) = &up {
             up.fetch_add(1, Ordering::Relaxed);
         }
         UpGuard(up)
@@ -58,7 +114,8 @@ impl TunnelsUp {
     /// Tunnels up now for the entry at `index` of `initiator.tunnels` (0 for a repeated or
     /// unknown index).
     pub fn up(&self, index: usize) -> u32 {
-        self.entries
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        entries
             .iter()
             .find(|e| e.index == index)
             .map_or(0, |e| e.up.load(Ordering::Relaxed))
@@ -68,11 +125,8 @@ impl TunnelsUp {
     /// without a tunnel (by position and remote cluster: no identities, since the probe
     /// needs no token). Entries of 0 connections ask for nothing and never block readiness.
     pub fn missing(&self, when: ReadyWhen) -> Option<String> {
-        let wanted: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| e.spec.connections > 0)
-            .collect();
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let wanted: Vec<&Entry> = entries.iter().filter(|e| e.connections > 0).collect();
         let down: Vec<&Entry> = wanted
             .iter()
             .copied()
@@ -81,7 +135,7 @@ impl TunnelsUp {
         let describe = |e: &Entry| {
             format!(
                 "initiator.tunnels[{}] (to {})",
-                e.index, e.spec.remote_cluster
+                e.index, e.key.remote_cluster
             )
         };
         match when {
@@ -102,9 +156,9 @@ impl TunnelsUp {
     }
 }
 
-impl Drop for UpGuard<'_> {
+impl Drop for UpGuard {
     fn drop(&mut self) {
-        if let Some(up) = self.0 {
+        if let Some(up) = &self.0 {
             up.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -153,6 +207,36 @@ mod tests {
         assert_eq!(up.up(1), 0);
         let _stranger = up.hold(&spec("rc://x:y:@elsewhere:1"));
         assert!(up.missing(ReadyWhen::Any).is_some());
+    }
+
+    #[test]
+    fn the_list_follows_a_reload() {
+        let (a, b) = (spec("rc://n1:c1:@cloud:2"), spec("rc://n1:c1:@backup:1"));
+        let up = TunnelsUp::new(std::slice::from_ref(&a));
+        let held = up.hold(&a);
+        // `b` added, `a` grown to 3: `a` keeps its tunnel, `b` is not ready until up.
+        let a3 = spec("rc://n1:c1:@cloud:3");
+        up.follow(&[b.clone(), a3.clone()]);
+        assert_eq!(up.up(1), 1, "a's count survives its change of connections");
+        assert_eq!(
+            up.missing(ReadyWhen::All).as_deref(),
+            Some("no tunnel up for initiator.tunnels[0] (to backup)")
+        );
+        let b_up = up.hold(&b);
+        assert_eq!(up.missing(ReadyWhen::All), None);
+        // `a` removed: it no longer counts, its guard still drops cleanly.
+        up.follow(std::slice::from_ref(&b));
+        assert_eq!(up.missing(ReadyWhen::All), None);
+        drop(held);
+        drop(b_up);
+        assert_eq!(
+            up.missing(ReadyWhen::All).as_deref(),
+            Some("no tunnel up for initiator.tunnels[0] (to backup)")
+        );
+        // Another identity is another entry.
+        up.follow(&[spec("rc://n2:c1:@backup:1")]);
+        let _old = up.hold(&b);
+        assert!(up.missing(ReadyWhen::All).is_some());
     }
 
     #[test]

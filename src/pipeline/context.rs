@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
 use http::uri::Scheme;
-use http::{request, Method, StatusCode};
+use http::{request, Method, StatusCode, Version};
 
 use super::ProxyError;
 use crate::shard::ShardId;
@@ -215,8 +215,16 @@ pub struct RequestCtx {
     pub peer_certificate: Option<Arc<crate::tls::PeerCertificate>>,
     pub method: Method,
     pub path: http::uri::PathAndQuery,
+    /// The HTTP version the request arrived in.
+    pub version: Version,
+    /// Request header values a logging stage captured in phase 1, in its own layout (the
+    /// access log's: `crate::access_log::render::Captured`); empty without one.
+    pub captured: Vec<Option<HeaderValue>>,
     /// Index of the matched route in the role's route table.
     pub route: Option<usize>,
+    /// The matched route's rewrite and header rules, when it has any (the driver sets it from
+    /// its shard's `RouteRewrites`; the `RouteHeaders` stage applies the header rules).
+    pub route_rewrite: Option<std::rc::Rc<crate::config::RouteRewrite>>,
     /// The host id the request was routed by (egress).
     pub host_id: Option<String>,
     /// The tenant the request belongs to (set by the stage that authenticates it: the egress
@@ -259,7 +267,10 @@ impl RequestCtx {
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            version: request.version,
+            captured: Vec::new(),
             route: None,
+            route_rewrite: None,
             host_id: None,
             tenant: None,
             tunnel_id: None,

@@ -116,6 +116,27 @@ impl ProxyError {
         }
     }
 
+    /// Every [`label`](Self::label), in declaration order: the `reason` values of
+    /// `rtun_requests_total` (`crate::metrics`).
+    pub const LABELS: [&'static str; 16] = [
+        "bad_request",
+        "unauthenticated",
+        "client_body",
+        "no_route",
+        "no_host_id",
+        "no_tunnel",
+        "tunnels_busy",
+        "tunnel_error",
+        "local_unreachable",
+        "local_error",
+        "local_overloaded",
+        "queue_timeout",
+        "timeout",
+        "stream_idle_timeout",
+        "upstream_body",
+        "client_closed",
+    ];
+
     /// A stable, machine-friendly reason (counter labels, access logs).
     pub fn label(&self) -> &'static str {
         match self {
@@ -238,6 +259,9 @@ mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), all.len(), "labels are distinct");
+        let mut listed = ProxyError::LABELS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(labels, listed, "LABELS lists every label once");
         for e in &all {
             let public = e.public_message();
             assert!(!public.contains("10.1.2.3"), "{public}");

@@ -41,6 +41,9 @@ pub struct Logged<B> {
     ctx: Option<Box<RequestCtx>>,
     pipeline: Rc<Pipeline>,
     ended: bool,
+    /// The response head's `content-length`: a body that sent that much was sent whole, even
+    /// if its writer (hyper, HTTP/1.1) dropped it before it saw the end of the stream.
+    length: Option<u64>,
     /// The request's clock (inert for a local reply).
     clock: StreamClock,
     /// Armed while the body waits for a chunk and the stream idle timeout is on.
@@ -58,9 +61,20 @@ impl<B: Body> Logged<B> {
             ctx: Some(ctx),
             pipeline,
             ended,
+            length: None,
             clock,
             idle_timer: None,
         }
+    }
+
+    /// Takes the response head's `content-length`, so the body counts as whole once it has
+    /// sent that many bytes.
+    pub fn with_length(mut self, headers: &http::HeaderMap) -> Self {
+        self.length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        self
     }
 }
 
@@ -133,6 +147,18 @@ where
                     .unwrap_or_else(|| ProxyError::UpstreamBodyFailed {
                         detail: e.to_string(),
                     });
+                // The one log line of a failure after the head (a local reply's is `respond`'s):
+                // the client's doing at debug, the upstream's at warn.
+                if let Some(ctx) = this.ctx.as_ref().filter(|c| c.outcome.failure.is_none()) {
+                    match &failure {
+                        ProxyError::UpstreamBodyFailed { .. } => {
+                            tracing::warn!(request_id = %ctx.request_id, role = ctx.role.label(), reason = failure.label(), bytes_sent = ctx.outcome.bytes_sent, "response cut short: {failure}")
+                        }
+                        _ => {
+                            tracing::debug!(request_id = %ctx.request_id, role = ctx.role.label(), reason = failure.label(), "response cut short: {failure}")
+                        }
+                    }
+                }
                 this.note_failure(failure);
                 Poll::Ready(Some(Err(e)))
             }
@@ -169,7 +195,8 @@ where
 impl<B> Drop for Logged<B> {
     fn drop(&mut self) {
         if let Some(mut ctx) = self.ctx.take() {
-            finish(&mut ctx, &self.pipeline, self.ended);
+            let whole = self.length.is_some_and(|n| n == ctx.outcome.bytes_sent);
+            finish(&mut ctx, &self.pipeline, self.ended || whole);
         }
     }
 }
@@ -180,7 +207,7 @@ impl<B> Drop for Logged<B> {
 pub fn finish(ctx: &mut RequestCtx, pipeline: &Pipeline, completed: bool) {
     if !completed && ctx.outcome.failure.is_none() {
         let failure = ctx.outcome.client_body_failure().unwrap_or_else(|| {
-            tracing::debug!(id = %ctx.request_id, role = ctx.role.label(), "request cancelled: the client went away before the response ended");
+            tracing::debug!(request_id = %ctx.request_id, role = ctx.role.label(), "request cancelled: the client went away before the response ended");
             ProxyError::ClientClosed
         });
         ctx.outcome.failure = Some(failure);
@@ -360,6 +387,32 @@ mod tests {
         assert!(seen.borrow().is_empty(), "not before the end");
         drop(body);
         assert_eq!(*seen.borrow(), [(2, 0, false, "client_closed")]);
+    }
+
+    #[monoio::test]
+    async fn a_body_that_sent_its_content_length_is_whole_even_if_dropped_before_its_end() {
+        // hyper (HTTP/1.1) stops polling once content-length bytes are written; the stream's
+        // end may not have been seen yet.
+        let chunks = || {
+            futures_util::stream::iter(vec![
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+                Ok(Frame::data(Bytes::from_static(b"cd"))),
+            ])
+        };
+        for (length, expected) in [
+            ("4", (4, 0, true, "-")),
+            ("5", (4, 0, false, "client_closed")),
+        ] {
+            let (ctx, pipeline, seen) = setup();
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::CONTENT_LENGTH, length.parse().unwrap());
+            let mut body =
+                Logged::new(StreamBody::new(chunks()), ctx, pipeline).with_length(&headers);
+            body.frame().await;
+            body.frame().await;
+            drop(body);
+            assert_eq!(*seen.borrow(), [expected]);
+        }
     }
 
     #[monoio::test]

@@ -34,14 +34,15 @@ use std::sync::Arc;
 use http::{request, response};
 
 use crate::auth::TenantSource;
+use crate::metrics::Metrics;
 use crate::shard::ShardId;
-use crate::stats::Stats;
 
 pub use context::{BodyTally, ConnectionInfo, RequestCtx, RequestId, Role, REQUEST_ID_HEADER};
 pub use deadline::{Deadlines, StreamClock};
 pub use error::ProxyError;
 pub use logged::Logged;
 pub use respond::respond;
+pub use stages::RouteRewrites;
 
 /// One unit of request handling. Every phase has a default that does nothing, so a stage
 /// implements only the phases it needs.
@@ -68,7 +69,7 @@ pub trait Stage {
     fn logging(&self, _ctx: &RequestCtx) {}
 }
 
-/// What the stages take from the configuration; the initiator's stages need nothing.
+/// What the stages take from the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct StageSettings {
     /// `egress_listener.xff_num_trusted_hops`: proxies in front of the egress whose
@@ -77,6 +78,8 @@ pub struct StageSettings {
     /// `egress_listener.tenant`: where each request's tenant comes from; `None` when tenants
     /// are not isolated (no tenant stage).
     pub tenant: Option<Arc<TenantSource>>,
+    /// `access_log:`: the process's access log; `None` when it is off (no access log stage).
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// A role's stages on one shard.
@@ -94,10 +97,17 @@ impl Pipeline {
     pub fn for_role(
         role: Role,
         settings: &StageSettings,
-        stats: &Stats,
+        stats: &Metrics,
         shard: ShardId,
     ) -> Rc<Self> {
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        // First, so that phase 1 captures the request as it arrived even when a later stage
+        // refuses it.
+        if let Some(log) = &settings.access_log {
+            stages.push(Box::new(stages::AccessLog {
+                log: log.shard(shard),
+            }));
+        }
         if role == Role::Egress {
             stages.push(Box::new(stages::ProxyHeaders {
                 trusted_hops: settings.xff_num_trusted_hops,
@@ -105,12 +115,15 @@ impl Pipeline {
         }
         stages.push(Box::new(stages::Counting::new(stats.clone(), shard)));
         // After `Counting`, so a request refused for want of a tenant is still counted as a
-        // request (and its 401 by `Counting`'s response filter).
+        // request (`egress_requests`) and, as it ends, by its 401.
         if let (Role::Egress, Some(source)) = (role, &settings.tenant) {
             stages.push(Box::new(stages::Tenant {
                 source: source.clone(),
             }));
         }
+        // Last: the route's own header rules see, and may override, what the stages above
+        // wrote (`x-forwarded-*`, `via`).
+        stages.push(Box::new(stages::RouteHeaders));
         Self::new(stages)
     }
 

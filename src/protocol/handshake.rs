@@ -423,6 +423,23 @@ impl Rejection {
         }
     }
 
+    /// Every [`label`](Self::label), in declaration order: the rejection `outcome` values of
+    /// `rtun_handshakes_total` (`crate::metrics`).
+    pub const LABELS: [&'static str; 12] = [
+        "not_tunnel_request",
+        "malformed",
+        "too_large",
+        "tls_required",
+        "timeout",
+        "unauthenticated",
+        "forbidden",
+        "collision",
+        "wrong_cluster_name",
+        "node_limit",
+        "tunnel_limit",
+        "shutting_down",
+    ];
+
     /// A stable, machine-friendly reason.
     pub fn label(&self) -> &'static str {
         match self {

@@ -23,10 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::admission::ConnectionFacts;
 use super::{ResponderShard, ShardMsg};
+use crate::access_log::{TunnelEvent, TunnelEventKind};
+use crate::metrics::{inc, HandshakeOutcome, TlsSide};
 use crate::protocol::{parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES};
 use crate::shard::directory::{PlaceError, Placement};
 use crate::shard::{accept_loop, CapPermit};
-use crate::stats::inc;
 use crate::tls::{peek_is_tls, Looks, ServerTls, TlsFailure};
 use crate::tunnel::TunnelStream;
 
@@ -53,7 +54,9 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
 /// `busy` holds the connection's place among the handshakes in progress until the tunnel
 /// starts (or the handshake is refused).
 async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, busy: CapPermit) {
-    let cfg = ctx.shared.tunnel_listener();
+    // This handshake's settings, kept to its end whatever a reload swaps meanwhile.
+    let settings = ctx.settings();
+    let cfg = &settings.cfg.tunnel_listener;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let io = match stream.try_into_poll_io() {
         Ok(io) => io,
@@ -70,7 +73,7 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, bu
                 Ok(Some(stream)) => stream,
                 Ok(None) => return, // refused: counted and logged
                 Err(_elapsed) => {
-                    inc(&ctx.stats().handshake_timeout);
+                    ctx.stats().handshake(HandshakeOutcome::TlsTimeout);
                     return tracing::info!(%peer, "TLS handshake not done within handshake_timeout");
                 }
             }
@@ -79,8 +82,8 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, bu
     let left = deadline.saturating_duration_since(Instant::now());
     let read = read_handshake(&mut stream, &cfg.request_path);
     let mut hs = match monoio::time::timeout(left, read).await {
-        Err(_elapsed) => return reject(&ctx, &mut stream, peer, Rejection::Timeout).await,
-        Ok(Err(rejection)) => return reject(&ctx, &mut stream, peer, rejection).await,
+        Err(_elapsed) => return reject(&ctx, &mut stream, peer, None, Rejection::Timeout).await,
+        Ok(Err(rejection)) => return reject(&ctx, &mut stream, peer, None, rejection).await,
         Ok(Ok(None)) => return, // closed before a full request: nothing to answer
         Ok(Ok(Some(hs))) => hs,
     };
@@ -88,8 +91,8 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, bu
         peer,
         peer_certificate: stream.peer_certificate(),
     };
-    if let Err(rejection) = ctx.admission.admit(&hs, &facts) {
-        return reject(&ctx, &mut stream, peer, rejection).await;
+    if let Err(rejection) = settings.admission.admit(&hs, &facts) {
+        return reject(&ctx, &mut stream, peer, Some(&hs.identity), rejection).await;
     }
     // The credential has done its job; it does not travel with the tunnel.
     hs.headers.retain(|(name, _)| name != "authorization");
@@ -103,7 +106,10 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, bu
     };
     let target = match ctx.shared.directory.place(slot, placement) {
         Ok(shard) => shard,
-        Err(e) => return reject(&ctx, &mut stream, peer, placement_rejection(e)).await,
+        Err(e) => {
+            let rejection = placement_rejection(e);
+            return reject(&ctx, &mut stream, peer, Some(&hs.identity), rejection).await;
+        }
     };
     tracing::debug!(%peer, node, target, tls = stream.is_tls(), "handshake accepted");
     let io = match stream {
@@ -140,9 +146,9 @@ async fn accept_tls(
         Looks::Closed => return None,
         Looks::Plaintext | Looks::Unknown => {
             ctx.stats()
-                .tunnel_tls_failed
-                .count(TlsFailure::PlaintextPeer);
+                .tls_failed(TlsSide::Tunnel, TlsFailure::PlaintextPeer);
             tracing::info!(%peer, reason = TlsFailure::PlaintextPeer.label(), "TLS refused: plaintext peer on a TLS port");
+            tls_rejected(ctx, peer, TlsFailure::PlaintextPeer);
             let mut io = peek.replay(io);
             let _ = io.write_all(&Rejection::TlsRequired.encode()).await;
             let _ = io.shutdown().await;
@@ -155,11 +161,22 @@ async fn accept_tls(
             Some(TunnelStream::Accepted(Box::new(stream)))
         }
         Err(e) => {
-            ctx.stats().tunnel_tls_failed.count(e.failure);
+            ctx.stats().tls_failed(TlsSide::Tunnel, e.failure);
             tracing::info!(%peer, reason = e.failure.label(), "TLS refused: {e}");
+            tls_rejected(ctx, peer, e.failure);
             None
         }
     }
+}
+
+/// A refused TLS handshake's access log event: its reason is the failure class.
+fn tls_rejected(ctx: &ResponderShard, peer: SocketAddr, failure: TlsFailure) {
+    ctx.tunnel_event(TunnelEvent {
+        kind: Some(TunnelEventKind::Rejected),
+        peer: Some(peer),
+        reason: Some(failure.label()),
+        ..TunnelEvent::default()
+    });
 }
 
 /// Moves the socket to `target` before HTTP/2 starts there.
@@ -238,23 +255,21 @@ async fn reject<S: tokio::io::AsyncWrite + Unpin>(
     ctx: &ResponderShard,
     io: &mut S,
     peer: SocketAddr,
+    identity: Option<&crate::protocol::TunnelIdentity>,
     rejection: Rejection,
 ) {
-    let stats = ctx.stats();
-    inc(match &rejection {
-        Rejection::Timeout => &stats.handshake_timeout,
-        Rejection::NotTunnelRequest => &stats.handshake_rejected_404,
-        Rejection::Unauthenticated(_) => &stats.handshake_rejected_401,
-        Rejection::Forbidden(_) => &stats.handshake_rejected_403,
-        Rejection::IdentityCollision(_) => &stats.handshake_rejected_403_collision,
-        Rejection::NodeLimit { .. } => &stats.handshake_rejected_403_node_limit,
-        Rejection::TunnelLimit { .. } => &stats.handshake_rejected_429,
-        Rejection::ShuttingDown => &stats.handshake_rejected_503,
-        Rejection::Malformed(_) | Rejection::TooLarge | Rejection::TlsRequired => {
-            &stats.handshake_rejected_400
-        }
-        Rejection::WrongCluster => &stats.handshake_rejected_400_wrong_cluster_name,
+    ctx.tunnel_event(TunnelEvent {
+        kind: Some(TunnelEventKind::Rejected),
+        node: identity.map(|i| i.node_id.as_str()),
+        cluster: identity.map(|i| i.cluster_id.as_str()),
+        tenant: identity.map(|i| i.tenant_id.as_str()),
+        peer: Some(peer),
+        reason: Some(rejection.label()),
+        status: Some(rejection.status()),
+        ..TunnelEvent::default()
     });
+    ctx.stats()
+        .handshake(HandshakeOutcome::Rejected(&rejection));
     match rejection {
         Rejection::Timeout => tracing::debug!(%peer, "handshake timed out"),
         _ => {

@@ -4,7 +4,8 @@
 //! knowledge share the port: the first bytes decide. With `tls:` the listener speaks HTTPS
 //! instead (`tls`): the TLS handshake comes first, and ALPN (`h2`, `http/1.1`) picks the
 //! protocol. Each request's target is checked (`Host`) and its path normalized
-//! (`crate::http::target`), then it is routed by path prefix, given a host id by
+//! (`crate::http::target`), then it is routed by path prefix (the route's `prefix_rewrite`
+//! applied), given a host id by
 //! `host_id_format`, and sent through the reverse cluster, within the route and stream idle
 //! timeouts (`crate::pipeline::deadline`). A route timeout on a tunnel counts against its
 //! health (`registry`, "Health"). Connections are bounded by `watch`: the first request, each
@@ -34,20 +35,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 use super::reverse_cluster::{self, PickedTunnel, TunnelBody};
+use super::settings::Settings;
 use super::ResponderShard;
 use crate::http::host_id::first_host_id;
 use crate::http::io::{sniff_h2, HyperIo};
 use crate::http::proxy_headers;
-use crate::http::route::match_route;
+use crate::http::route::{match_route, rewrite_prefix};
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::http::target;
+use crate::metrics::inc;
 use crate::pipeline::logged::{Counted, InFlight};
 use crate::pipeline::{
     respond, ConnectionInfo, Deadlines, Logged, ProxyError, RequestCtx, RequestId, Role,
     REQUEST_ID_HEADER,
 };
 use crate::shard::accept_loop;
-use crate::stats::inc;
 use watch::{ConnWatch, Expiry};
 
 /// What the egress listener sends back: a local reply or a tunnel's response body, with the
@@ -93,7 +95,7 @@ async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: Sock
         }
         return;
     }
-    let header_timeout = ctx.shared.egress().header_read_timeout;
+    let header_timeout = ctx.settings().cfg.egress_listener.header_read_timeout;
     let (is_h2, io) = match monoio::time::timeout(header_timeout, sniff_h2(io)).await {
         Ok(Some(sniffed)) => sniffed,
         Ok(None) => return, // closed before sending anything
@@ -115,7 +117,10 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let cfg = ctx.shared.egress();
+    // The connection's own bounds come from the settings at its start; each request reads
+    // the settings in force when it arrives (`handle`).
+    let settings = ctx.settings();
+    let cfg = &settings.cfg.egress_listener;
     let watch = ConnWatch::new(accepted_at, !is_h2, cfg);
     let io = HyperIo(watch.io(io));
     let service = {
@@ -134,7 +139,7 @@ async fn serve_http<I>(
     };
     let max_headers = cfg.max_request_headers_kb as usize * 1024;
     let shutdown = ctx.shared.shutdown().clone();
-    let drain = ctx.shared.drain_timeout();
+    let drain = settings.drain_timeout;
     if is_h2 {
         let conn = hyper::server::conn::http2::Builder::new(ShardExecutor)
             .timer(ShardTimer)
@@ -267,7 +272,9 @@ async fn handle(
 ) -> Response<EgressBody> {
     let (mut parts, body) = request.into_parts();
     // The request id is generated here unless a proxy the operator trusts sets it.
-    let trust_request_id = ctx.shared.egress().trust_request_id;
+    // This request's settings: routes, timeouts and stages stay those of its start.
+    let settings = ctx.settings();
+    let trust_request_id = settings.cfg.egress_listener.trust_request_id;
     let mut rctx = Box::new(RequestCtx::new(
         Role::Egress,
         ctx.shard,
@@ -280,8 +287,8 @@ async fn handle(
         // hyper drops this future when the client resets the stream or closes the connection:
         // the guard then logs and counts the cancellation; the tunnel stream, its handles
         // dropped, is reset (RST_STREAM CANCEL, `reverse_cluster`).
-        let mut in_flight = InFlight::new(&mut rctx, &ctx.pipeline);
-        let proxied = upstream(ctx, &mut in_flight, &mut parts, body)
+        let mut in_flight = InFlight::new(&mut rctx, &settings.pipeline);
+        let proxied = upstream(ctx, &settings, &mut in_flight, &mut parts, body)
             .instrument(span)
             .await;
         in_flight.disarm();
@@ -299,20 +306,22 @@ async fn handle(
         }
     };
     rctx.timings.response_start = Some(Instant::now());
-    let pipeline = ctx.pipeline.clone();
+    let pipeline = settings.pipeline.clone();
     pipeline.response_filter(&mut rctx, &mut head);
-    Response::from_parts(head, Logged::new(body, rctx, pipeline))
+    let body = Logged::new(body, rctx, pipeline).with_length(&head.headers);
+    Response::from_parts(head, body)
 }
 
 /// Phases 1–3 and the trip through a tunnel, up to the response head.
 async fn upstream(
     ctx: &Rc<ResponderShard>,
+    settings: &Settings,
     rctx: &mut RequestCtx,
     parts: &mut request::Parts,
     body: Incoming,
 ) -> Result<Response<TunnelBody>, ProxyError> {
-    ctx.pipeline.request_filter(rctx, parts)?;
-    let cfg = ctx.shared.egress();
+    settings.pipeline.request_filter(rctx, parts)?;
+    let cfg = &settings.cfg.egress_listener;
     // Phase 2 starts from the one form of the target: routes see, and the tunnel gets, the
     // normalized path (ARCHITECTURE.md §4).
     target::check_and_normalize(parts, cfg.path_with_escaped_slashes_action).map_err(|e| {
@@ -325,15 +334,22 @@ async fn upstream(
             path: parts.uri.path().to_owned(),
         })?;
     rctx.route = Some(index);
+    rctx.route_rewrite = settings.route_rewrites.get(index);
+    if let Some(to) = &route.rewrite.prefix_rewrite {
+        parts.uri =
+            rewrite_prefix(&parts.uri, &route.prefix, to).map_err(|e| ProxyError::BadRequest {
+                reason: e.to_string(),
+            })?;
+    }
     let host_id =
         first_host_id(&cfg.host_id_format, &parts.headers, rctx.peer).ok_or_else(|| {
             ProxyError::NoHostId {
-                expected: ctx.shared.expected_host_headers(),
+                expected: settings.expected_host_headers.clone(),
             }
         })?;
     rctx.host_id = Some(host_id);
-    to_tunnel_request(parts, &rctx.request_id, ctx.shared.routing_headers());
-    ctx.pipeline.upstream_request_filter(rctx, parts);
+    to_tunnel_request(parts, &rctx.request_id, &settings.routing_headers);
+    settings.pipeline.upstream_request_filter(rctx, parts);
     let deadlines = Deadlines {
         route: route.effective_timeout(cfg.request_timeout),
         idle: crate::config::enabled(cfg.stream_idle_timeout),
@@ -357,7 +373,8 @@ async fn upstream(
         });
     };
     let picked = PickedTunnel::default();
-    let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request, &picked);
+    let pending_timeout = cfg.pending_timeout;
+    let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request, &picked, pending_timeout);
     let proxied = deadlines.bound(&clock, proxied).await;
     rctx.tunnel_id = picked.get().map(|tunnel| tunnel.id);
     // A tunnel stream reset because the client's body was malformed or cut short is the
@@ -367,7 +384,8 @@ async fn upstream(
             return failure;
         }
         if matches!(e, ProxyError::Timeout(_)) {
-            blame_timeout(ctx, rctx, &picked);
+            let threshold = settings.cfg.tunnel_listener.unhealthy_after_timeouts;
+            blame_timeout(ctx, rctx, &picked, threshold);
         }
         e
     })?;
@@ -376,11 +394,10 @@ async fn upstream(
 }
 
 /// A route timeout after a tunnel stream opened counts against that tunnel's health.
-fn blame_timeout(ctx: &ResponderShard, rctx: &RequestCtx, picked: &PickedTunnel) {
+fn blame_timeout(ctx: &ResponderShard, rctx: &RequestCtx, picked: &PickedTunnel, threshold: u32) {
     let Some(tunnel) = picked.get() else {
         return; // no stream opened: nothing to blame on a tunnel
     };
-    let threshold = ctx.shared.tunnel_listener().unhealthy_after_timeouts;
     if tunnel.health.record_timeout(threshold) {
         inc(&ctx.stats().tunnels_marked_unhealthy);
         tracing::warn!(request_id = %rctx.request_id, tunnel = tunnel.id, host_id = rctx.host_id.as_deref().unwrap_or("-"), "tunnel marked unhealthy after {threshold} route timeouts in a row: requests prefer other tunnels");

@@ -4,13 +4,22 @@
 //! Modules: `acceptor` (tunnel listener, handshake), `admission` (the handshake's stages),
 //! `tunnel` (a registered tunnel on its shard), `registry` (a shard's tunnels by tenant and
 //! host id), `egress` (the egress listener's driver), `reverse_cluster` (host id → tunnel,
-//! across shards).
+//! across shards), `settings` (a shard's snapshot of the configuration, swapped on reload).
+//!
+//! Reload (`crate::shard::reload`): each shard registers an applier that builds a new
+//! [`settings::Settings`] from the generation and swaps it in; new handshakes, connections and
+//! requests read it, work in flight keeps the snapshot it started with. The process side first
+//! installs what every shard shares: certificates from possibly new files
+//! ([`Responder::prepare_certificates`], [`Responder::install_certificates`]) and the
+//! process-wide limits ([`Responder::apply_limits`]). The listen addresses and the tenancy
+//! (whether `egress_listener.tenant` is set) are fixed at start.
 
 pub mod acceptor;
 pub mod admission;
 pub mod egress;
 pub mod registry;
 pub mod reverse_cluster;
+pub mod settings;
 pub mod tunnel;
 
 use std::cell::RefCell;
@@ -19,23 +28,23 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
-
+use crate::access_log::{AccessLog, ShardLog};
 use crate::auth::TenantSource;
-use crate::config::{Config, EgressListenerConfig, ResponderConfig, TunnelListenerConfig};
-use crate::pipeline::{Pipeline, Role, StageSettings};
+use crate::config::{Config, ResponderConfig};
+use crate::metrics::{inc, Metrics, SeriesIndex, ShardMetrics};
 use crate::protocol::{AcceptedHandshake, TunnelIdentity};
 use crate::shard::directory::{Directory, Slot};
 use crate::shard::mesh::{Inbox, Mesh};
+use crate::shard::reload::{Generation, ShardReload};
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::tracker::Tracker;
 use crate::shard::{bind_group, shard_listener, CapPermit, ConnectionCap, PortClaim, ShardId};
-use crate::stats::{inc, ShardStats, Stats};
-use crate::tls::{Reloadable, ServerTls};
+use crate::tls::{Reloadable, Replacement, ServerTls};
+use crate::tunnel::info::TunnelBoard;
 
-use admission::Admission;
 use registry::{Registry, Tenancy};
 use reverse_cluster::ForwardedRequest;
+use settings::Settings;
 
 /// Messages between responder shards.
 pub enum ShardMsg {
@@ -62,22 +71,22 @@ pub type WithInboxes = (Arc<Responder>, Vec<ShardStart>);
 
 /// State shared by all responder shards (read-mostly).
 pub struct Responder {
+    /// The responder section the process started with. Shards read their own
+    /// [`Settings`]; only what a reload cannot change is read here (listen addresses, the
+    /// TLS on/off choice of each listener, the tenancy).
     cfg: ResponderConfig,
+    /// `drain_timeout` at start (each shard's settings carry the current one).
     drain_timeout: Duration,
     directory: Directory,
     mesh: Mesh<ShardMsg>,
-    stats: Stats,
+    stats: Metrics,
     shutdown: ShutdownSignal,
     tenancy: Tenancy,
-    /// `egress_listener.tenant`, shared by every shard's tenant stage.
-    tenant_source: Option<Arc<TenantSource>>,
-    /// The headers `host_id_format` reads, for the 400 that names them (computed once).
-    expected_host_headers: Arc<str>,
-    /// The same headers, which a client's `Connection` header may not strip.
-    routing_headers: Arc<[HeaderName]>,
     /// The tunnel listener's TLS (reloaded on SIGHUP); plaintext when `None`.
     tunnel_tls: Option<Reloadable<ServerTls>>,
     next_tunnel_id: AtomicU64,
+    /// Its live tunnels as `/tunnels` lists them (`tunnel::info`).
+    tunnels: TunnelBoard,
     /// The egress listener's server TLS (`egress_listener.tls`), loaded once for every shard.
     egress_tls: Option<Reloadable<ServerTls>>,
     /// Client connections open on the egress listener (`egress_listener.max_connections`).
@@ -89,6 +98,8 @@ pub struct Responder {
     accepting: AtomicUsize,
     /// Keeps other rtun processes off both listeners' addresses for the process's life.
     _claims: [Option<PortClaim>; 2],
+    /// The access log (`access_log:`), shared with the initiator in one process.
+    access_log: Option<AccessLog>,
 }
 
 impl Responder {
@@ -98,8 +109,9 @@ impl Responder {
     pub fn new(
         config: &Config,
         shards: usize,
-        stats: Stats,
+        stats: Metrics,
         shutdown: ShutdownSignal,
+        access_log: Option<AccessLog>,
     ) -> std::io::Result<Option<WithInboxes>> {
         let Some(cfg) = config.responder.clone() else {
             return Ok(None);
@@ -131,8 +143,7 @@ impl Responder {
                  \"Authentication\")"
             );
         }
-        let tenant_source = cfg.egress_listener.tenant.clone().map(Arc::new);
-        warn_about_tenant_source(tenant_source.as_deref(), &cfg);
+        warn_about_tenant_source(cfg.egress_listener.tenant.as_ref(), &cfg);
         let directory = Directory::new(
             shards,
             cfg.tunnel_listener.max_tunnels,
@@ -149,11 +160,6 @@ impl Responder {
                 egress_listener,
             })
             .collect();
-        let expected = crate::http::host_id::expected_headers(&cfg.egress_listener.host_id_format);
-        let routing_headers = expected
-            .iter()
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
         let responder = Responder {
             drain_timeout: config.drain_timeout,
             directory,
@@ -163,21 +169,20 @@ impl Responder {
             // A tenant source isolates tenants for the whole responder: tunnels are keyed by
             // their handshake's tenant, requests by the one the source gives (ARCHITECTURE.md
             // §6). Without one every tunnel shares one namespace.
-            tenancy: match tenant_source {
+            tenancy: match cfg.egress_listener.tenant {
                 Some(_) => Tenancy::Isolated,
                 None => Tenancy::Shared,
             },
-            tenant_source,
-            expected_host_headers: expected.join(", ").into(),
-            routing_headers,
             tunnel_tls,
             next_tunnel_id: AtomicU64::new(1),
+            tunnels: TunnelBoard::default(),
             egress_tls,
             egress_connections: ConnectionCap::new(cfg.egress_listener.max_connections),
             handshakes: ConnectionCap::new(cfg.tunnel_listener.max_handshakes_in_progress),
             shards,
             accepting: AtomicUsize::new(0),
             _claims: [tunnel_group.claim, egress_group.claim],
+            access_log,
             cfg,
         };
         Ok(Some((Arc::new(responder), starts)))
@@ -188,38 +193,76 @@ impl Responder {
         self.egress_tls.as_ref()
     }
 
-    /// Re-reads the certificates, keys and client CAs of both listeners from their files. New
-    /// handshakes use them; live tunnels and connections keep their sessions. A file that does
-    /// not load leaves the old configuration in force; the failures are returned, named.
-    pub fn reload_certificates(&self) -> Vec<String> {
-        let listeners = [
-            ("responder.tunnel_listener.tls", &self.tunnel_tls),
-            ("responder.egress_listener.tls", &self.egress_tls),
+    /// The prepare step of a reload: loads the certificates, keys and client CAs that `cfg`
+    /// names for both listeners (possibly other files than the running ones), changing
+    /// nothing. A listener started in plaintext stays so (a restart turns TLS on or off);
+    /// the error names the key and the file.
+    pub fn prepare_certificates(&self, cfg: &ResponderConfig) -> Result<Certificates, String> {
+        fn load(
+            running: &Option<Reloadable<ServerTls>>,
+            tls: &Option<crate::config::ServerTlsConfig>,
+            alpn: &[&[u8]],
+            key: &str,
+        ) -> Result<Option<Replacement<ServerTls>>, String> {
+            match (running, tls) {
+                (Some(_), Some(tls)) => ServerTls::replacement(tls, alpn)
+                    .map(Some)
+                    .map_err(|e| format!("{key}: {e}")),
+                _ => Ok(None),
+            }
+        }
+        Ok(Certificates {
+            tunnel: load(
+                &self.tunnel_tls,
+                &cfg.tunnel_listener.tls,
+                &[],
+                "responder.tunnel_listener.tls",
+            )?,
+            egress: load(
+                &self.egress_tls,
+                &cfg.egress_listener.tls,
+                &egress::tls::ALPN,
+                "responder.egress_listener.tls",
+            )?,
+        })
+    }
+
+    /// Puts prepared certificates in force: new handshakes on both listeners use them; live
+    /// tunnels and connections keep their sessions.
+    pub fn install_certificates(&self, prepared: Certificates) {
+        let pairs = [
+            (&self.tunnel_tls, prepared.tunnel),
+            (&self.egress_tls, prepared.egress),
         ];
-        listeners
-            .into_iter()
-            .filter_map(|(key, tls)| {
-                let failed = tls.as_ref().map(Reloadable::reload)?.err()?;
-                Some(format!("{key}: {failed}"))
-            })
-            .collect()
+        for (running, next) in pairs {
+            if let (Some(running), Some(next)) = (running, next) {
+                running.replace(next);
+            }
+        }
     }
 
-    pub fn tunnel_listener(&self) -> &TunnelListenerConfig {
-        &self.cfg.tunnel_listener
-    }
-
-    pub fn egress(&self) -> &EgressListenerConfig {
-        &self.cfg.egress_listener
-    }
-
-    pub fn drain_timeout(&self) -> Duration {
-        self.drain_timeout
+    /// Sets the process-wide limits `cfg` gives: `max_tunnels`, `max_tunnels_per_node` (the
+    /// directory), `max_handshakes_in_progress`, `egress_listener.max_connections`. What is
+    /// held above a lowered limit is kept; new tunnels or connections are refused until
+    /// enough have ended.
+    pub fn apply_limits(&self, cfg: &ResponderConfig) {
+        let tunnels = &cfg.tunnel_listener;
+        self.directory
+            .set_limits(tunnels.max_tunnels, tunnels.max_tunnels_per_node);
+        self.handshakes
+            .set_limit(tunnels.max_handshakes_in_progress);
+        self.egress_connections
+            .set_limit(cfg.egress_listener.max_connections);
     }
 
     /// Which shards hold which tunnels (the admin page reads it).
     pub fn directory(&self) -> &Directory {
         &self.directory
+    }
+
+    /// Its live tunnels, with their traffic (the admin page reads it).
+    pub fn tunnels(&self) -> &TunnelBoard {
+        &self.tunnels
     }
 
     pub fn shutdown(&self) -> &ShutdownSignal {
@@ -239,14 +282,6 @@ impl Responder {
             node: &identity.node_id,
             cluster: &identity.cluster_id,
         }
-    }
-
-    fn expected_host_headers(&self) -> Arc<str> {
-        self.expected_host_headers.clone()
-    }
-
-    fn routing_headers(&self) -> &[HeaderName] {
-        &self.routing_headers
     }
 
     fn next_tunnel_id(&self) -> u64 {
@@ -294,39 +329,80 @@ fn warn_about_tenant_source(source: Option<&TenantSource>, cfg: &ResponderConfig
     }
 }
 
+/// Certificates loaded for a reload, not yet in force ([`Responder::prepare_certificates`]).
+pub struct Certificates {
+    tunnel: Option<Replacement<ServerTls>>,
+    egress: Option<Replacement<ServerTls>>,
+}
+
 /// One shard's view of the responder.
 pub struct ResponderShard {
     shard: ShardId,
     shared: Arc<Responder>,
     registry: RefCell<Registry>,
-    /// The egress listener's request pipeline on this shard.
-    pipeline: Rc<Pipeline>,
-    /// The stages every handshake passes.
-    admission: Admission,
+    /// What new work reads (`settings`): swapped whole by a reload.
+    settings: RefCell<Rc<Settings>>,
     /// Connections, tunnels and forwarded requests in flight: the drain waits for them.
     tasks: Rc<Tracker>,
+    /// This shard's tunnel series (tenant, cluster) in its metrics block.
+    tunnel_series: SeriesIndex,
+    /// This shard's access log, for tunnel events (`None`: off).
+    access_log: Option<ShardLog>,
 }
 
 impl ResponderShard {
     pub fn new(shared: Arc<Responder>, shard: ShardId) -> Rc<Self> {
-        let settings = StageSettings {
-            xff_num_trusted_hops: shared.egress().xff_num_trusted_hops,
-            tenant: shared.tenant_source.clone(),
-        };
-        let pipeline = Pipeline::for_role(Role::Egress, &settings, &shared.stats, shard);
-        let admission = Admission::for_listener(shared.tunnel_listener(), &shared.shutdown);
+        let settings = Settings::build(
+            &shared.cfg,
+            shared.drain_timeout,
+            &shared.stats,
+            shard,
+            &shared.shutdown,
+            shared.access_log.as_ref(),
+        );
         Rc::new(ResponderShard {
             shard,
-            shared,
             registry: RefCell::new(Registry::default()),
-            pipeline,
-            admission,
+            settings: RefCell::new(Rc::new(settings)),
             tasks: Tracker::new(),
+            tunnel_series: SeriesIndex::default(),
+            access_log: shared.access_log.as_ref().map(|log| log.shard(shard)),
+            shared,
         })
     }
 
-    pub fn stats(&self) -> &ShardStats {
+    /// The settings new work reads; keep the clone for the work's whole life.
+    pub fn settings(&self) -> Rc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// Applies a configuration generation on this shard (its applier): new settings for new
+    /// work. A generation without a responder section changes nothing (the process side
+    /// never publishes one while the responder runs: removing a role needs a restart).
+    fn apply(&self, generation: &Generation) {
+        let Some(cfg) = &generation.config.responder else {
+            return;
+        };
+        let next = Settings::build(
+            cfg,
+            generation.config.drain_timeout,
+            &self.shared.stats,
+            self.shard,
+            &self.shared.shutdown,
+            self.shared.access_log.as_ref(),
+        );
+        *self.settings.borrow_mut() = Rc::new(next);
+    }
+
+    pub fn stats(&self) -> &ShardMetrics {
         self.shared.stats.shard(self.shard)
+    }
+
+    /// Writes a tunnel event to the access log, if there is one.
+    fn tunnel_event(&self, event: crate::access_log::TunnelEvent<'_>) {
+        if let Some(log) = &self.access_log {
+            log.tunnel(&event);
+        }
     }
 
     /// A place for a new connection under `cap`, or `None`: the caller drops (closes) the
@@ -335,7 +411,7 @@ impl ResponderShard {
     fn admit(
         &self,
         cap: impl Fn(&Responder) -> &ConnectionCap,
-        refused: impl Fn(&ShardStats) -> &AtomicU64,
+        refused: impl Fn(&ShardMetrics) -> &AtomicU64,
         what: &str,
     ) -> Option<CapPermit> {
         let permit = cap(&self.shared).try_acquire();
@@ -352,8 +428,19 @@ impl ResponderShard {
 }
 
 /// Runs the responder on this shard until shutdown, then drains.
-pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, start: ShardStart) {
+pub async fn run_shard(
+    shared: Arc<Responder>,
+    shard: ShardId,
+    start: ShardStart,
+    reload: Rc<ShardReload>,
+) {
     let ctx = ResponderShard::new(shared, shard);
+    let applier = Rc::downgrade(&ctx);
+    reload.on_reload(move |generation| {
+        if let Some(ctx) = applier.upgrade() {
+            ctx.apply(generation);
+        }
+    });
     let ShardStart {
         inbox,
         tunnel_listener,
@@ -378,7 +465,8 @@ pub async fn run_shard(shared: Arc<Responder>, shard: ShardId, start: ShardStart
     egress.await;
     acceptor.await;
     // Listeners are closed; in-flight requests and tunnels finish within the grace period.
-    ctx.tasks.drain(ctx.shared.drain_timeout, shard).await;
+    let drain_timeout = ctx.settings().drain_timeout;
+    ctx.tasks.drain(drain_timeout, shard).await;
 }
 
 async fn inbox_loop(ctx: Rc<ResponderShard>, inbox: Inbox<ShardMsg>) {
@@ -397,8 +485,9 @@ async fn inbox_loop(ctx: Rc<ResponderShard>, inbox: Inbox<ShardMsg>) {
 }
 
 async fn cleanup_loop(ctx: Rc<ResponderShard>) {
-    let interval = ctx.shared.cfg.cleanup_interval;
     loop {
+        // Read each time: a reload's new period starts with the next sweep.
+        let interval = ctx.settings().cfg.cleanup_interval;
         monoio::select! {
             _ = monoio::time::sleep(interval) => {}
             _ = ctx.shared.shutdown.wait() => return,
@@ -425,7 +514,7 @@ mod tests {
         r.egress_listener.tenant = tenant;
         config.responder = Some(r);
         let (_shutdown, signal) = crate::shard::shutdown::Shutdown::new();
-        let built = Responder::new(&config, 1, Stats::new(1), signal);
+        let built = Responder::new(&config, 1, Metrics::new(1), signal, None);
         built.ok().flatten().expect("a responder").0
     }
 

@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use crate::http::body::ParkingLot;
 use crate::protocol::TunnelIdentity;
+pub use crate::tunnel::info::StreamGuard;
 
 /// One tunnel as the egress path sees it.
 #[derive(Debug)]
@@ -73,8 +74,18 @@ impl TunnelHandle {
 
     /// Counts a stream as active until the guard drops.
     pub fn stream_guard(&self) -> StreamGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(self.active.clone())
+        StreamGuard::new(&self.active)
+    }
+
+    /// The count of its active streams, for its `/tunnels` entry (`tunnel::info`).
+    pub fn stream_count(&self) -> Arc<AtomicUsize> {
+        self.active.clone()
+    }
+}
+
+impl crate::tunnel::info::Health for TunnelHealth {
+    fn is_unhealthy(&self) -> bool {
+        TunnelHealth::is_unhealthy(self)
     }
 }
 
@@ -168,16 +179,6 @@ impl TunnelHealth {
 
     fn probe_millis(&self) -> u64 {
         u64::try_from(self.probe_interval.as_millis()).unwrap_or(u64::MAX / 2)
-    }
-}
-
-/// Keeps a stream counted as active on its tunnel.
-#[derive(Debug)]
-pub struct StreamGuard(Arc<AtomicUsize>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -550,13 +551,5 @@ mod tests {
         let never = TunnelHealth::new(Duration::ZERO);
         assert!(!never.record_timeout(0), "threshold 0: never marked");
         assert_eq!(never.rank(), Rank::Healthy);
-    }
-
-    #[test]
-    fn stream_guard_counts_until_dropped() {
-        let active = Arc::new(AtomicUsize::new(0));
-        active.fetch_add(1, Ordering::Relaxed);
-        drop(StreamGuard(active.clone()));
-        assert_eq!(active.load(Ordering::Relaxed), 0);
     }
 }

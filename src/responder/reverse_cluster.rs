@@ -33,9 +33,9 @@ use hyper::body::Incoming;
 use super::registry::{StreamGuard, TunnelHandle, TunnelHealth};
 use super::{ResponderShard, ShardMsg};
 use crate::http::body::{pump_body, RecvBody};
+use crate::metrics::inc;
 use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
-use crate::stats::inc;
 
 /// A tunnel's response body; counts its stream as active on the tunnel until dropped, and
 /// holds the switch of the request body's pump (dropping it stops the pump).
@@ -95,12 +95,9 @@ pub async fn proxy(
     host_id: &str,
     request: Request<EgressRequestBody>,
     picked: &PickedTunnel,
+    pending_timeout: Option<Duration>,
 ) -> TunnelResponse {
-    let pending_until = ctx
-        .shared
-        .egress()
-        .pending_timeout
-        .map(|t| std::time::Instant::now() + t);
+    let pending_until = pending_timeout.map(|t| std::time::Instant::now() + t);
     loop {
         let local = ctx.registry.borrow_mut().pick_ranked(tenant, host_id);
         if let Some((tunnel, preferred)) = local {

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -17,9 +18,11 @@ use tracing::Instrument;
 
 use super::registry::TunnelHandle;
 use super::ResponderShard;
+use crate::access_log::{TunnelEvent, TunnelEventKind};
 use crate::http::io::Rewind;
+use crate::metrics::HandshakeOutcome;
 use crate::protocol::{encode_accept, AcceptedHandshake, HandshakeForm, TunnelIdentity};
-use crate::stats::{dec, inc};
+use crate::tunnel::info::{Meter, Metered, TunnelInfo};
 use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo, TunnelStream};
 
 /// Detaches a stream's file descriptor so another shard can adopt it.
@@ -70,38 +73,67 @@ pub async fn run(
     let span = tracing::info_span!("tunnel", id, node = %identity.node_id, cluster = %identity.cluster_id, shard = ctx.shard, tls = stream.is_tls(), form = form.as_str());
     async {
         tracing::debug!(%peer, initiation_time_ms, "accepting handshake");
-        match serve(&ctx, id, stream, &identity, form).await {
-            Ok(end) => tracing::info!(%peer, reason = end.label(), "tunnel closed: {end}"),
+        let started = std::time::Instant::now();
+        match serve(&ctx, id, stream, &identity, form, peer).await {
+            Ok(end) => {
+                tracing::info!(%peer, reason = end.label(), "tunnel closed: {end}");
+                ctx.tunnel_event(TunnelEvent {
+                    kind: Some(TunnelEventKind::Closed),
+                    reason: Some(end.label()),
+                    duration: Some(started.elapsed()),
+                    ..event(id, &identity, peer)
+                });
+            }
             Err(e) => tracing::warn!(%peer, "tunnel failed: {e}"),
         }
         release(&ctx, &identity);
-        inc(&ctx.stats().tunnels_closed);
     }
     .instrument(span)
     .await
 }
 
+/// A tunnel event about tunnel `id`.
+fn event(id: u64, identity: &TunnelIdentity, peer: std::net::SocketAddr) -> TunnelEvent<'_> {
+    TunnelEvent {
+        tunnel_id: Some(id),
+        node: Some(&identity.node_id),
+        cluster: Some(&identity.cluster_id),
+        tenant: Some(&identity.tenant_id),
+        peer: Some(peer),
+        ..TunnelEvent::default()
+    }
+}
+
+/// Serves the tunnel until it ends; an error means it failed before it was registered (and
+/// logged as opened).
 async fn serve(
     ctx: &Rc<ResponderShard>,
     id: u64,
     stream: TunnelStream,
     identity: &TunnelIdentity,
     form: HandshakeForm,
+    peer: std::net::SocketAddr,
 ) -> Result<End, Box<dyn std::error::Error>> {
-    let cfg = ctx.shared.tunnel_listener();
+    // Keepalive, stream limit and probe period are the tunnel's for its life: a reload
+    // reaches tunnels opened after it.
+    let settings = ctx.settings();
+    let cfg = &settings.cfg.tunnel_listener;
+    let tls = stream.is_tls();
     let mut io: TunnelIo = Rewind::new(Bytes::new(), stream);
     // 200 or 101, the form the request used; HTTP/2 starts the same way after either.
     io.write_all(&encode_accept(form)).await?;
+    // HTTP/2's bytes are counted for `/tunnels` from here on.
+    let meter = Arc::new(Meter::default());
     let handshake = h2::client::Builder::new()
         .initial_window_size(tunnel::STREAM_WINDOW)
         .initial_connection_window_size(tunnel::CONNECTION_WINDOW)
         .max_concurrent_reset_streams(tunnel::MAX_CONCURRENT_RESET_STREAMS)
-        .handshake::<_, Bytes>(io);
+        .handshake::<_, Bytes>(Metered::new(io, meter.clone()));
     let (send, mut conn) = monoio::time::timeout(cfg.handshake_timeout, handshake)
         .await
         .map_err(|_| "HTTP/2 did not start within handshake_timeout")??;
     let ping_pong = conn.ping_pong().ok_or("PING handle already taken")?;
-    inc(&ctx.stats().handshake_accepted);
+    ctx.stats().handshake(HandshakeOutcome::Accepted);
 
     let tenant = ctx
         .shared
@@ -117,15 +149,37 @@ async fn serve(
         cfg.max_concurrent_streams as usize,
         cfg.unhealthy_probe_interval,
     ));
+    let info = Arc::new(TunnelInfo::new(
+        id,
+        ctx.shard,
+        identity.clone(),
+        peer,
+        tls,
+        None,
+        meter.clone(),
+        handle.stream_count(),
+        Some(handle.health.clone()),
+    ));
+    let _listed = ctx.shared.tunnels().list(info.clone());
     ctx.registry.borrow_mut().insert(tenant, handle);
-    inc(&ctx.stats().tunnels_active);
+    // The tunnel's series (tenant, cluster), found once for its whole life.
+    let series = ctx.stats().tunnel_slot(
+        &ctx.tunnel_series,
+        &identity.tenant_id,
+        &identity.cluster_id,
+    );
+    ctx.stats().tunnel_opened(series);
     tracing::info!("tunnel up");
+    ctx.tunnel_event(TunnelEvent {
+        kind: Some(TunnelEventKind::Opened),
+        ..event(id, identity, peer)
+    });
 
-    let settings = Keepalive {
+    let keepalive_settings = Keepalive {
         interval: cfg.ping_interval,
         failure_threshold: cfg.ping_failure_threshold,
     };
-    let mut keepalive = pin!(keepalive::watch(ping_pong, settings));
+    let mut keepalive = pin!(keepalive::watch(ping_pong, keepalive_settings, meter));
     let mut shutdown = pin!(ctx.shared.shutdown.wait());
     let end = poll_fn(|cx| {
         // Parked response bytes go back to the connection window before h2 runs.
@@ -143,21 +197,18 @@ async fn serve(
     .await;
     // Out of the registry at once: no new stream may pick a dead or draining tunnel.
     ctx.registry.borrow_mut().remove(tenant, id, identity);
-    dec(&ctx.stats().tunnels_active);
-    match end {
-        End::Dead => inc(&ctx.stats().tunnels_dead_ping),
-        End::Drained => {
-            // In-flight streams finish within the grace period; the connection then closes
-            // (GOAWAY) once the last SendRequest, held by those streams, is gone.
-            let finish = poll_fn(|cx| {
-                if let Some(target) = window.poll_target(cx) {
-                    conn.set_target_window_size(target);
-                }
-                Pin::new(&mut conn).poll(cx)
-            });
-            let _ = monoio::time::timeout(ctx.shared.drain_timeout, finish).await;
-        }
-        End::Closed | End::Failed(_) => {}
+    ctx.stats().tunnel_closed(series, &end);
+    if let End::Drained = end {
+        info.set_draining();
+        // In-flight streams finish within the grace period; the connection then closes
+        // (GOAWAY) once the last SendRequest, held by those streams, is gone.
+        let finish = poll_fn(|cx| {
+            if let Some(target) = window.poll_target(cx) {
+                conn.set_target_window_size(target);
+            }
+            Pin::new(&mut conn).poll(cx)
+        });
+        let _ = monoio::time::timeout(settings.drain_timeout, finish).await;
     }
     Ok(end)
 }

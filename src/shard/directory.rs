@@ -97,13 +97,15 @@ struct Inner {
     /// namespace → hosts.
     namespaces: HashMap<String, Hosts>,
     total: u32,
+    /// `max_tunnels` (changed by a reload: [`Directory::set_limits`]).
+    max_tunnels: u32,
+    /// `max_tunnels_per_node`.
+    max_per_node: u32,
 }
 
 #[derive(Debug)]
 pub struct Directory {
     shards: usize,
-    max_tunnels: u32,
-    max_per_node: u32,
     inner: Mutex<Inner>,
 }
 
@@ -111,10 +113,26 @@ impl Directory {
     pub fn new(shards: usize, max_tunnels: u32, max_per_node: u32) -> Self {
         Self {
             shards,
-            max_tunnels,
-            max_per_node,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                max_tunnels,
+                max_per_node,
+                ..Inner::default()
+            }),
         }
+    }
+
+    /// New caps (a configuration reload). They apply to the next placements: tunnels already
+    /// placed above a lowered cap are kept, and new ones are refused until enough have closed.
+    pub fn set_limits(&self, max_tunnels: u32, max_per_node: u32) {
+        let mut inner = self.lock();
+        inner.max_tunnels = max_tunnels;
+        inner.max_per_node = max_per_node;
+    }
+
+    /// The caps in force: (`max_tunnels`, `max_tunnels_per_node`).
+    pub fn limits(&self) -> (u32, u32) {
+        let inner = self.lock();
+        (inner.max_tunnels, inner.max_per_node)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -129,8 +147,8 @@ impl Directory {
     pub fn place(&self, slot: Slot<'_>, placement: Placement) -> Result<ShardId, PlaceError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        if inner.total >= self.max_tunnels {
-            return Err(PlaceError::TooManyTunnels(self.max_tunnels));
+        if inner.total >= inner.max_tunnels {
+            return Err(PlaceError::TooManyTunnels(inner.max_tunnels));
         }
         let shards = self.shards;
         if let Some(hosts) = inner.namespaces.get(slot.namespace) {
@@ -143,10 +161,10 @@ impl Directory {
                 .and_then(|n| n.per_tenant.get(slot.tenant))
                 .copied()
                 .unwrap_or(0);
-            if held >= self.max_per_node {
+            if held >= inner.max_per_node {
                 return Err(PlaceError::TooManyForNode {
                     node: slot.node.to_owned(),
-                    max: self.max_per_node,
+                    max: inner.max_per_node,
                 });
             }
         }
@@ -297,6 +315,32 @@ mod tests {
             namespace: tenant,
             ..slot(tenant, node, cluster)
         }
+    }
+
+    #[test]
+    fn lowered_caps_keep_placed_tunnels_and_refuse_new_ones() {
+        let d = Directory::new(1, 100, 10);
+        let spread = Placement::Spread { preferred: 0 };
+        for _ in 0..3 {
+            d.place(slot("", "n", "c"), spread).expect("under the caps");
+        }
+        d.set_limits(2, 1);
+        assert_eq!(d.limits(), (2, 1));
+        assert_eq!(
+            d.place(slot("", "m", "c"), spread),
+            Err(PlaceError::TooManyTunnels(2))
+        );
+        // The three placed tunnels stay; once they drop below the new caps, placing works.
+        d.release(slot("", "n", "c"), 0);
+        d.release(slot("", "n", "c"), 0);
+        assert_eq!(
+            d.place(slot("", "n", "c"), spread),
+            Err(PlaceError::TooManyForNode {
+                node: "n".into(),
+                max: 1
+            })
+        );
+        assert_eq!(d.place(slot("", "m", "c"), spread), Ok(0));
     }
 
     #[test]

@@ -43,6 +43,7 @@
 
 pub mod directory;
 pub mod mesh;
+pub mod reload;
 pub mod runtime;
 pub mod shutdown;
 pub mod tracker;
@@ -277,7 +278,8 @@ pub async fn accept_loop(
 #[derive(Debug, Clone)]
 pub struct ConnectionCap {
     held: Arc<AtomicUsize>,
-    limit: usize,
+    /// Changed by a configuration reload ([`ConnectionCap::set_limit`]); read per connection.
+    limit: Arc<AtomicUsize>,
 }
 
 /// One counted connection; dropping it frees the place.
@@ -290,15 +292,21 @@ impl ConnectionCap {
     pub fn new(limit: u32) -> Self {
         ConnectionCap {
             held: Arc::new(AtomicUsize::new(0)),
-            limit: limit as usize,
+            limit: Arc::new(AtomicUsize::new(limit as usize)),
         }
+    }
+
+    /// A new limit (a reload): connections held above a lowered one stay open; new ones are
+    /// refused until enough have closed.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit as usize, Ordering::Relaxed);
     }
 
     /// A place, or `None` when `limit` are held: the caller closes the connection and counts
     /// the refusal.
     pub fn try_acquire(&self) -> Option<CapPermit> {
         let before = self.held.fetch_add(1, Ordering::Relaxed);
-        if before >= self.limit {
+        if before >= self.limit.load(Ordering::Relaxed) {
             self.held.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
@@ -389,5 +397,20 @@ mod tests {
         drop(a);
         assert!(cap.try_acquire().is_some());
         assert_eq!(cap.held(), 1);
+    }
+
+    #[test]
+    fn a_lowered_cap_keeps_what_it_holds() {
+        let cap = ConnectionCap::new(3);
+        let held: Vec<_> = (0..3).filter_map(|_| cap.try_acquire()).collect();
+        cap.set_limit(1);
+        assert_eq!(cap.held(), 3, "nothing closed");
+        assert!(cap.try_acquire().is_none());
+        drop(held);
+        let one = cap.try_acquire().expect("under the new limit");
+        assert!(cap.try_acquire().is_none());
+        cap.set_limit(2);
+        assert!(cap.try_acquire().is_some());
+        drop(one);
     }
 }

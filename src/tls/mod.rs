@@ -54,6 +54,6 @@ pub use handshake::{accept, connect, ClientStream, HandshakeError, ServerStream}
 pub use peer::{PeerCertError, PeerCertificate};
 pub use pin::{spki_pin, SpkiPinMismatch};
 pub use provider::provider;
-pub use reload::Reloadable;
+pub use reload::{Reloadable, Replacement};
 pub use server::ServerTls;
 pub use sniff::{looks_like, peek_is_tls, Looks, Peek};

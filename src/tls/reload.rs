@@ -1,8 +1,12 @@
 //! Certificate reload without dropping tunnels (DESIGN §10): a [`Reloadable`] holds the current
-//! loaded configuration and the recipe to load it again from the same files.
+//! loaded configuration and the recipe to load it again.
 //!
-//! [`reload`](Reloadable::reload) swaps the configuration only if the new files load; otherwise
-//! the old one stays in force and the error is returned for the log. Each handshake takes
+//! [`reload`](Reloadable::reload) re-reads the same files and swaps the configuration only if
+//! they load; otherwise the old one stays in force and the error is returned for the log. A
+//! configuration reload may name other files: [`Reloadable::prepare`] loads from the new recipe
+//! without touching anything (the prepare step of a reload, which may still be refused), and
+//! [`Reloadable::replace`] installs what it loaded, recipe included, so later reloads read the
+//! new files. Each handshake takes
 //! [`current`](Reloadable::current) when it starts, so new handshakes use the new certificates
 //! while sessions already established keep theirs for as long as they live. A plain `RwLock`
 //! suffices: readers hold it only to clone an `Arc`, and reloads are rare.
@@ -12,12 +16,18 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use super::error::TlsLoadError;
 
-type Loader<T> = Box<dyn Fn() -> Result<T, TlsLoadError> + Send + Sync>;
+type Loader<T> = Arc<dyn Fn() -> Result<T, TlsLoadError> + Send + Sync>;
 
 /// A loaded TLS configuration (`ServerTls`, `ClientTls`) that can be reloaded from its files.
 /// Share it across shards in an `Arc`.
 pub struct Reloadable<T> {
     current: RwLock<Arc<T>>,
+    load: RwLock<Loader<T>>,
+}
+
+/// A configuration loaded from a new recipe, not yet in force ([`Reloadable::prepare`]).
+pub struct Replacement<T> {
+    value: T,
     load: Loader<T>,
 }
 
@@ -26,11 +36,30 @@ impl<T> Reloadable<T> {
     pub fn new(
         load: impl Fn() -> Result<T, TlsLoadError> + Send + Sync + 'static,
     ) -> Result<Self, TlsLoadError> {
-        let first = load()?;
+        let Replacement { value, load } = Self::prepare(load)?;
         Ok(Self {
-            current: RwLock::new(Arc::new(first)),
-            load: Box::new(load),
+            current: RwLock::new(Arc::new(value)),
+            load: RwLock::new(load),
         })
+    }
+
+    /// Loads with `load` (possibly other files than this one's), for [`replace`](Self::replace).
+    /// Nothing changes until then, so a reload that fails later leaves this one as it was.
+    pub fn prepare(
+        load: impl Fn() -> Result<T, TlsLoadError> + Send + Sync + 'static,
+    ) -> Result<Replacement<T>, TlsLoadError> {
+        let value = load()?;
+        Ok(Replacement {
+            value,
+            load: Arc::new(load),
+        })
+    }
+
+    /// Puts a prepared configuration in force for new handshakes; later
+    /// [`reload`](Self::reload)s use its recipe (its files).
+    pub fn replace(&self, replacement: Replacement<T>) {
+        *self.load.write().unwrap_or_else(PoisonError::into_inner) = replacement.load;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(replacement.value);
     }
 
     /// The configuration new handshakes should use.
@@ -44,7 +73,12 @@ impl<T> Reloadable<T> {
     /// Re-reads the files. On success the new configuration replaces the old one; on failure
     /// the old one is kept and the error says which file is wrong.
     pub fn reload(&self) -> Result<(), TlsLoadError> {
-        let next = Arc::new((self.load)()?);
+        let load = self
+            .load
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let next = Arc::new(load()?);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
         Ok(())
     }
@@ -114,6 +148,40 @@ mod tests {
         let (s, c) = handshake(&reloadable.current(), &client).await;
         s.unwrap();
         assert_eq!(leaf_der(&c.unwrap()), second.der.to_vec());
+    }
+
+    #[monoio::test]
+    async fn replace_takes_new_paths_and_later_reloads_read_them() {
+        let pki = Pki::new("reload CA");
+        let client = ClientTls::load(&pki.client_cfg(None, vec![]), "responder.test", &[]).unwrap();
+        let first = pki.server("first", &["responder.test"]);
+        let reloadable = ServerTls::reloadable(&first.server_cfg(None), &[]).unwrap();
+        let second = pki.server("second", &["responder.test"]);
+        assert_ne!(second.cert, first.cert, "another file");
+
+        // Prepared, not yet in force.
+        let replacement = ServerTls::replacement(&second.server_cfg(None), &[]).unwrap();
+        let (s, c) = handshake(&reloadable.current(), &client).await;
+        s.unwrap();
+        assert_eq!(leaf_der(&c.unwrap()), first.der.to_vec());
+
+        reloadable.replace(replacement);
+        let (s, c) = handshake(&reloadable.current(), &client).await;
+        s.unwrap();
+        assert_eq!(leaf_der(&c.unwrap()), second.der.to_vec());
+
+        // A later reload reads the new files, not the first ones.
+        let third = pki.server("second", &["responder.test"]);
+        pki.write("first.pem", "garbage\n");
+        reloadable.reload().unwrap();
+        let (s, c) = handshake(&reloadable.current(), &client).await;
+        s.unwrap();
+        assert_eq!(leaf_der(&c.unwrap()), third.der.to_vec());
+
+        // A recipe whose files do not load is refused before anything changes.
+        let mut missing = first.server_cfg(None);
+        missing.key = pki.dir.path().join("missing.pem");
+        assert!(ServerTls::replacement(&missing, &[]).is_err());
     }
 
     #[test]

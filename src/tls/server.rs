@@ -16,7 +16,7 @@ use rustls::ServerConfig;
 
 use super::error::TlsLoadError;
 use super::provider::provider;
-use super::reload::Reloadable;
+use super::reload::{Reloadable, Replacement};
 use super::{pem, ServerStream};
 use crate::config::ServerTlsConfig;
 
@@ -66,12 +66,27 @@ impl ServerTls {
         cfg: &ServerTlsConfig,
         alpn: &[&[u8]],
     ) -> Result<Reloadable<ServerTls>, TlsLoadError> {
+        Reloadable::new(Self::recipe(cfg, alpn))
+    }
+
+    /// Loads `cfg`'s files for [`Reloadable::replace`]: a reload that names other files.
+    pub fn replacement(
+        cfg: &ServerTlsConfig,
+        alpn: &[&[u8]],
+    ) -> Result<Replacement<ServerTls>, TlsLoadError> {
+        Reloadable::prepare(Self::recipe(cfg, alpn))
+    }
+
+    fn recipe(
+        cfg: &ServerTlsConfig,
+        alpn: &[&[u8]],
+    ) -> impl Fn() -> Result<ServerTls, TlsLoadError> + Send + Sync + 'static {
         let cfg = cfg.clone();
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        Reloadable::new(move || {
+        move || {
             let alpn: Vec<&[u8]> = alpn.iter().map(Vec::as_slice).collect();
             ServerTls::load(&cfg, &alpn)
-        })
+        }
     }
 
     /// The rustls configuration, for `tokio_rustls::TlsAcceptor` or a `ServerConnection`.

@@ -3,12 +3,16 @@
 //! One PING is outstanding at a time (h2 allows no more for user pings). Each `interval` that
 //! passes without its PONG is a miss; `threshold` consecutive misses declare the peer dead. After
 //! a PONG the next PING waits `interval` plus 0–15 % jitter, so thousands of tunnels opened
-//! together do not ping in lockstep.
+//! together do not ping in lockstep. Each PONG's round trip (from its PING, misses included) is
+//! recorded in the tunnel's [`Meter`] for `/tunnels`.
 
 use std::future::poll_fn;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use h2::{Ping, PingPong};
+
+use super::info::Meter;
 
 /// A tunnel end's keepalive settings; both roles configure theirs with the same two keys,
 /// `ping_interval` and `ping_failure_threshold`.
@@ -34,8 +38,13 @@ pub fn jittered(interval: Duration) -> Duration {
     interval + interval.mul_f64(fastrand::f64() * 0.15)
 }
 
-/// Pings until the peer stops answering. The connection must be polled concurrently.
-pub async fn watch(mut ping_pong: PingPong, settings: Keepalive) -> KeepaliveEnd {
+/// Pings until the peer stops answering, recording each round trip in `meter`. The connection
+/// must be polled concurrently.
+pub async fn watch(
+    mut ping_pong: PingPong,
+    settings: Keepalive,
+    meter: Arc<Meter>,
+) -> KeepaliveEnd {
     let Keepalive {
         interval,
         failure_threshold,
@@ -46,10 +55,14 @@ pub async fn watch(mut ping_pong: PingPong, settings: Keepalive) -> KeepaliveEnd
         if ping_pong.send_ping(Ping::opaque()).is_err() {
             return KeepaliveEnd::Closed;
         }
+        let sent = Instant::now();
         let mut misses = 0;
         loop {
             match monoio::time::timeout(interval, poll_fn(|cx| ping_pong.poll_pong(cx))).await {
-                Ok(Ok(_pong)) => break,
+                Ok(Ok(_pong)) => {
+                    meter.record_rtt(sent.elapsed());
+                    break;
+                }
                 Ok(Err(_)) => return KeepaliveEnd::Closed,
                 Err(_elapsed) => {
                     misses += 1;

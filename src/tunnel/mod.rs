@@ -4,10 +4,12 @@
 //!
 //! This module belongs to neither role. It owns what the two ends must agree on: the connection
 //! type a tunnel runs on ([`TunnelIo`] over a plaintext or TLS [`TunnelStream`]), the HTTP/2 windows and stream limits, the PING keepalive
-//! ([`keepalive`]), and why a tunnel ended ([`End`]). The role-specific halves live in
+//! ([`keepalive`]), why a tunnel ended ([`End`]), and what an operator sees of a live tunnel
+//! ([`info`]: ids, peer, age, streams, bytes, PING round trip). The role-specific halves live in
 //! `responder::tunnel` (registration, adoption across shards) and `initiator::tunnel_server`
 //! (serving streams, redialing).
 
+pub mod info;
 pub mod keepalive;
 pub mod stream;
 
@@ -74,6 +76,9 @@ pub enum End {
 }
 
 impl End {
+    /// Every [`label`](Self::label), in declaration order.
+    pub const LABELS: [&'static str; 4] = ["closed", "dead", "drained", "failed"];
+
     /// A stable label for counters and logs.
     pub fn label(&self) -> &'static str {
         match self {

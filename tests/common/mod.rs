@@ -8,6 +8,7 @@
 
 pub mod pki;
 pub mod relay;
+pub mod script;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -499,21 +500,34 @@ pub fn admin_stat(port: u16, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("counter {name} not in /stats of admin port {port}: {stats:?}"))
 }
 
-/// `/tunnels` as (host id, total tunnels).
-pub fn admin_tunnels(port: u16) -> Vec<(String, u32)> {
-    admin_get(port, "/tunnels")
+/// `/tunnels` parsed (its JSON form); `Null` when the admin endpoint does not answer.
+pub fn admin_tunnels_json(port: u16, query: &str) -> serde_json::Value {
+    admin_get(port, &format!("/tunnels{query}"))
+        .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let host = it.next()?.to_owned();
-            let total = it.next()?.parse().ok()?;
-            Some((host, total))
+}
+
+/// The responder's host ids on `/tunnels` (`responder.hosts`) as (host id, or `tenant/host`
+/// when tenants are isolated, and its total tunnels).
+pub fn admin_tunnels(port: u16) -> Vec<(String, u32)> {
+    let json = admin_tunnels_json(port, "");
+    let hosts = json["responder"]["hosts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let (tenant, host) = (h["tenant"].as_str()?, h["host"].as_str()?);
+            let total = u32::try_from(h["tunnels"].as_u64()?).ok()?;
+            match tenant.is_empty() {
+                true => Some((host.to_owned(), total)),
+                false => Some((format!("{tenant}/{host}"), total)),
+            }
         })
         .collect()
 }
 
-/// Tunnels the responder's directory lists for `host` (0 when absent).
 /// Tunnels listed for `host` (`host` alone, or `tenant/host` when tenants are isolated, summed
 /// over tenants).
 pub fn tunnels_of(admin_port: u16, host: &str) -> u32 {
@@ -627,6 +641,8 @@ pub struct InitiatorOpts {
     pub drain_timeout: String,
     /// More `initiator` lines (indented by 2), e.g. `auth:`.
     pub initiator_extra: String,
+    /// YAML flow list of initiator routes.
+    pub routes: String,
     /// More lines of the `responder` cluster (indented by 4), e.g. `tls:`.
     pub responder_cluster_extra: String,
     /// More lines of the `local-app` cluster (indented by 4), e.g. `response_timeout:`.
@@ -651,6 +667,7 @@ impl InitiatorOpts {
             max_backoff: "1s".into(),
             drain_timeout: "3s".into(),
             initiator_extra: String::new(),
+            routes: "[{ prefix: /, cluster: local-app }]".into(),
             responder_cluster_extra: String::new(),
             local_cluster_extra: String::new(),
             env: Vec::new(),
@@ -677,7 +694,7 @@ impl InitiatorOpts {
              {cluster_extra}\
              initiator:\n\
              \x20 tunnels: [\"rc://{node}:{cluster}:{tenant}@responder:{count}\"]\n\
-             \x20 routes: [{{ prefix: /, cluster: local-app }}]\n\
+             \x20 routes: {routes}\n\
              \x20 initial_reconnect_backoff: {ib}\n\
              \x20 max_reconnect_backoff: {mb}\n\
              {extra}",
@@ -693,6 +710,7 @@ impl InitiatorOpts {
             ib = self.initial_backoff,
             mb = self.max_backoff,
             extra = self.initiator_extra,
+            routes = self.routes,
             cluster_extra = self.responder_cluster_extra,
             local_extra = self.local_cluster_extra,
         )

@@ -131,7 +131,7 @@ fn cluster_of(endpoints: Vec<String>, tweak: impl FnOnce(&mut ClusterConfig)) ->
         "app".into(),
         config,
         None,
-        Stats::new(1),
+        Metrics::new(1),
         0,
     ))
 }

@@ -1,31 +1,57 @@
-//! Counts requests and their failures into the shard's counters (`stats`).
+//! Counts requests into the shard's metrics block (`crate::metrics`): each request once, in
+//! the logging phase, by listener, status class and failure reason, with its latency; with
+//! `admin.detailed_stats`, egress requests per (tenant, host id) too.
 
-use http::response;
+use std::time::Duration;
 
+use http::request;
+
+use crate::metrics::{inc, Metrics, RequestLabels, SeriesIndex, ShardMetrics};
 use crate::pipeline::{ProxyError, RequestCtx, Role, Stage};
 use crate::shard::ShardId;
-use crate::stats::{inc, ShardStats, Stats};
 
 pub(in crate::pipeline) struct Counting {
-    stats: Stats,
+    metrics: Metrics,
     shard: ShardId,
+    /// This shard's per-host series (detailed stats): found by a shard-local lookup, no lock.
+    /// Per request rather than per tunnel because the counting shard is the one that
+    /// accepted the request, and its tunnel may live on another shard.
+    hosts: SeriesIndex,
 }
 
 impl Counting {
-    pub(in crate::pipeline) fn new(stats: Stats, shard: ShardId) -> Self {
-        Self { stats, shard }
+    pub(in crate::pipeline) fn new(metrics: Metrics, shard: ShardId) -> Self {
+        Self {
+            metrics,
+            shard,
+            hosts: SeriesIndex::default(),
+        }
     }
 
-    fn stats(&self) -> &ShardStats {
-        self.stats.shard(self.shard)
+    fn stats(&self) -> &ShardMetrics {
+        self.metrics.shard(self.shard)
+    }
+}
+
+/// The latency a role measures: egress, the whole request (head to the response body's
+/// end); initiator, the local service's (sent to it → its response head), when it was asked.
+fn latency(ctx: &RequestCtx) -> Option<Duration> {
+    let t = &ctx.timings;
+    match ctx.role {
+        Role::Egress => t.end.map(|end| end.saturating_duration_since(t.start)),
+        Role::Initiator => match (t.upstream_start, t.response_start) {
+            (Some(sent), Some(head)) => Some(head.saturating_duration_since(sent)),
+            _ => None,
+        },
     }
 }
 
 impl Stage for Counting {
+    /// Requests as they arrive (`egress_requests`, `initiator_requests`).
     fn request_filter(
         &self,
         ctx: &mut RequestCtx,
-        _request: &mut http::request::Parts,
+        _request: &mut request::Parts,
     ) -> Result<(), ProxyError> {
         let s = self.stats();
         inc(match ctx.role {
@@ -35,95 +61,51 @@ impl Stage for Counting {
         Ok(())
     }
 
-    /// Local replies are counted as their head leaves, so a client that reads the counters
-    /// after its answer sees them.
-    fn response_filter(&self, ctx: &RequestCtx, _response: &mut response::Parts) {
-        let Some(failure) = &ctx.outcome.failure else {
-            return;
-        };
-        let s = self.stats();
-        let counter = match (ctx.role, failure) {
-            (Role::Egress, ProxyError::BadRequest { .. }) => &s.egress_400_bad_request,
-            (Role::Egress, ProxyError::ClientBodyFailed { .. }) => &s.egress_400_client_body,
-            (Role::Egress, ProxyError::Unauthenticated { .. }) => &s.egress_401_unauthenticated,
-            (Role::Egress, ProxyError::NoRoute { .. }) => &s.egress_404_no_route,
-            (Role::Egress, ProxyError::NoHostId { .. }) => &s.egress_400_no_host_id,
-            (Role::Egress, ProxyError::NoTunnel { .. } | ProxyError::TunnelsBusy { .. }) => {
-                &s.egress_503_no_tunnel
-            }
-            (Role::Egress, ProxyError::TunnelFailed { .. }) => &s.egress_502_tunnel_error,
-            (Role::Egress, ProxyError::Timeout(_)) => &s.egress_504_timeout,
-            (
-                Role::Egress,
-                ProxyError::StreamIdleTimeout {
-                    response_started: false,
-                    ..
-                },
-            ) => &s.egress_stream_idle_timeout,
-            (Role::Initiator, ProxyError::NoRoute { .. }) => &s.initiator_404_no_route,
-            (
-                Role::Initiator,
-                ProxyError::LocalUnreachable { .. } | ProxyError::LocalFailed { .. },
-            ) => &s.initiator_502_local_error,
-            (Role::Initiator, ProxyError::Timeout(_)) => &s.initiator_504_timeout,
-            (
-                Role::Initiator,
-                ProxyError::StreamIdleTimeout {
-                    response_started: false,
-                    ..
-                },
-            ) => &s.initiator_stream_idle_timeout,
-            (Role::Initiator, ProxyError::LocalOverloaded { .. }) => {
-                &s.initiator_503_local_overloaded
-            }
-            (Role::Initiator, ProxyError::QueueTimeout { .. }) => &s.initiator_503_queue_timeout,
-            _ => return,
-        };
-        inc(counter);
-    }
-
-    /// Failures after the response head (no local reply) are counted when the request ends:
-    /// the stream idle timeout, and cancellations (the client — for the initiator, the
-    /// responder — went away before the response ended, before its head or during its body).
+    /// Every request once, as it ends: a local reply's body ends before its last byte is
+    /// written, so a client that reads the counters after its answer sees them.
     fn logging(&self, ctx: &RequestCtx) {
+        let status = ctx.outcome.status.map(|s| s.as_u16());
+        let labels = RequestLabels::of(ctx.role, status, ctx.outcome.failure.as_ref());
         let s = self.stats();
-        let counter = match (&ctx.outcome.failure, ctx.role) {
-            (
-                Some(ProxyError::StreamIdleTimeout {
-                    response_started: true,
-                    ..
-                }),
-                Role::Egress,
-            ) => &s.egress_stream_idle_timeout,
-            (
-                Some(ProxyError::StreamIdleTimeout {
-                    response_started: true,
-                    ..
-                }),
-                Role::Initiator,
-            ) => &s.initiator_stream_idle_timeout,
-            (Some(ProxyError::ClientClosed), Role::Egress) => &s.egress_client_cancelled,
-            (Some(ProxyError::ClientClosed), Role::Initiator) => &s.initiator_cancelled,
-            _ => return,
-        };
-        inc(counter);
+        s.request(labels, latency(ctx));
+        if ctx.role == Role::Egress && self.metrics.settings().detailed_stats {
+            if let Some(host) = &ctx.host_id {
+                let tenant = ctx.tenant.as_deref().unwrap_or("");
+                s.host_request(&self.hosts, tenant, host, labels.code_class);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::MetricsSettings;
 
-    /// The counters a local reply made from `failure` moves (none other moves).
-    fn count(role: Role, failure: ProxyError) -> Vec<(&'static str, u64)> {
-        let stats = Stats::new(1);
-        let counting = Counting::new(stats.clone(), 0);
+    /// The `/stats` lines that moved when one request ended with `failure` (and the status
+    /// its local reply has; `started`: a 200 went out before it failed).
+    fn moved(metrics: &Metrics, role: Role, failure: ProxyError, started: bool) -> Vec<String> {
+        let counting = Counting::new(metrics.clone(), 0);
         let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         let mut ctx = RequestCtx::new(role, 0, None, &parts, false);
+        ctx.outcome.status = Some(match started {
+            true => http::StatusCode::OK,
+            false => failure.status(),
+        });
         ctx.outcome.failure = Some(failure);
-        let (mut head, ()) = http::Response::new(()).into_parts();
-        counting.response_filter(&ctx, &mut head);
-        stats.totals().into_iter().filter(|(_, v)| *v > 0).collect()
+        let before = metrics.totals();
+        counting.logging(&ctx);
+        let after = metrics.totals();
+        after
+            .into_iter()
+            .zip(before)
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0)
+            .collect()
+    }
+
+    fn count(role: Role, failure: ProxyError) -> Vec<String> {
+        moved(&Metrics::new(1), role, failure, false)
     }
 
     #[test]
@@ -134,41 +116,38 @@ mod tests {
         let body = || ProxyError::ClientBodyFailed {
             detail: "invalid chunk size line".into(),
         };
-        assert_eq!(count(Role::Egress, bad()), [("egress_400_bad_request", 1)]);
-        assert_eq!(count(Role::Egress, body()), [("egress_400_client_body", 1)]);
-        assert_eq!(count(Role::Initiator, bad()), []);
+        assert_eq!(count(Role::Egress, bad()), ["egress_400_bad_request"]);
+        assert_eq!(count(Role::Egress, body()), ["egress_400_client_body"]);
+        assert_eq!(count(Role::Initiator, bad()), Vec::<String>::new());
         let unauthenticated = ProxyError::Unauthenticated {
             reason: "Unknown API key".into(),
         };
         assert_eq!(
             count(Role::Egress, unauthenticated),
-            [("egress_401_unauthenticated", 1)]
+            ["egress_401_unauthenticated"]
+        );
+        // A body that fails after the response started is not a 400.
+        assert_eq!(
+            moved(&Metrics::new(1), Role::Egress, body(), true),
+            Vec::<String>::new()
         );
     }
 
     #[test]
     fn a_stream_idle_timeout_is_counted_once_before_or_after_the_head() {
         let idle = |response_started| ProxyError::StreamIdleTimeout {
-            timeout: std::time::Duration::from_secs(300),
+            timeout: Duration::from_secs(300),
             response_started,
         };
-        // Before the head: a local reply, counted as its head leaves.
         assert_eq!(
             count(Role::Egress, idle(false)),
-            [("egress_stream_idle_timeout", 1)]
+            ["egress_stream_idle_timeout"]
         );
-        assert_eq!(count(Role::Egress, idle(true)), [], "not a local reply");
-        // After the head: counted when the request ends.
-        let stats = Stats::new(1);
-        let counting = Counting::new(stats.clone(), 0);
-        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
-        for (role, started) in [(Role::Initiator, true), (Role::Initiator, false)] {
-            let mut ctx = RequestCtx::new(role, 0, None, &parts, false);
-            ctx.outcome.failure = Some(idle(started));
-            counting.logging(&ctx);
-        }
-        let moved: Vec<_> = stats.totals().into_iter().filter(|(_, v)| *v > 0).collect();
-        assert_eq!(moved, [("initiator_stream_idle_timeout", 1)]);
+        let metrics = Metrics::new(1);
+        assert_eq!(
+            moved(&metrics, Role::Initiator, idle(true), true),
+            ["initiator_stream_idle_timeout"]
+        );
     }
 
     #[test]
@@ -179,15 +158,15 @@ mod tests {
         };
         assert_eq!(
             count(Role::Initiator, overloaded),
-            [("initiator_503_local_overloaded", 1)]
+            ["initiator_503_local_overloaded"]
         );
         let expired = ProxyError::QueueTimeout {
             cluster: "app".into(),
-            timeout: std::time::Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
         };
         assert_eq!(
             count(Role::Initiator, expired),
-            [("initiator_503_queue_timeout", 1)]
+            ["initiator_503_queue_timeout"]
         );
     }
 
@@ -197,15 +176,39 @@ mod tests {
             (Role::Egress, "egress_client_cancelled"),
             (Role::Initiator, "initiator_cancelled"),
         ] {
-            let stats = Stats::new(1);
-            let counting = Counting::new(stats.clone(), 0);
-            let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
-            let mut ctx = RequestCtx::new(role, 0, None, &parts, false);
-            counting.logging(&ctx);
-            ctx.outcome.failure = Some(ProxyError::ClientClosed);
-            counting.logging(&ctx);
-            let moved: Vec<_> = stats.totals().into_iter().filter(|(_, v)| *v > 0).collect();
-            assert_eq!(moved, [(name, 1)]);
+            assert_eq!(count(role, ProxyError::ClientClosed), [name]);
         }
+    }
+
+    #[test]
+    fn every_request_is_counted_once_with_its_latency() {
+        let metrics = Metrics::with_settings(
+            1,
+            MetricsSettings {
+                detailed_stats: true,
+                max_series: 10,
+            },
+        );
+        let counting = Counting::new(metrics.clone(), 0);
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let mut ctx = RequestCtx::new(Role::Egress, 0, None, &parts, false);
+        ctx.host_id = Some("node-1".into());
+        ctx.outcome.status = Some(http::StatusCode::OK);
+        ctx.timings.end = Some(ctx.timings.start + Duration::from_millis(2));
+        counting.logging(&ctx);
+        // The initiator measures its local service only: a request never sent has none.
+        let mut local = RequestCtx::new(Role::Initiator, 0, None, &parts, false);
+        local.outcome.status = Some(http::StatusCode::NOT_FOUND);
+        counting.logging(&local);
+        let s = metrics.snapshot();
+        let ok = RequestLabels::of(Role::Egress, Some(200), None);
+        let not_found = RequestLabels::of(Role::Initiator, Some(404), None);
+        assert_eq!(
+            (s.requests[ok.index()], s.requests[not_found.index()]),
+            (1, 1)
+        );
+        assert_eq!((s.latency[0].count(), s.latency[1].count()), (1, 0));
+        assert_eq!(s.latency[0].cumulative()[3], (0.005, 1));
+        assert_eq!(s.hosts[&(String::new(), "node-1".into())], [0, 1, 0, 0, 0]);
     }
 }

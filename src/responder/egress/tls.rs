@@ -25,16 +25,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::EgressListenerConfig;
 use crate::http::io::Rewind;
+use crate::metrics::{inc, TlsSide};
 use crate::pipeline::{ConnectionInfo, RequestId};
 use crate::responder::ResponderShard;
-use crate::stats::inc;
 use crate::tls::{
     peek_is_tls, HandshakeError, Looks, PeerCertificate, Reloadable, ServerStream, ServerTls,
     TlsFailure,
 };
 
 /// ALPN protocols offered, in the server's order of preference.
-const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// The body of the answer to a plaintext request on the HTTPS port (nginx's words).
 const PLAINTEXT_REPLY: &str = "plain HTTP request sent to an HTTPS port\n";
@@ -89,7 +89,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let stats = ctx.stats();
-    let timeout = ctx.shared.egress().header_read_timeout;
+    let timeout = ctx.settings().cfg.egress_listener.header_read_timeout;
     let outcome = match monoio::time::timeout(timeout, handshake(tls, io)).await {
         Ok(outcome) => outcome,
         Err(_) => {
@@ -101,14 +101,14 @@ where
     let stream = match outcome {
         Handshake::Done(stream) => stream,
         Handshake::Plaintext(io) => {
-            stats.egress_tls_failed.count(TlsFailure::PlaintextPeer);
+            stats.tls_failed(TlsSide::Egress, TlsFailure::PlaintextPeer);
             let id = RequestId::generate();
             tracing::debug!(%peer, request_id = %id, "egress: plaintext on the HTTPS port: 400");
             refuse_plaintext(io, &id).await;
             return None;
         }
         Handshake::Failed(e) => {
-            stats.egress_tls_failed.count(e.failure);
+            stats.tls_failed(TlsSide::Egress, e.failure);
             tracing::debug!(%peer, reason = e.failure.label(), "egress {e}");
             return None;
         }
@@ -116,7 +116,7 @@ where
     let peer_certificate = match PeerCertificate::from_stream(&stream) {
         Ok(cert) => cert.map(Arc::new),
         Err(e) => {
-            stats.egress_tls_failed.count(TlsFailure::BadCertificate);
+            stats.tls_failed(TlsSide::Egress, TlsFailure::BadCertificate);
             tracing::debug!(%peer, reason = TlsFailure::BadCertificate.label(), "egress TLS: {e}");
             return None;
         }
@@ -182,13 +182,12 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::config::{Config, ResponderConfig};
+    use crate::metrics::Metrics;
     use crate::responder::Responder;
     use crate::shard::shutdown::Shutdown;
-    use crate::stats::Stats;
     use crate::tls::testing::Pki;
 
     fn responder(tls: Option<crate::config::ServerTlsConfig>) -> std::io::Result<Arc<Responder>> {
@@ -198,12 +197,12 @@ mod tests {
         r.egress_listener.tls = tls;
         config.responder = Some(r);
         let (_shutdown, signal) = Shutdown::new();
-        let built = Responder::new(&config, 1, Stats::new(1), signal)?;
+        let built = Responder::new(&config, 1, Metrics::new(1), signal, None)?;
         Ok(built.expect("a responder").0)
     }
 
     #[test]
-    fn loads_once_and_reloads_from_the_same_files() {
+    fn loads_once_and_reloads_from_the_files_a_reload_names() {
         let pki = Pki::new("egress CA");
         let first = pki.server("egress", &["egress.test"]);
         let responder = responder(Some(first.server_cfg(Some(&pki.ca_path)))).unwrap();
@@ -215,27 +214,57 @@ mod tests {
         );
         assert_eq!(before.client_ca(), Some(pki.ca_path.as_path()));
 
+        let reload = |cfg: &crate::config::ServerTlsConfig| {
+            let mut r = ResponderConfig::new(
+                "127.0.0.1:0".parse().unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+            );
+            r.egress_listener.tls = Some(cfg.clone());
+            let prepared = responder.prepare_certificates(&r)?;
+            responder.install_certificates(prepared);
+            Ok::<(), String>(())
+        };
         // New files at the same paths: a reload swaps the configuration.
         pki.server("egress", &["egress.test"]);
-        assert_eq!(responder.reload_certificates(), Vec::<String>::new());
+        reload(&first.server_cfg(Some(&pki.ca_path))).unwrap();
         assert!(!Arc::ptr_eq(&before, &tls.current()));
+
+        // Other files: a reload takes them, and drops the client CA it no longer names.
+        let moved = pki.server("moved", &["egress.test"]);
+        reload(&moved.server_cfg(None)).unwrap();
+        assert_eq!(tls.current().client_ca(), None);
 
         // A broken key: the reload fails naming the file, the last good one stays.
         let good = tls.current();
-        pki.write("egress-key.pem", "not a key\n");
-        let err = responder.reload_certificates().join("\n");
+        pki.write("moved-key.pem", "not a key\n");
+        let err = reload(&moved.server_cfg(None)).unwrap_err();
         assert!(
-            err.contains("egress_listener") && err.contains("egress-key.pem"),
+            err.contains("egress_listener") && err.contains("moved-key.pem"),
             "{err}"
         );
         assert!(Arc::ptr_eq(&good, &tls.current()));
+    }
+
+    fn pki_free_cfg() -> crate::config::ServerTlsConfig {
+        crate::config::ServerTlsConfig {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            client_ca: None,
+        }
     }
 
     #[test]
     fn plaintext_listener_has_nothing_to_reload_and_bad_files_fail_the_start() {
         let plain = responder(None).unwrap();
         assert!(plain.egress_tls().is_none());
-        assert!(plain.reload_certificates().is_empty());
+        let mut r = ResponderConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        r.egress_listener.tls = Some(pki_free_cfg());
+        // Turning TLS on needs a restart: nothing is loaded for a plaintext listener.
+        assert!(plain.prepare_certificates(&r).is_ok());
+        assert!(plain.egress_tls().is_none());
 
         let pki = Pki::new("egress CA");
         let mut cfg = pki.server("egress", &["egress.test"]).server_cfg(None);
@@ -251,16 +280,13 @@ mod tests {
 
     #[test]
     fn every_failure_class_has_its_counter() {
-        let stats = crate::stats::ShardStats::default();
         for failure in TlsFailure::ALL {
-            stats.egress_tls_failed.count(failure);
+            let metrics = crate::metrics::Metrics::new(1);
+            metrics.shard(0).tls_failed(TlsSide::Egress, failure);
             let name = format!("egress_tls_failed_{}", failure.label());
-            let counted: Vec<_> = stats.values().into_iter().filter(|(_, v)| *v > 0).collect();
-            assert_eq!(counted, [(name.as_str(), 1)], "{failure:?}");
-            stats
-                .egress_tls_failed
-                .counter(failure)
-                .store(0, Ordering::Relaxed);
+            let totals = metrics.totals();
+            let counted: Vec<_> = totals.iter().filter(|(_, v)| *v > 0).collect();
+            assert_eq!(counted, [&(name, 1)], "{failure:?}");
         }
     }
 }
