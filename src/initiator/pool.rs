@@ -795,9 +795,11 @@ impl Lease {
                     .borrow_mut()
                     .returned(conn, Sender::H1(sender), now)
             } else {
+                // Counted until its task reports the socket gone.
                 drop(sender);
                 cluster.close(conn);
-                cluster.state.borrow_mut().closed(conn, now)
+                cluster.state.borrow_mut().close(conn);
+                Vec::new()
             };
             cluster.run(actions, None);
         });

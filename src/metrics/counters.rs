@@ -52,6 +52,9 @@ counters! {
     egress_idle_timeout,
     /// Egress requests handed to another shard's tunnel.
     egress_cross_shard,
+    /// Egress requests a tunnel refused before their stream opened (its initiator had sent
+    /// GOAWAY: it drains), sent again on another tunnel of the host; nothing had been sent.
+    egress_tunnel_refused_retries,
     /// Admin requests refused with 401: `admin.token_sha256` / `token_file` is set and the
     /// request did not carry that bearer token.
     admin_401_unauthenticated,

@@ -398,6 +398,19 @@ impl ResponderShard {
         self.shared.stats.shard(self.shard)
     }
 
+    /// Takes `tunnel` out of this shard's registry at once: it refuses new streams (its
+    /// initiator sent GOAWAY). Its driver still runs its streams in flight to their end, and
+    /// removes it again (a no-op) when the connection ends.
+    pub fn forget_tunnel(&self, tunnel: &registry::TunnelHandle) {
+        let tenant = self
+            .shared
+            .tenancy()
+            .registry_tenant(Some(&tunnel.identity.tenant_id));
+        self.registry
+            .borrow_mut()
+            .remove(tenant, tunnel.id, &tunnel.identity);
+    }
+
     /// Writes a tunnel event to the access log, if there is one.
     fn tunnel_event(&self, event: crate::access_log::TunnelEvent<'_>) {
         if let Some(log) = &self.access_log {

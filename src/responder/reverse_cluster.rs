@@ -8,6 +8,14 @@
 //! there instead. A handed-over request whose origin gave up (its route timeout, a client that
 //! left) is dropped, and its tunnel stream with it.
 //!
+//! A tunnel whose initiator has sent GOAWAY (it drains: a removed tunnels entry, a shutdown)
+//! refuses new streams locally, before anything is sent: such a request goes back to the pick
+//! and onto another tunnel of the host, at most [`MAX_REFUSALS`] times, and the refusing tunnel
+//! leaves the registry at once (the driver would only notice when its last stream ends). The
+//! initiator's GOAWAY is h2's graceful two-step one (last stream id MAX, a PING round trip,
+//! then the real one), so a stream that was already on its way when it left is still served:
+//! no request is lost to a draining tunnel.
+//!
 //! The tunnel a request's stream opened on is recorded in its [`PickedTunnel`] as soon as the
 //! stream opens, on whichever shard: the egress driver blames a route timeout on it.
 //!
@@ -20,7 +28,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -59,12 +67,13 @@ pub struct ForwardedRequest {
 }
 
 /// The tunnel a request's stream opened on, once it has: shared by the egress driver and the
-/// shard that opened the stream.
+/// shard that opened the stream. A stream the tunnel refused ([`Sent::Refused`]) is replaced
+/// by the one on the next tunnel.
 #[derive(Debug, Clone, Default)]
-pub struct PickedTunnel(Arc<OnceLock<Picked>>);
+pub struct PickedTunnel(Arc<Mutex<Option<Picked>>>);
 
 /// A tunnel that carries a request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Picked {
     pub id: u64,
     pub health: Arc<TunnelHealth>,
@@ -72,20 +81,34 @@ pub struct Picked {
 
 impl PickedTunnel {
     /// The tunnel the stream opened on, if it did.
-    pub fn get(&self) -> Option<&Picked> {
-        self.0.get()
+    pub fn get(&self) -> Option<Picked> {
+        self.0.lock().ok().and_then(|picked| picked.clone())
     }
 
     fn set(&self, tunnel: &TunnelHandle) {
-        let _ = self.0.set(Picked {
-            id: tunnel.id,
-            health: tunnel.health.clone(),
-        });
+        if let Ok(mut picked) = self.0.lock() {
+            *picked = Some(Picked {
+                id: tunnel.id,
+                health: tunnel.health.clone(),
+            });
+        }
     }
 }
 
 /// How often a request waiting for a tunnel (`pending_timeout`) looks again.
 const PENDING_POLL: Duration = Duration::from_millis(20);
+
+/// How many tunnels may refuse one request before it fails (each refusal also takes the
+/// refusing tunnel out of the registry).
+pub const MAX_REFUSALS: usize = 3;
+
+/// What sending on one tunnel came to.
+enum Sent<B> {
+    Done(TunnelResponse),
+    /// The tunnel refused the stream before it opened (it received GOAWAY): nothing was
+    /// sent, and the request comes back to be sent elsewhere.
+    Refused(Request<B>, ProxyError),
+}
 
 /// Sends `request` to `host_id` of `tenant` through a tunnel on this shard or another; the
 /// tunnel is recorded in `picked` as soon as the stream opens.
@@ -98,6 +121,8 @@ pub async fn proxy(
     pending_timeout: Option<Duration>,
 ) -> TunnelResponse {
     let pending_until = pending_timeout.map(|t| std::time::Instant::now() + t);
+    let mut request = request;
+    let mut refusals = 0;
     loop {
         let local = ctx.registry.borrow_mut().pick_ranked(tenant, host_id);
         if let Some((tunnel, preferred)) = local {
@@ -109,7 +134,18 @@ pub async fn proxy(
                     return forward(ctx, target, tenant, host_id, request, picked).await;
                 }
             }
-            return send_on_tunnel(ctx, &tunnel, request, picked).await;
+            match send_on_tunnel(ctx, &tunnel, request, picked).await {
+                Sent::Done(result) => return result,
+                Sent::Refused(back, error) => {
+                    refusals += 1;
+                    if refusals >= MAX_REFUSALS {
+                        return Err(error);
+                    }
+                    inc(&ctx.stats().egress_tunnel_refused_retries);
+                    request = back;
+                    continue;
+                }
+            }
         }
         let elsewhere = ctx.shared.directory.shards_for(tenant, host_id, ctx.shard);
         if let Some(&target) = elsewhere.first() {
@@ -171,35 +207,60 @@ pub async fn serve_forwarded(ctx: Rc<ResponderShard>, fwd: ForwardedRequest) {
         mut reply,
         picked,
     } = fwd;
-    let tunnel = ctx.registry.borrow_mut().pick(&tenant, &host_id);
-    let result = match tunnel {
-        Some(tunnel) => {
-            let mut sent = pin!(send_on_tunnel(&ctx, &tunnel, request, &picked));
-            let done = poll_fn(|cx| {
-                if let Poll::Ready(result) = sent.as_mut().poll(cx) {
-                    return Poll::Ready(Some(result));
-                }
-                reply.poll_canceled(cx).map(|()| None)
-            })
-            .await;
-            match done {
-                Some(result) => result,
-                None => return, // the origin gave up
+    let mut sent = pin!(send_here(&ctx, &tenant, &host_id, request, &picked));
+    let done = poll_fn(|cx| {
+        if let Poll::Ready(result) = sent.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        reply.poll_canceled(cx).map(|()| None)
+    })
+    .await;
+    // `None`: the origin gave up.
+    if let Some(result) = done {
+        let _ = reply.send(result);
+    }
+}
+
+/// Sends a handed-over request on one of this shard's tunnels for the host, on another when
+/// one refuses it ([`MAX_REFUSALS`]); no tunnel left is `no_tunnel`.
+async fn send_here(
+    ctx: &Rc<ResponderShard>,
+    tenant: &str,
+    host_id: &str,
+    request: Request<EgressRequestBody>,
+    picked: &PickedTunnel,
+) -> TunnelResponse {
+    let mut request = request;
+    for _ in 1..MAX_REFUSALS {
+        let Some(tunnel) = ctx.registry.borrow_mut().pick(tenant, host_id) else {
+            return Err(no_tunnel(ctx, tenant, host_id));
+        };
+        match send_on_tunnel(ctx, &tunnel, request, picked).await {
+            Sent::Done(result) => return result,
+            Sent::Refused(back, _) => {
+                inc(&ctx.stats().egress_tunnel_refused_retries);
+                request = back;
             }
         }
-        None => Err(no_tunnel(&ctx, &tenant, &host_id)),
+    }
+    let Some(tunnel) = ctx.registry.borrow_mut().pick(tenant, host_id) else {
+        return Err(no_tunnel(ctx, tenant, host_id));
     };
-    let _ = reply.send(result);
+    match send_on_tunnel(ctx, &tunnel, request, picked).await {
+        Sent::Done(result) => result,
+        Sent::Refused(_, error) => Err(error),
+    }
 }
 
 /// Opens a stream on `tunnel`, streams the request body up and returns the response head with
-/// its body still streaming.
+/// its body still streaming; or gives the request back, untouched, when the tunnel refuses
+/// new streams (GOAWAY received), after taking the tunnel out of the registry.
 async fn send_on_tunnel<B>(
     ctx: &ResponderShard,
     tunnel: &Rc<TunnelHandle>,
     request: Request<B>,
     picked: &PickedTunnel,
-) -> TunnelResponse
+) -> Sent<B>
 where
     B: Body<Data = Bytes> + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -212,19 +273,32 @@ where
     let mut send = tunnel.send.clone();
     send = match monoio::time::timeout(crate::tunnel::READY_TIMEOUT, send.ready()).await {
         Ok(Ok(ready)) => ready,
-        Ok(Err(e)) => return Err(failed(e.to_string())),
-        Err(_) => return Err(failed("no stream capacity within 5s".into())),
+        // h2 refuses new streams once the peer's GOAWAY arrived (or the connection broke):
+        // nothing of this request was sent.
+        Ok(Err(e)) => {
+            tracing::debug!(tunnel = tunnel.id, "tunnel refuses new streams: {e}");
+            ctx.forget_tunnel(tunnel);
+            return Sent::Refused(request, failed(e.to_string()));
+        }
+        Err(_) => return Sent::Done(Err(failed("no stream capacity within 5s".into()))),
     };
+    // No await between `ready` and `send_request`: the tunnel cannot change state between
+    // them (its connection is driven on this shard).
     let (parts, body) = request.into_parts();
     let end_of_stream = body.is_end_stream();
-    let (response, stream) = send
-        .send_request(Request::from_parts(parts, ()), end_of_stream)
-        .map_err(|e| failed(e.to_string()))?;
+    // A request without a body can go to another tunnel if this one refuses its stream after
+    // it opened (see `refused`): its head is kept until the response head arrives.
+    let replay = end_of_stream.then(|| copy_head(&parts));
+    let (response, stream) = match send.send_request(Request::from_parts(parts, ()), end_of_stream)
+    {
+        Ok(opened) => opened,
+        Err(e) => return Sent::Done(Err(failed(e.to_string()))),
+    };
     picked.set(tunnel);
     // The pump stops when its switch goes: with this future before the response head, with
     // the response body after it.
-    let switch = if end_of_stream {
-        None
+    let (switch, unsent_body) = if end_of_stream {
+        (None, Some(body))
     } else {
         let (switch, mut off) = oneshot::channel::<()>();
         ctx.tasks.spawn(async move {
@@ -242,19 +316,51 @@ where
                 Some(Ok(())) => {}
             }
         });
-        Some(switch)
+        (Some(switch), None)
     };
-    let (mut parts, recv) = response
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .into_parts();
+    let (mut parts, recv) = match response.await {
+        Ok(response) => response.into_parts(),
+        Err(e) if refused(&e) => {
+            tracing::debug!(tunnel = tunnel.id, "tunnel refused the stream: {e}");
+            if e.is_go_away() {
+                ctx.forget_tunnel(tunnel);
+            }
+            return match (replay, unsent_body) {
+                (Some(head), Some(body)) => {
+                    Sent::Refused(Request::from_parts(head, body), failed(e.to_string()))
+                }
+                // Its body went up, in part at least: it cannot be sent again.
+                _ => Sent::Done(Err(failed(e.to_string()))),
+            };
+        }
+        Err(e) => return Sent::Done(Err(failed(e.to_string()))),
+    };
     if tunnel.health.record_success() {
         inc(&ctx.stats().tunnels_healthy_again);
         tracing::info!(tunnel = tunnel.id, node = %tunnel.identity.node_id, "tunnel answered in time: healthy again");
     }
     crate::http::proxy_headers::strip_hop_by_hop(&mut parts.headers, &[]);
-    Ok((
+    Sent::Done(Ok((
         Response::from_parts(parts, RecvBody::new(recv, (guard, switch), &tunnel.parking)),
         tunnel.id,
-    ))
+    )))
+}
+
+/// Whether the tunnel refused a stream without processing it: a GOAWAY from the initiator
+/// whose last stream id is below the stream's (RFC 9113 §6.8; h2 gives exactly those streams
+/// the GOAWAY as their error: streams still open when the connection ends get an I/O error),
+/// or a RST_STREAM with REFUSED_STREAM (§8.7).
+fn refused(e: &h2::Error) -> bool {
+    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
+/// A copy of a request head for sending it again (extensions are not carried over: nothing
+/// on the tunnel side reads them).
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
 }

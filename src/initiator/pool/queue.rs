@@ -23,6 +23,9 @@
 //! - HTTP/1.1 connections carry one request at a time and come back after their response
 //!   body ended (`finish`, then `returned` once the connection is ready again); at most
 //!   `max_idle` of them wait idle. A connection whose request was abandoned is never returned.
+//! - A connection the pool closes counts as open until its task reports it gone
+//!   ([`PoolState::closed`]), so `max_connections` bounds the sockets the service sees, not
+//!   only the connections the pool still uses.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -89,6 +92,10 @@ enum State<C> {
     Busy,
     /// HTTP/1.1: its request is over; it comes back once ready for the next one.
     Recycling,
+    /// HTTP/1.1: the shell is closing it (its switch is dropped). Its socket may still be
+    /// open, so it counts against `max_connections` until its task reports
+    /// [`PoolState::closed`]: the service never sees more than `max_connections` at once.
+    Closing,
 }
 
 #[derive(Debug)]
@@ -250,9 +257,7 @@ impl<C: Handle, W> PoolState<C, W> {
         if !self.limits.multiplexed {
             match self.conns.get_mut(&conn) {
                 Some(c) if reusable && matches!(c.state, State::Busy) => c.state = State::Recycling,
-                _ => {
-                    self.forget(conn);
-                }
+                _ => self.closing(conn),
             }
         }
         self.dispatch(now)
@@ -284,7 +289,14 @@ impl<C: Handle, W> PoolState<C, W> {
         self.dispatch(now)
     }
 
-    /// Connection `conn` ended by itself (the service closed it, an I/O error).
+    /// The shell closes HTTP/1.1 connection `conn` (hyper will not take another request on
+    /// it): no request may pick it, and it counts as open until [`closed`](Self::closed).
+    pub fn close(&mut self, conn: ConnId) {
+        self.closing(conn);
+    }
+
+    /// Connection `conn` is gone: its task ended, by itself (the service closed it, an I/O
+    /// error) or because the shell closed it.
     pub fn closed(&mut self, conn: ConnId, now: Instant) -> Vec<Action<C, W>> {
         if self.forget(conn) {
             self.dispatch(now)
@@ -355,14 +367,33 @@ impl<C: Handle, W> PoolState<C, W> {
             .collect();
         for id in doomed {
             self.ready.retain(|r| *r != id);
-            if let Some(c) = self.conns.remove(&id) {
-                self.counts[endpoint].open -= 1;
-                if let State::Ready(handle) = c.state {
-                    actions.push(Action::Close { conn: id, handle });
-                }
+            if let Some(handle) = self.take_for_closing(id) {
+                actions.push(Action::Close { conn: id, handle });
             }
         }
         Some(ejection)
+    }
+
+    /// Marks HTTP/1.1 connection `conn` as closing (see [`State::Closing`]).
+    fn closing(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !matches!(c.state, State::Connecting { .. }) {
+                c.state = State::Closing;
+                self.ready.retain(|r| *r != conn);
+            }
+        }
+    }
+
+    /// The handle of ready connection `conn`, which is closing from now on.
+    fn take_for_closing(&mut self, conn: ConnId) -> Option<C> {
+        let c = self.conns.get_mut(&conn)?;
+        match std::mem::replace(&mut c.state, State::Closing) {
+            State::Ready(handle) => Some(handle),
+            other => {
+                c.state = other;
+                None
+            }
+        }
     }
 
     /// Removes `conn` wherever it is; false if it was not known.
@@ -392,7 +423,7 @@ impl<C: Handle, W> PoolState<C, W> {
     fn any_established(&self) -> bool {
         self.conns
             .values()
-            .any(|c| !matches!(c.state, State::Connecting { .. }))
+            .any(|c| !matches!(c.state, State::Connecting { .. } | State::Closing))
     }
 
     /// Gives the connect in flight for a request that no longer waits to the oldest waiting
@@ -443,11 +474,8 @@ impl<C: Handle, W> PoolState<C, W> {
                 let Some(id) = self.ready.pop_front() else {
                     break;
                 };
-                if let Some(c) = self.conns.remove(&id) {
-                    self.counts[c.endpoint].open -= 1;
-                    if let State::Ready(handle) = c.state {
-                        actions.push(Action::Close { conn: id, handle });
-                    }
+                if let Some(handle) = self.take_for_closing(id) {
+                    actions.push(Action::Close { conn: id, handle });
                 }
             }
         }
@@ -710,6 +738,14 @@ mod tests {
             ejection
         }
 
+        /// The tasks of the connections the pool closed report their sockets gone.
+        fn sockets_gone(&mut self) {
+            for conn in std::mem::take(&mut self.closed) {
+                let actions = self.pool.closed(conn, self.now);
+                self.absorb(actions);
+            }
+        }
+
         fn granted(&self) -> Vec<u32> {
             self.grants.iter().map(|(w, _)| *w).collect()
         }
@@ -847,11 +883,18 @@ mod tests {
         let (_, grant) = sim.grants.remove(0);
         let actions = sim.pool.finish(grant.conn, false, sim.now);
         sim.absorb(actions);
-        assert_eq!(sim.pool.open(0), 0);
+        assert_eq!(
+            sim.pool.open(0),
+            1,
+            "closing: counted until its socket is gone"
+        );
         assert_eq!(sim.pool.requests(), 0);
         // Were it returned anyway, it is closed, not pooled.
         let actions = sim.pool.returned(grant.conn, grant.handle, sim.now);
         assert!(matches!(actions[..], [Action::Close { .. }]));
+        let actions = sim.pool.closed(grant.conn, sim.now);
+        sim.absorb(actions);
+        assert_eq!(sim.pool.open(0), 0);
     }
 
     #[test]
@@ -882,7 +925,45 @@ mod tests {
             sim.complete(t);
         }
         assert_eq!(sim.closed.len(), 2);
+        assert_eq!(sim.pool.open(0), 3, "counted until their sockets are gone");
+        sim.sockets_gone();
         assert_eq!(sim.pool.open(0), 1);
+    }
+
+    #[test]
+    fn a_closing_connection_counts_against_max_connections_until_its_socket_is_gone() {
+        let mut sim = Sim::<H1>::new(limits(2), 1);
+        for t in 0..3 {
+            sim.request(t);
+        }
+        sim.connect_ok(H1);
+        sim.connect_ok(H1);
+        assert_eq!(sim.granted(), [0, 1]);
+        // Request 0 is abandoned: its connection is closed, never reused.
+        let (_, grant) = sim.grants.remove(0);
+        let actions = sim.pool.finish(grant.conn, false, sim.now);
+        sim.absorb(actions);
+        assert!(
+            sim.connects.is_empty(),
+            "no third socket while the closed one may still be open"
+        );
+        assert_eq!(sim.pool.open(0), 2);
+        let actions = sim.pool.closed(grant.conn, sim.now);
+        sim.absorb(actions);
+        assert_eq!(sim.connects.len(), 1, "its place is taken once it is gone");
+        sim.connect_ok(H1);
+        assert_eq!(sim.granted(), [1, 2]);
+        // The same for a connection hyper cannot reuse after its response.
+        let (_, grant) = sim.grants.remove(0);
+        let actions = sim.pool.finish(grant.conn, true, sim.now);
+        sim.absorb(actions);
+        sim.pool.close(grant.conn);
+        sim.request(3);
+        assert!(sim.connects.is_empty());
+        assert!(sim.grants.iter().all(|(w, _)| *w != 3));
+        let actions = sim.pool.closed(grant.conn, sim.now);
+        sim.absorb(actions);
+        assert_eq!(sim.connects.len(), 1);
     }
 
     #[test]
@@ -1013,6 +1094,7 @@ mod tests {
                         let actions = sim.pool.cancel(id, sim.now);
                         sim.absorb(actions);
                     }
+                    9 => sim.sockets_gone(),
                     _ => {}
                 }
                 let open = sim.pool.open(0) + sim.pool.open(1);
@@ -1027,7 +1109,9 @@ mod tests {
                     .filter(|c| {
                         matches!(
                             c.state,
-                            State::Recycling | State::Connecting { for_waiter: None }
+                            State::Recycling
+                                | State::Closing
+                                | State::Connecting { for_waiter: None }
                         )
                     })
                     .count();
