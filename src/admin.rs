@@ -38,6 +38,7 @@ use crate::http::rt::ShardTimer;
 use crate::initiator::tunnels_up::TunnelsUp;
 use crate::metrics::exposition::{self, Gauge};
 use crate::metrics::{inc, Metrics};
+use crate::net::completion::CompletionStream;
 use crate::responder::Responder;
 use crate::shard::shutdown::ShutdownSignal;
 use crate::shard::{accept_loop, shard_listener};
@@ -79,9 +80,7 @@ pub async fn run(listener: std::net::TcpListener, state: AdminState, stop: Shutd
     }
     let state = Arc::new(state);
     accept_loop(listener, &stop, "admin", |stream, _| {
-        let Ok(io) = stream.try_into_poll_io() else {
-            return;
-        };
+        let io = CompletionStream::new(stream);
         let state = state.clone();
         monoio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {

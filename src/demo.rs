@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use crate::config::Config;
 use crate::http::io::HyperIo;
 use crate::http::rt::{ShardExecutor, ShardTimer};
+use crate::net::completion::CompletionStream;
 
 /// The embedded demo configuration.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
@@ -112,7 +113,7 @@ pub async fn request(
     body: Bytes,
 ) -> Result<(StatusCode, Bytes), Box<dyn std::error::Error>> {
     let stream = monoio::net::TcpStream::connect(addr).await?;
-    let io = HyperIo(stream.try_into_poll_io().map_err(|(e, _)| e)?);
+    let io = HyperIo(CompletionStream::new(stream));
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));

@@ -28,6 +28,7 @@ use hyper::service::service_fn;
 
 use crate::http::io::{sniff_h2, HyperIo};
 use crate::http::rt::{ShardExecutor, ShardTimer};
+use crate::net::completion::CompletionStream;
 
 type ServiceBody = Either<Either<Full<Bytes>, Incoming>, PatternBody>;
 
@@ -50,9 +51,7 @@ pub async fn serve(
     let name = HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("rtun-service"));
     while let Ok((stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
-        let Ok(io) = stream.try_into_poll_io() else {
-            continue;
-        };
+        let io = CompletionStream::new(stream);
         let name = name.clone();
         monoio::spawn(async move {
             let Some((is_h2, io)) = sniff_h2(io).await else {

@@ -34,6 +34,7 @@ use super::{InitiatorShard, Snapshot};
 use crate::access_log::{TunnelEvent, TunnelEventKind};
 use crate::config::{InitiatorConfig, TunnelSpec};
 use crate::http::io::Rewind;
+use crate::net::completion::CompletionStream;
 use crate::protocol::{
     parse_response, HandshakeForm, HandshakeRequest, RpingFilter, TunnelIdentity,
     MAX_HANDSHAKE_BYTES, RPING,
@@ -301,9 +302,7 @@ pub async fn establish(
             addr: target.addr,
             source,
         })?;
-    let io = stream
-        .try_into_poll_io()
-        .map_err(|(e, _)| DialError::Io(e))?;
+    let io = CompletionStream::new(stream);
     let mut io = match snapshot.tunnel_tls.get(&spec.remote_cluster, endpoint) {
         DialTls::Plain => TunnelStream::Plain(io),
         DialTls::Unavailable => return Err(DialError::TlsUnavailable),

@@ -50,7 +50,6 @@ use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{ClientTlsConfig, ClusterConfig, Config, Protocol};
@@ -58,6 +57,7 @@ use crate::http::body::RecvBody;
 use crate::http::io::HyperIo;
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::metrics::{inc, Metrics, ShardMetrics};
+use crate::net::completion::CompletionStream;
 use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
 use crate::shard::ShardId;
@@ -258,8 +258,8 @@ fn endpoint_host(endpoint: &str) -> &str {
 
 /// A new connection to an endpoint, before HTTP starts.
 enum Dialed {
-    Plain(TcpStreamPoll),
-    Tls(Box<ClientStream<TcpStreamPoll>>),
+    Plain(CompletionStream),
+    Tls(Box<ClientStream<CompletionStream>>),
 }
 
 /// A connection's request handle.
@@ -672,7 +672,7 @@ impl LocalCluster {
         let stream = crate::net::connect(endpoint, timeout)
             .await
             .map_err(connect_err)?;
-        let io = stream.try_into_poll_io().map_err(|(e, _)| connect_err(e))?;
+        let io = CompletionStream::new(stream);
         let current = self.tls.as_ref().map(|t| t.current());
         let Some(tls) = current.as_ref().and_then(|t| t.endpoints.get(i)) else {
             return Ok(Dialed::Plain(io));

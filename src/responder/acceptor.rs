@@ -17,7 +17,6 @@ use std::rc::Rc;
 
 use std::time::Instant;
 
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::{TcpListener, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -25,6 +24,7 @@ use super::admission::ConnectionFacts;
 use super::{ResponderShard, ShardMsg};
 use crate::access_log::{TunnelEvent, TunnelEventKind};
 use crate::metrics::{inc, HandshakeOutcome, TlsSide};
+use crate::net::completion::CompletionStream;
 use crate::protocol::{parse_request, AcceptedHandshake, Rejection, MAX_HANDSHAKE_BYTES};
 use crate::shard::directory::{PlaceError, Placement};
 use crate::shard::{accept_loop, CapPermit};
@@ -58,13 +58,7 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, bu
     let settings = ctx.settings();
     let cfg = &settings.cfg.tunnel_listener;
     let deadline = Instant::now() + cfg.handshake_timeout;
-    let io = match stream.try_into_poll_io() {
-        Ok(io) => io,
-        Err((e, _)) => {
-            tracing::warn!(%peer, "poll io: {e}");
-            return;
-        }
-    };
+    let io = CompletionStream::new(stream);
     let mut stream = match ctx.shared.tunnel_tls.as_ref().map(|tls| tls.current()) {
         None => TunnelStream::Plain(io),
         Some(tls) => {
@@ -120,10 +114,10 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, bu
             return super::tunnel::run(ctx, stream, hs, peer).await;
         }
     };
-    let stream = match io.try_into_comp_io() {
+    let stream = match io.into_inner() {
         Ok(stream) => stream,
-        Err((e, _)) => {
-            tracing::warn!(%peer, "completion io: {e}");
+        Err(e) => {
+            tracing::warn!(%peer, "cannot hand the tunnel over: {e}");
             ctx.shared.directory.release(slot, target);
             return;
         }
@@ -137,7 +131,7 @@ async fn handle(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr, bu
 async fn accept_tls(
     ctx: &ResponderShard,
     tls: &ServerTls,
-    mut io: TcpStreamPoll,
+    mut io: CompletionStream,
     peer: SocketAddr,
 ) -> Option<TunnelStream> {
     let peek = peek_is_tls(&mut io).await.ok()?;

@@ -44,6 +44,7 @@ use crate::http::route::{match_route, rewrite_prefix};
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::http::target;
 use crate::metrics::inc;
+use crate::net::completion::CompletionStream;
 use crate::pipeline::logged::{Counted, InFlight};
 use crate::pipeline::{
     respond, ConnectionInfo, Deadlines, Logged, ProxyError, RequestCtx, RequestId, Role,
@@ -79,13 +80,7 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
 
 async fn serve_connection(ctx: Rc<ResponderShard>, stream: TcpStream, peer: SocketAddr) {
     let accepted_at = Instant::now();
-    let io = match stream.try_into_poll_io() {
-        Ok(io) => io,
-        Err((e, _)) => {
-            tracing::warn!(%peer, "poll io: {e}");
-            return;
-        }
-    };
+    let io = CompletionStream::new(stream);
     if let Some(reloadable) = ctx.shared.egress_tls() {
         let server = reloadable.current();
         if let Some(accepted) = tls::accept(&ctx, &server, io, peer).await {

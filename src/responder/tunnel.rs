@@ -21,6 +21,7 @@ use super::ResponderShard;
 use crate::access_log::{TunnelEvent, TunnelEventKind};
 use crate::http::io::Rewind;
 use crate::metrics::HandshakeOutcome;
+use crate::net::completion::CompletionStream;
 use crate::protocol::{encode_accept, AcceptedHandshake, HandshakeForm, TunnelIdentity};
 use crate::tunnel::info::{Meter, Metered, TunnelInfo};
 use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo, TunnelStream};
@@ -38,8 +39,7 @@ pub fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
 /// Entry point for a tunnel handed over by another shard.
 pub async fn adopt(ctx: Rc<ResponderShard>, stream: std::net::TcpStream, hs: AcceptedHandshake) {
     let peer = stream.peer_addr().ok();
-    let adopted =
-        TcpStream::from_std(stream).and_then(|s| s.try_into_poll_io().map_err(|(e, _)| e));
+    let adopted = TcpStream::from_std(stream).map(CompletionStream::new);
     match (adopted, peer) {
         (Ok(io), Some(peer)) => run(ctx, TunnelStream::Plain(io), hs, peer).await,
         (Err(e), _) => {

@@ -9,20 +9,20 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::io::Rewind;
+use crate::net::completion::CompletionStream;
 use crate::tls::{ClientStream, PeerCertificate, ServerStream};
 
 /// A tunnel's connection below HTTP/2.
 pub enum TunnelStream {
     /// Plaintext TCP.
-    Plain(TcpStreamPoll),
+    Plain(CompletionStream),
     /// The responder's end of a TLS tunnel (the bytes peeked to detect TLS are replayed).
-    Accepted(Box<ServerStream<Rewind<TcpStreamPoll>>>),
+    Accepted(Box<ServerStream<Rewind<CompletionStream>>>),
     /// The initiator's end of a TLS tunnel.
-    Dialed(Box<ClientStream<TcpStreamPoll>>),
+    Dialed(Box<ClientStream<CompletionStream>>),
 }
 
 impl TunnelStream {

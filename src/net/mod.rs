@@ -11,6 +11,8 @@
 //! cannot be read is a resolution failure. The end-to-end tests use it to change what a name
 //! resolves to while rtun runs; it is read on the resolver thread at each resolution.
 
+pub mod completion;
+
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;

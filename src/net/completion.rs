@@ -1,0 +1,506 @@
+//! Completion-based socket I/O under the HTTP libraries (DESIGN.md §8).
+//!
+//! h2, hyper and tokio-rustls read and write through tokio's `AsyncRead`/`AsyncWrite`.
+//! monoio's own poll adapter (`TcpStreamPoll`) answers those calls by waiting for readiness
+//! on the ring and then issuing `recv`/`send` as syscalls of their own (plus a `recv` that
+//! returns `EAGAIN`), so io_uring only signals readiness. [`CompletionStream`] instead
+//! submits the reads and writes themselves to the ring, with buffers it owns:
+//!
+//! - **Reads**: one `recv` in flight at a time into an owned buffer sized to the traffic
+//!   ([`READ_BUF`] to [`READ_BUF_MAX`]); the caller's reads are served from it until it is
+//!   empty, then the next one is submitted.
+//! - **Writes**: `poll_write` copies into a staging buffer and returns at once; whenever no
+//!   write is in flight the staged bytes are submitted as one write (partial writes are
+//!   finished inside the op), so everything h2 or hyper writes in one turn of the event loop
+//!   goes out in one submission. Staging is bounded by [`WRITE_STAGE`]: beyond it
+//!   `poll_write` waits for the write in flight, which is the backpressure.
+//! - Submissions are batched: monoio enters the kernel once per turn of its event loop for
+//!   every operation queued during it.
+//!
+//! The two buffers are reused for the stream's whole life. Dropping the stream cancels an
+//! operation in flight; monoio keeps its buffer alive until the kernel is done with it. On a
+//! machine without io_uring, monoio's legacy driver runs the same operations on epoll.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The read buffer of a new stream. It doubles, up to [`READ_BUF_MAX`], each time a read
+/// fills it, and goes back to this size after a read of less than an eighth of it: an idle
+/// keep-alive connection pins little memory under its pending read, a busy one reads whole
+/// TLS records and HTTP/2 frames in one go.
+pub const READ_BUF: usize = 4 * 1024;
+
+/// The largest read buffer: a few full-size TLS records or HTTP/2 frames.
+pub const READ_BUF_MAX: usize = 64 * 1024;
+
+/// The write buffer kept for the next write after a write: larger ones are freed.
+const SPARE_KEPT: usize = 16 * 1024;
+
+/// The most bytes staged for writing before `poll_write` waits for the write in flight.
+pub const WRITE_STAGE: usize = 64 * 1024;
+
+type ReadOp = Pin<Box<dyn Future<Output = (OwnedReadHalf<TcpStream>, io::Result<usize>, Vec<u8>)>>>;
+type WriteOp =
+    Pin<Box<dyn Future<Output = (OwnedWriteHalf<TcpStream>, io::Result<usize>, Vec<u8>)>>>;
+
+enum Reader {
+    /// No read in flight; `buf[pos..]` is data not yet handed out.
+    Idle {
+        half: OwnedReadHalf<TcpStream>,
+        buf: Vec<u8>,
+        pos: usize,
+    },
+    Reading(ReadOp),
+    /// Only while a state change is in progress (never observed).
+    Gone,
+}
+
+enum Writer {
+    /// No write in flight; `spare` is the buffer of the last one, kept for the next.
+    Idle {
+        half: OwnedWriteHalf<TcpStream>,
+        spare: Vec<u8>,
+    },
+    Writing(WriteOp),
+    Gone,
+}
+
+/// A TCP stream read and written with io_uring operations on owned buffers, presented as
+/// tokio `AsyncRead`/`AsyncWrite` (see the module docs).
+pub struct CompletionStream {
+    reader: Reader,
+    writer: Writer,
+    /// Bytes accepted by `poll_write`, waiting for the write in flight to finish.
+    staged: Vec<u8>,
+    /// A write that failed after `poll_write` accepted its bytes: reported by the next call.
+    write_error: Option<io::Error>,
+    fd: RawFd,
+}
+
+impl std::fmt::Debug for CompletionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionStream")
+            .field("fd", &self.fd)
+            .field("staged", &self.staged.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompletionStream {
+    pub fn new(stream: TcpStream) -> Self {
+        let fd = stream.as_raw_fd();
+        let (read, write) = stream.into_split();
+        Self {
+            reader: Reader::Idle {
+                half: read,
+                buf: Vec::new(),
+                pos: 0,
+            },
+            writer: Writer::Idle {
+                half: write,
+                spare: Vec::new(),
+            },
+            staged: Vec::new(),
+            write_error: None,
+            fd,
+        }
+    }
+
+    /// The socket back, for handing it to another shard: only between exchanges (no
+    /// operation in flight, nothing read and not yet consumed, nothing staged).
+    pub fn into_inner(self) -> io::Result<TcpStream> {
+        let busy = || io::Error::other("the stream is in the middle of an exchange");
+        let Reader::Idle {
+            half: read,
+            buf,
+            pos,
+        } = self.reader
+        else {
+            return Err(busy());
+        };
+        let Writer::Idle { half: write, .. } = self.writer else {
+            return Err(busy());
+        };
+        if pos < buf.len() || !self.staged.is_empty() {
+            return Err(busy());
+        }
+        read.reunite(write)
+            .map_err(|_| io::Error::other("the stream's halves do not match"))
+    }
+
+    /// Polls the write in flight; back to idle when it is done. `Ready(Err)` is its failure.
+    fn poll_writer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Writer::Writing(op) = &mut self.writer else {
+            return Poll::Ready(Ok(()));
+        };
+        let (half, result, spare) = ready!(op.as_mut().poll(cx));
+        self.writer = Writer::Idle {
+            half,
+            spare: recycle(spare),
+        };
+        Poll::Ready(result.map(drop))
+    }
+
+    /// Submits the staged bytes when no write is in flight.
+    fn submit_staged(&mut self, cx: &mut Context<'_>) {
+        if self.staged.is_empty() || !matches!(self.writer, Writer::Idle { .. }) {
+            return;
+        }
+        let Writer::Idle { mut half, spare } = std::mem::replace(&mut self.writer, Writer::Gone)
+        else {
+            return;
+        };
+        let buf = std::mem::replace(&mut self.staged, spare);
+        let mut op: WriteOp = Box::pin(async move {
+            let (result, buf) = half.write_all(buf).await;
+            (half, result, buf)
+        });
+        // The first poll queues the operation on the ring (and registers the waker).
+        match op.as_mut().poll(cx) {
+            Poll::Ready((half, result, spare)) => {
+                self.writer = Writer::Idle {
+                    half,
+                    spare: recycle(spare),
+                };
+                if let Err(e) = result {
+                    self.write_error = Some(e);
+                }
+            }
+            Poll::Pending => self.writer = Writer::Writing(op),
+        }
+    }
+
+    /// Collects a finished write, stores its error, and submits what is staged.
+    fn drive_writes(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Poll::Ready(Err(e)) = self.poll_writer(cx) {
+            self.write_error = Some(e);
+        }
+        if let Some(e) = self.write_error.take() {
+            return Err(e);
+        }
+        self.submit_staged(cx);
+        match self.write_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Stages as much of `bufs` as fits; how many bytes were taken.
+    fn stage(&mut self, bufs: &[io::IoSlice<'_>]) -> usize {
+        let mut taken = 0;
+        for b in bufs {
+            let room = WRITE_STAGE.saturating_sub(self.staged.len());
+            if room == 0 {
+                break;
+            }
+            let n = b.len().min(room);
+            self.staged.extend_from_slice(&b[..n]);
+            taken += n;
+        }
+        taken
+    }
+
+    fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.drive_writes(cx)?;
+        if self.staged.len() >= WRITE_STAGE {
+            // Full: wait for the write in flight (its waker is registered).
+            return Poll::Pending;
+        }
+        let n = self.stage(bufs);
+        self.submit_staged(cx);
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Sizes the read buffer after a read (its length is what the read returned) for the next
+/// one: see [`READ_BUF`].
+fn resize_for_next_read(buf: &mut Vec<u8>) {
+    let (len, cap) = (buf.len(), buf.capacity());
+    if len == cap && cap < READ_BUF_MAX {
+        buf.reserve_exact((cap * 2).min(READ_BUF_MAX) - len);
+    } else if cap > READ_BUF && len < cap / 8 {
+        let mut small = Vec::with_capacity(READ_BUF.max(len));
+        small.extend_from_slice(buf);
+        *buf = small;
+    }
+}
+
+/// The buffer of a finished write, emptied for the next one (freed if it grew large).
+fn recycle(mut spare: Vec<u8>) -> Vec<u8> {
+    if spare.capacity() > SPARE_KEPT {
+        return Vec::new();
+    }
+    spare.clear();
+    spare
+}
+
+impl AsyncRead for CompletionStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.reader {
+                Reader::Idle { buf, pos, .. } if *pos < buf.len() => {
+                    let n = (buf.len() - *pos).min(out.remaining());
+                    out.put_slice(&buf[*pos..*pos + n]);
+                    *pos += n;
+                    return Poll::Ready(Ok(()));
+                }
+                Reader::Idle { .. } => {
+                    let Reader::Idle {
+                        mut half, mut buf, ..
+                    } = std::mem::replace(&mut this.reader, Reader::Gone)
+                    else {
+                        unreachable!("matched Idle above");
+                    };
+                    buf.clear();
+                    if buf.capacity() < READ_BUF {
+                        buf.reserve_exact(READ_BUF);
+                    }
+                    this.reader = Reader::Reading(Box::pin(async move {
+                        let (result, buf) = half.read(buf).await;
+                        (half, result, buf)
+                    }));
+                }
+                Reader::Reading(op) => {
+                    let (half, result, mut buf) = ready!(op.as_mut().poll(cx));
+                    resize_for_next_read(&mut buf);
+                    this.reader = Reader::Idle { half, buf, pos: 0 };
+                    match result {
+                        // End of stream: nothing filled.
+                        Ok(0) => return Poll::Ready(Ok(())),
+                        Ok(_) => continue,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                Reader::Gone => {
+                    return Poll::Ready(Err(io::Error::other("read after a failed state change")))
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for CompletionStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_slices(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_slices(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            this.drive_writes(cx)?;
+            match this.writer {
+                Writer::Writing(_) => return Poll::Pending,
+                _ if this.staged.is_empty() => return Poll::Ready(Ok(())),
+                // Submitted and finished at once (the legacy driver): go round.
+                _ => {}
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        // SAFETY: `fd` is the stream's socket, open as long as either half lives (both do).
+        match unsafe { libc::shutdown(self.fd, libc::SHUT_WR) } {
+            -1 => Poll::Ready(Err(io::Error::last_os_error())),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Runs `test` on io_uring (when this machine has it) and on the epoll fallback.
+    fn on_both_drivers<F, Fut>(test: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            rt.block_on(test());
+        }
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("epoll runtime")
+            .block_on(test());
+    }
+
+    /// A connected pair: the stream under test and a blocking std peer.
+    async fn pair() -> (CompletionStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        (CompletionStream::new(stream), peer)
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn bytes_cross_both_ways_in_order_across_many_buffers() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            // Far more than the read buffer and the write stage, so both refill many times.
+            let data = pattern(3 * WRITE_STAGE + 12_345);
+            let expected = data.clone();
+            let echo = std::thread::spawn(move || {
+                let mut got = vec![0u8; expected.len()];
+                peer.read_exact(&mut got).expect("peer read");
+                assert!(got == expected, "the peer saw other bytes");
+                peer.write_all(&got).expect("peer write");
+                peer
+            });
+            s.write_all(&data).await.expect("write");
+            s.flush().await.expect("flush");
+            let mut back = vec![0u8; data.len()];
+            s.read_exact(&mut back).await.expect("read back");
+            assert!(back == data, "other bytes came back");
+            let peer = echo.join().expect("peer thread");
+            drop(peer);
+            // The peer closed: end of stream.
+            let mut rest = Vec::new();
+            assert_eq!(s.read_to_end(&mut rest).await.expect("eof"), 0);
+        });
+    }
+
+    #[test]
+    fn the_read_buffer_grows_with_full_reads_and_shrinks_after_small_ones() {
+        let mut buf = Vec::with_capacity(READ_BUF);
+        buf.resize(READ_BUF, 1);
+        resize_for_next_read(&mut buf);
+        assert!(buf.capacity() >= 2 * READ_BUF);
+        while buf.capacity() < READ_BUF_MAX {
+            let cap = buf.capacity();
+            buf.resize(cap, 1);
+            resize_for_next_read(&mut buf);
+        }
+        assert!(buf.capacity() < READ_BUF_MAX * 2, "capped");
+        buf.truncate(10);
+        resize_for_next_read(&mut buf);
+        assert!(buf.capacity() < 2 * READ_BUF, "back to small");
+        assert_eq!(buf.len(), 10, "what was read is kept");
+    }
+
+    #[test]
+    fn small_reads_are_served_from_one_receive() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            peer.write_all(b"hello world").expect("peer write");
+            let mut first = [0u8; 5];
+            s.read_exact(&mut first).await.expect("read");
+            assert_eq!(&first, b"hello");
+            let mut rest = [0u8; 6];
+            s.read_exact(&mut rest).await.expect("read");
+            assert_eq!(&rest, b" world");
+        });
+    }
+
+    #[test]
+    fn shutdown_flushes_then_half_closes() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            s.write_all(b"last words").await.expect("write");
+            s.shutdown().await.expect("shutdown");
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).expect("peer reads to EOF");
+            assert_eq!(got, b"last words");
+            // Still readable after our half-close.
+            peer.write_all(b"reply").expect("peer write");
+            let mut reply = [0u8; 5];
+            s.read_exact(&mut reply).await.expect("read");
+            assert_eq!(&reply, b"reply");
+        });
+    }
+
+    #[test]
+    fn the_socket_comes_back_between_exchanges_only() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            peer.write_all(b"ab").expect("peer write");
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one).await.expect("read");
+            // One byte read but not consumed: handing the socket over would lose it.
+            assert!(s.into_inner().is_err());
+            let (mut s, mut peer) = pair().await;
+            peer.write_all(b"ab").expect("peer write");
+            let mut two = [0u8; 2];
+            s.read_exact(&mut two).await.expect("read");
+            s.write_all(b"ok").await.expect("write");
+            s.flush().await.expect("flush");
+            let mut raw = s.into_inner().expect("idle: the socket comes back");
+            let (result, _) = monoio::io::AsyncWriteRent::write(&mut raw, b"!".to_vec()).await;
+            result.expect("the socket still works");
+            let mut got = [0u8; 3];
+            peer.read_exact(&mut got).expect("peer read");
+            assert_eq!(&got, b"ok!");
+        });
+    }
+
+    #[test]
+    fn a_write_to_a_reset_peer_is_an_error_not_a_hang() {
+        on_both_drivers(|| async {
+            let (mut s, peer) = pair().await;
+            // SO_LINGER 0: the close is a reset.
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .expect("linger");
+            drop(peer);
+            monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let chunk = pattern(64 * 1024);
+            let mut failed = false;
+            for _ in 0..64 {
+                if s.write_all(&chunk).await.is_err() || s.flush().await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(failed, "writes to a reset connection kept succeeding");
+        });
+    }
+}
