@@ -341,7 +341,7 @@ async fn open_tunnel(
         .map_err(|_| dial_err("connect", "timed out"))?
         .map_err(|e| dial_err("connect", e))?;
     let _ = stream.set_nodelay(true);
-    let io = stream.into_poll_io().map_err(|e| dial_err("io", e))?;
+    let io = rtun::net::completion::CompletionStream::new(stream);
     let mut io = match &cfg.tls {
         None => TunnelStream::Plain(io),
         Some(tls) => match monoio::time::timeout(cfg.connect_timeout, tls.connect(io)).await {
