@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use monoio::io::IntoPollIo;
 use rtun::http::io::Rewind;
 use rtun::protocol::{
     parse_response, HandshakeForm, HandshakeRequest, TunnelIdentity, DEFAULT_REQUEST_PATH,
