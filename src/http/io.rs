@@ -1,8 +1,9 @@
-//! I/O adapters between monoio's poll-based streams and the HTTP libraries.
+//! I/O adapters between rtun's streams and the HTTP libraries.
 //!
-//! monoio's `TcpStream::into_poll_io()` speaks tokio's `AsyncRead`/`AsyncWrite`, which is what h2
-//! wants. hyper 1.x has its own `rt::Read`/`rt::Write`; [`HyperIo`] bridges the two without
-//! pulling in hyper-util's tokio runtime. [`Rewind`] replays bytes that were read ahead (a
+//! rtun's sockets speak tokio's `AsyncRead`/`AsyncWrite` (`net::completion::CompletionStream`,
+//! io_uring operations underneath), which is what h2 and tokio-rustls want. hyper 1.x has its
+//! own `rt::Read`/`rt::Write`; [`HyperIo`] bridges the two without pulling in hyper-util's
+//! tokio runtime. [`Rewind`] replays bytes that were read ahead (a
 //! handshake's tail, a sniffed h2 preface) before reading from the socket again.
 
 use std::io;

@@ -135,7 +135,10 @@ async fn upstream(
     let body = LocalBody::new(Counted::new(body, tally, clock.clone()));
     let request = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
     rctx.timings.upstream_start = Some(Instant::now());
-    let sent = deadlines.bound(&clock, cluster.send(request)).await;
+    // Boxed: the deadline wrapper would otherwise move the whole local exchange's future.
+    let sent = deadlines
+        .bound(&clock, Box::pin(cluster.send(request)))
+        .await;
     // The responder reset the request body (its client's body failed): not the service's fault.
     sent.map_err(|e| rctx.outcome.client_body_failure().unwrap_or(e))
 }

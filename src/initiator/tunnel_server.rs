@@ -63,7 +63,13 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop, info: &T
     // Each stream is forwarded on its own task, counted on the tunnel while it runs.
     let serve_stream = |request, respond| {
         let stream = info.stream_guard();
-        let handled = super::forward::handle(ctx.clone(), request, respond, parking.clone());
+        // Boxed once: spawning moves the task's future, which is large.
+        let handled = Box::pin(super::forward::handle(
+            ctx.clone(),
+            request,
+            respond,
+            parking.clone(),
+        ));
         ctx.tasks.spawn(async move {
             handled.await;
             drop(stream);

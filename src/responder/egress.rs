@@ -126,8 +126,10 @@ async fn serve_http<I>(
             if let Some(connection) = &connection {
                 req.extensions_mut().insert(connection.clone());
             }
+            // The request's future is large and hyper moves the service future several times
+            // (into its stream task, into the executor): boxed, only a pointer moves.
             async move {
-                let response = handle(&ctx, req, peer).await;
+                let response = Box::pin(handle(&ctx, req, peer)).await;
                 Ok::<_, Infallible>(response.map(|body| in_flight.attach(body)))
             }
         })
@@ -369,7 +371,15 @@ async fn upstream(
     };
     let picked = PickedTunnel::default();
     let pending_timeout = cfg.pending_timeout;
-    let proxied = reverse_cluster::proxy(ctx, tenant, host_id, request, &picked, pending_timeout);
+    // Boxed: the deadline wrapper would otherwise move the whole trip's future.
+    let proxied = Box::pin(reverse_cluster::proxy(
+        ctx,
+        tenant,
+        host_id,
+        request,
+        &picked,
+        pending_timeout,
+    ));
     let proxied = deadlines.bound(&clock, proxied).await;
     rctx.tunnel_id = picked.get().map(|tunnel| tunnel.id);
     // A tunnel stream reset because the client's body was malformed or cut short is the

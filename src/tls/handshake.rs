@@ -1,6 +1,6 @@
 //! The TLS handshake on any tokio stream: [`accept`] for the server side, [`connect`] for the
 //! client side, both generic over `T: AsyncRead + AsyncWrite + Unpin` (monoio's
-//! `TcpStreamPoll`, a [`Rewind`](crate::http::io::Rewind) after [`peek_is_tls`](super::peek_is_tls),
+//! `net::completion::CompletionStream`, a [`Rewind`](crate::http::io::Rewind) after [`peek_is_tls`](super::peek_is_tls),
 //! an in-memory pipe in tests). The resulting streams are tokio streams again, so h2 and hyper
 //! run on them exactly as on plaintext.
 //!

@@ -11,7 +11,7 @@
 //! nothing but a C compiler, whereas rustls' default provider, aws-lc-rs, needs cmake and takes
 //! much longer to build. The provider is passed explicitly to every config builder, so no
 //! process-wide default provider has to be installed. The streams come from tokio-rustls 0.26
-//! because rtun's tunnel I/O is tokio `AsyncRead`/`AsyncWrite` (monoio's `TcpStreamPoll`), and h2
+//! because rtun's socket I/O is tokio `AsyncRead`/`AsyncWrite` (`net::completion::CompletionStream`), and h2
 //! runs on top of that (DESIGN §8: monoio-rustls streams cannot carry h2). [`accept`] and
 //! [`connect`] therefore wrap any `T: AsyncRead + AsyncWrite + Unpin`, including
 //! [`crate::http::io::Rewind`] after [`peek_is_tls`].
