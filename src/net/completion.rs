@@ -27,7 +27,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use std::cell::UnsafeCell;
+use std::rc::Rc;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -46,26 +49,42 @@ const SPARE_KEPT: usize = 16 * 1024;
 /// The most bytes staged for writing before `poll_write` waits for the write in flight.
 pub const WRITE_STAGE: usize = 64 * 1024;
 
-type ReadOp = Pin<Box<dyn Future<Output = (OwnedReadHalf<TcpStream>, io::Result<usize>, Vec<u8>)>>>;
-type WriteOp =
-    Pin<Box<dyn Future<Output = (OwnedWriteHalf<TcpStream>, io::Result<usize>, Vec<u8>)>>>;
+type ReadOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+type WriteOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+
+/// The socket, shared by the stream and its operations in flight (one read, one write), as
+/// monoio's own `into_split` shares it. Unlike monoio's write half, dropping it does not shut
+/// the socket down at once: a write queued on the ring but not yet submitted to the kernel
+/// would then fail, and its bytes (a TLS alert, a GOAWAY) would be lost. The socket closes
+/// when the stream and its last operation are gone, after what was queued before.
+#[derive(Clone)]
+struct Socket(Rc<UnsafeCell<TcpStream>>);
+
+impl Socket {
+    /// The stream, for starting one operation.
+    ///
+    /// SAFETY (for the callers): `TcpStream::read`/`write` only clone the socket's fd handle
+    /// into the operation they create; nothing is mutated through the two references that a
+    /// read and a write in flight may hold at once (monoio's `OwnedReadHalf` and
+    /// `OwnedWriteHalf` rely on the same).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn stream(&self) -> &mut TcpStream {
+        &mut *self.0.get()
+    }
+}
 
 enum Reader {
     /// No read in flight; `buf[pos..]` is data not yet handed out.
     Idle {
-        half: OwnedReadHalf<TcpStream>,
         buf: Vec<u8>,
         pos: usize,
     },
     Reading(ReadOp),
-    /// Only while a state change is in progress (never observed).
-    Gone,
 }
 
 enum Writer {
     /// No write in flight; `spare` is the buffer of the last one, kept for the next.
     Idle {
-        half: OwnedWriteHalf<TcpStream>,
         spare: Vec<u8>,
     },
     Writing(WriteOp),
@@ -75,6 +94,7 @@ enum Writer {
 /// A TCP stream read and written with io_uring operations on owned buffers, presented as
 /// tokio `AsyncRead`/`AsyncWrite` (see the module docs).
 pub struct CompletionStream {
+    socket: Socket,
     reader: Reader,
     writer: Writer,
     /// Bytes accepted by `poll_write`, waiting for the write in flight to finish.
@@ -96,17 +116,13 @@ impl std::fmt::Debug for CompletionStream {
 impl CompletionStream {
     pub fn new(stream: TcpStream) -> Self {
         let fd = stream.as_raw_fd();
-        let (read, write) = stream.into_split();
         Self {
+            socket: Socket(Rc::new(UnsafeCell::new(stream))),
             reader: Reader::Idle {
-                half: read,
                 buf: Vec::new(),
                 pos: 0,
             },
-            writer: Writer::Idle {
-                half: write,
-                spare: Vec::new(),
-            },
+            writer: Writer::Idle { spare: Vec::new() },
             staged: Vec::new(),
             write_error: None,
             fd,
@@ -117,22 +133,19 @@ impl CompletionStream {
     /// operation in flight, nothing read and not yet consumed, nothing staged).
     pub fn into_inner(self) -> io::Result<TcpStream> {
         let busy = || io::Error::other("the stream is in the middle of an exchange");
-        let Reader::Idle {
-            half: read,
-            buf,
-            pos,
-        } = self.reader
-        else {
+        let Reader::Idle { buf, pos } = &self.reader else {
             return Err(busy());
         };
-        let Writer::Idle { half: write, .. } = self.writer else {
-            return Err(busy());
-        };
-        if pos < buf.len() || !self.staged.is_empty() {
+        if *pos < buf.len()
+            || !self.staged.is_empty()
+            || !matches!(self.writer, Writer::Idle { .. })
+        {
             return Err(busy());
         }
-        read.reunite(write)
-            .map_err(|_| io::Error::other("the stream's halves do not match"))
+        let Self { socket, .. } = self;
+        Rc::try_unwrap(socket.0)
+            .map(UnsafeCell::into_inner)
+            .map_err(|_| busy())
     }
 
     /// Polls the write in flight; back to idle when it is done. `Ready(Err)` is its failure.
@@ -140,9 +153,8 @@ impl CompletionStream {
         let Writer::Writing(op) = &mut self.writer else {
             return Poll::Ready(Ok(()));
         };
-        let (half, result, spare) = ready!(op.as_mut().poll(cx));
+        let (result, spare) = ready!(op.as_mut().poll(cx));
         self.writer = Writer::Idle {
-            half,
             spare: recycle(spare),
         };
         Poll::Ready(result.map(drop))
@@ -153,20 +165,18 @@ impl CompletionStream {
         if self.staged.is_empty() || !matches!(self.writer, Writer::Idle { .. }) {
             return;
         }
-        let Writer::Idle { mut half, spare } = std::mem::replace(&mut self.writer, Writer::Gone)
-        else {
+        let Writer::Idle { spare } = std::mem::replace(&mut self.writer, Writer::Gone) else {
             return;
         };
         let buf = std::mem::replace(&mut self.staged, spare);
-        let mut op: WriteOp = Box::pin(async move {
-            let (result, buf) = half.write_all(buf).await;
-            (half, result, buf)
-        });
+        let socket = self.socket.clone();
+        // SAFETY: see `Socket::stream`.
+        let mut op: WriteOp =
+            Box::pin(async move { unsafe { socket.stream() }.write_all(buf).await });
         // The first poll queues the operation on the ring (and registers the waker).
         match op.as_mut().poll(cx) {
-            Poll::Ready((half, result, spare)) => {
+            Poll::Ready((result, spare)) => {
                 self.writer = Writer::Idle {
-                    half,
                     spare: recycle(spare),
                 };
                 if let Err(e) = result {
@@ -263,35 +273,28 @@ impl AsyncRead for CompletionStream {
                     *pos += n;
                     return Poll::Ready(Ok(()));
                 }
-                Reader::Idle { .. } => {
-                    let Reader::Idle {
-                        mut half, mut buf, ..
-                    } = std::mem::replace(&mut this.reader, Reader::Gone)
-                    else {
-                        unreachable!("matched Idle above");
-                    };
+                Reader::Idle { buf, .. } => {
+                    let mut buf = std::mem::take(buf);
                     buf.clear();
                     if buf.capacity() < READ_BUF {
                         buf.reserve_exact(READ_BUF);
                     }
+                    let socket = this.socket.clone();
+                    // SAFETY: see `Socket::stream`.
                     this.reader = Reader::Reading(Box::pin(async move {
-                        let (result, buf) = half.read(buf).await;
-                        (half, result, buf)
+                        unsafe { socket.stream() }.read(buf).await
                     }));
                 }
                 Reader::Reading(op) => {
-                    let (half, result, mut buf) = ready!(op.as_mut().poll(cx));
+                    let (result, mut buf) = ready!(op.as_mut().poll(cx));
                     resize_for_next_read(&mut buf);
-                    this.reader = Reader::Idle { half, buf, pos: 0 };
+                    this.reader = Reader::Idle { buf, pos: 0 };
                     match result {
                         // End of stream: nothing filled.
                         Ok(0) => return Poll::Ready(Ok(())),
                         Ok(_) => continue,
                         Err(e) => return Poll::Ready(Err(e)),
                     }
-                }
-                Reader::Gone => {
-                    return Poll::Ready(Err(io::Error::other("read after a failed state change")))
                 }
             }
         }
@@ -334,7 +337,7 @@ impl AsyncWrite for CompletionStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.as_mut().poll_flush(cx))?;
-        // SAFETY: `fd` is the stream's socket, open as long as either half lives (both do).
+        // SAFETY: `fd` is the stream's socket, open as long as `socket` lives.
         match unsafe { libc::shutdown(self.fd, libc::SHUT_WR) } {
             -1 => Poll::Ready(Err(io::Error::last_os_error())),
             _ => Poll::Ready(Ok(())),
@@ -479,6 +482,28 @@ mod tests {
             let mut got = [0u8; 3];
             peer.read_exact(&mut got).expect("peer read");
             assert_eq!(&got, b"ok!");
+        });
+    }
+
+    /// A TLS alert or a last GOAWAY is often written and the stream dropped at once, without a
+    /// flush: the bytes must still leave, before the connection closes.
+    #[test]
+    fn bytes_written_just_before_a_drop_still_reach_the_peer() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            let n = std::future::poll_fn(|cx| Pin::new(&mut s).poll_write(cx, b"last alert"))
+                .await
+                .expect("staged");
+            assert_eq!(n, 10);
+            drop(s);
+            // The ring is entered on the next turn of the loop.
+            monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got)
+                .expect("the peer reads to the close");
+            assert_eq!(got, b"last alert");
         });
     }
 
