@@ -103,6 +103,142 @@ def parse_client(client, path):
     return None
 
 
+SYSCALL_TARGETS = {"a": 0.5, "b": 1.5}  # issue 10: rtun syscalls per request, both processes
+
+
+def read_perf(res):
+    """The --perf windows (perf.tsv, perf/*): per run, syscalls and task-clock per process,
+    the requests of the window and where that count came from. [] without --perf."""
+    import re
+
+    path = os.path.join(res, "perf.tsv")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        next(f)
+        for line in f:
+            rnd, load, setup, pfx, pids, roles, jpath = line.rstrip("\n").split("\t")
+            pids, roles = pids.split(), roles.split()
+            role_of = dict(zip(pids, roles))
+            tid_pid = {}
+            try:
+                for l in open(pfx + ".tasks"):
+                    pid, tid = l.split()
+                    tid_pid[tid] = pid
+            except (OSError, ValueError):
+                pass
+            # perf stat --per-thread -x, : "comm-tid,count,unit,event,..." ("<not counted>"
+            # when a thread did not run in the window).
+            per = {r: defaultdict(float) for r in roles}
+            stat_ok = False
+            try:
+                for l in open(pfx + ".stat"):
+                    if not l.strip() or l.startswith("#"):
+                        continue
+                    fs = l.rstrip("\n").split(",")
+                    if len(fs) < 4:
+                        continue
+                    tid = fs[0].rsplit("-", 1)[-1]
+                    role = role_of.get(tid_pid.get(tid, tid), "other")
+                    per.setdefault(role, defaultdict(float))
+                    try:
+                        v = float(fs[1])
+                    except ValueError:
+                        v = 0.0  # <not counted> (a thread that did not run) / <not supported>
+                    else:
+                        # counted at all: a window that was never enabled has only <not counted>
+                        stat_ok = stat_ok or fs[3] == "raw_syscalls:sys_enter"
+                    per[role][fs[3]] += v
+            except OSError:
+                pass
+            # perf_window's stamps: LABEL_begin T, LABEL_c0/c1 T0 T1 COUNT, LABEL_end T
+            marks = {}
+            try:
+                for l in open(pfx + ".windows"):
+                    fs = l.split()
+                    if len(fs) == 4 and fs[0].endswith(("_c0", "_c1")):
+                        marks[fs[0]] = (float(fs[1]), float(fs[2]), None if fs[3] == "-" else int(fs[3]))
+                    elif len(fs) == 2 and fs[0].endswith(("_begin", "_end", "_exit")):
+                        marks[fs[0]] = float(fs[1])
+            except (OSError, ValueError):
+                pass
+            try:
+                rps = json.load(open(jpath))["rps"]
+            except (OSError, ValueError, KeyError):
+                rps = None
+
+            def rate(w):
+                a, b = marks.get(w + "_c0"), marks.get(w + "_c1")
+                if not a or not b or a[2] is None or b[2] is None:
+                    return None
+                dt = (sum(b[:2]) - sum(a[:2])) / 2  # between the middles of the two reads
+                return (b[2] - a[2]) / dt if dt > 0 else None
+
+            def span(w):
+                a, b = marks.get(w + "_begin"), marks.get(w + "_end")
+                return b - a if (a and b and b > a) else None
+
+            stat_rate, rec_rate = rate("stat"), rate("record")
+            window, rec_window = span("stat"), span("record")
+            if window is None:
+                reqs, src = None, "–"
+            elif stat_rate:
+                reqs, src = stat_rate * window, "counter"
+            elif rps:
+                reqs, src = rps * window, "loadgen req/s"
+            else:
+                reqs, src = None, "–"
+            rec = {"round": int(rnd), "load": load, "setup": setup, "window": window, "rps": rps,
+                   "reqs": reqs, "src": src, "stat_ok": stat_ok,
+                   "stat_rate": stat_rate, "rec_rate": rec_rate, "roles": roles, "per": {},
+                   "rec_window": rec_window,
+                   "overran": [w for w in ("stat", "record") if "loadgen_exit" in marks and w + "_end" in marks
+                               and marks[w + "_end"] > marks["loadgen_exit"]]}
+            total = defaultdict(float)
+            for r, ev in per.items():
+                if r == "other" and not ev:
+                    continue
+                rec["per"][r] = {k: (ev[k] / reqs if (reqs and stat_ok) else None) for k in ev}
+                for k, x in ev.items():
+                    total[k] += x
+            rec["sys"] = total["raw_syscalls:sys_enter"] / reqs if (reqs and stat_ok) else None
+            rec["task_us"] = total["task-clock"] * 1000 / reqs if (reqs and stat_ok) else None  # msec
+            rec["insns"] = total["instructions"] / reqs if (reqs and total.get("instructions")) else None
+            # by call, where the syscalls:sys_enter_* tracepoints were counted
+            calls = {k.split("sys_enter_", 1)[1]: v for k, v in total.items() if k.startswith("syscalls:sys_enter_")}
+            rec["calls"] = {k: v / reqs for k, v in calls.items()} if (reqs and stat_ok and calls) else {}
+            if rec["calls"] and rec["sys"] is not None:
+                rec["calls"]["other"] = max(0.0, rec["sys"] - sum(rec["calls"].values()))
+            # the profiles: top self-time entries per process
+            rec["profiles"] = {}
+            for r in roles:
+                prof = os.path.join(res, f"profile-{setup}-{load}-{r}.txt")
+                if not os.path.exists(prof):
+                    continue
+                top, samples = [], None
+                for l in open(prof, errors="replace"):
+                    m = re.match(r"^# Samples: (\S+)", l)
+                    if m:
+                        samples = m.group(1)
+                    m = re.match(r"^\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)(?:\s+-\s+-)?\s*$", l)  # (IPC columns: "-  -")
+                    if m:
+                        top.append((float(m.group(1)), m.group(2), m.group(3), m.group(4)))
+                kernel = None
+                try:
+                    for l in open(f"{pfx}.dso-{r}.txt", errors="replace"):
+                        m = re.match(r"^\s+([\d.]+)%\s+\[kernel\.kallsyms\]", l)
+                        if m:
+                            kernel = float(m.group(1))
+                    if kernel is None and top:
+                        kernel = 0.0
+                except OSError:
+                    pass
+                rec["profiles"][r] = {"file": os.path.basename(prof), "samples": samples, "top": top[:8], "kernel": kernel}
+            out.append(rec)
+    return out
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--parse-client":
         r = parse_client(sys.argv[2], sys.argv[3])
@@ -119,6 +255,7 @@ def main():
     ap.add_argument("--quick", default="0")
     ap.add_argument("--expected", default="")
     ap.add_argument("--skipped", default="")
+    ap.add_argument("--perf", default="0")
     a = ap.parse_args()
     res = a.results
 
@@ -381,6 +518,138 @@ def main():
                 + (f" (bench cell {bcell} req/s)" if bench else ""))
         w("")
 
+    # --perf: syscalls per request and profiles
+    perf = read_perf(res)
+    perf_lines = []
+    if perf or a.perf == "1":
+        w("## Syscalls and profiles (--perf)\n")
+        hw = ""
+        hp = os.path.join(res, "perf", "hw-counters.txt")
+        if os.path.exists(hp):
+            hw = open(hp).read().strip()
+    if perf:
+        rounds_all = sorted({r["round"] for r in rows.get(("a", "rtun"), []) + rows.get(("b", "rtun"), [])})
+        pr = perf[0]["round"]
+        w(f"Measured with `perf` in round {pr} (the last) of loads (a) and (b), inside the measured window "
+          f"(after loadgen's warm-up), in two windows one after the other: first "
+          f"`perf stat --per-thread -e raw_syscalls:sys_enter,task-clock -p PIDS -- WINDOW` ({perf[0]['window'] or 0:.2f} s), then "
+          f"`perf record -e cpu-clock -F 499 -g -p PID -- WINDOW`, one per process (profiles; {perf[0]['rec_window'] or 0:.2f} s, until shortly before the load ends; "
+          "WINDOW is a shell that stamps the window's start and end and reads the request counter at both). PIDS are the setup's proxy "
+          "processes (rtun: responder + initiator; nginx: master + worker; rathole: server + client); for "
+          "direct, the service (`loadgen serve`) itself, for reference only. **syscalls/req** = syscall entries "
+          "of all their threads in the stat window ÷ the requests of that window: from the setup's own counter "
+          "read at the window's start and end (rtun: the responder's `rtun_requests_total{listener=\"egress\"}`; "
+          "nginx: `stub_status`), as that counter's rate × window length; without a counter, loadgen's req/s over the "
+          "whole run × window. io_uring operations are not syscalls: rtun's reads and writes count only through "
+          "the `io_uring_enter` calls that submit and reap them. **CPU µs/req (/proc)** is the table cell above "
+          "(median over rounds); **CPU µs/req (perf)** is perf's task-clock of the same threads in the stat "
+          "window ÷ its requests. **window ÷ run req/s**: the counter's rate in the stat and record windows ÷ "
+          "loadgen's req/s over the run (what perf costs while attached; ≈1.00 = no visible cost).\n")
+        if hw and hw != "supported":
+            w("Hardware counters (instructions, cycles) are **not supported** on this machine (`perf stat -e instructions` "
+              "says `<not supported>`, as in most VMs): no instructions per request here. Count them with "
+              "`bench/instructions.sh` (callgrind: instructions per request of responder and initiator, repeatable "
+              "on a busy machine).\n")
+        w("| load | setup | syscalls/req | per process | × nginx | CPU µs/req (/proc) | × nginx | CPU µs/req (perf, window) | "
+          + ("instructions/req | " if hw == "supported" else "") + "requests in window (source) | window ÷ run req/s (stat, record) |")
+        w("|---|---|---:|---|---:|---:|---:|---:|" + ("---:|" if hw == "supported" else "") + "---:|---|")
+        by = {(r["load"], r["setup"]): r for r in perf}
+        order = sorted(perf, key=lambda r: (r["load"], SETUP_ORDER.index(r["setup"]) if r["setup"] in SETUP_ORDER else 99))
+        for r in order:
+            cell = agg(r["load"], r["setup"])
+            cpu = cell["cpu_per_req"] if cell else None
+            if r["setup"] == "direct":
+                cpu = None
+            n = by.get((r["load"], "nginx"))
+            ncell = agg(r["load"], "nginx")
+            nx_sys = fmt_ratio(r["sys"], n and n["sys"]) if r["setup"] not in ("nginx", "direct") else "–"
+            nx_cpu = fmt_ratio(cpu, ncell and ncell["cpu_per_req"]) if r["setup"] not in ("nginx", "direct") else "–"
+            procs = ", ".join(f"{k} {fmt_num(v.get('raw_syscalls:sys_enter'), 2)}" for k, v in r["per"].items())
+            wr = ", ".join(f"{x / r['rps']:.2f}" if (x and r["rps"]) else "–" for x in (r["stat_rate"], r["rec_rate"]))
+            ins = f" {fmt_num(r['insns'])} |" if hw == "supported" else ""
+            flag = "".join(f" (**{x} window ended after the load**)" for x in r["overran"])
+            setup = r["setup"] + (" (service)" if r["setup"] == "direct" else "")
+            w(f"| ({r['load']}) | {setup} | {fmt_num(r['sys'], 2)} | {procs} | {nx_sys} | {fmt_num(cpu, 1)} | {nx_cpu} | "
+              f"{fmt_num(r['task_us'], 1)} |{ins} {fmt_num(r['reqs'])} ({r['src']}) | {wr}{flag} |")
+            perf_lines.append(f"perf ({r['load']}) {r['setup']:7s}: {fmt_num(r['sys'], 2)} syscalls/req ({procs}), "
+                              f"task-clock {fmt_num(r['task_us'], 1)} µs/req, {fmt_num(r['reqs'])} requests in {fmt_num(r['window'], 2)} s ({r['src']})")
+        # by call
+        names = []
+        for r in order:
+            for k, x in r["calls"].items():
+                if k != "other" and x >= 0.005 and k not in names:
+                    names.append(k)
+        if names:
+            w("")
+            w("Syscalls per request by call (`syscalls:sys_enter_<call>` tracepoints in the same window; *other* = the rest of the total):\n")
+            w("| load | setup | " + " | ".join(names) + " | other |")
+            w("|---|---|" + "---:|" * (len(names) + 1))
+            for r in order:
+                if r["calls"]:
+                    w(f"| ({r['load']}) | {r['setup']} | " + " | ".join(fmt_num(r["calls"].get(k), 2) for k in names)
+                      + f" | {fmt_num(r['calls'].get('other'), 2)} |")
+        # what perf cost: the perf'd round against the other rounds (same cells, no perf)
+        if len(rounds_all) > 1:
+            w("")
+            try:
+                att = f"{((perf[0]['window'] or 0) + (perf[0]['rec_window'] or 0)) / float(a.duration) * 100:.0f} %"
+            except (ValueError, ZeroDivisionError):
+                att = "most"
+            w(f"Cost of perf: round {pr} (perf attached for {att} of each run's measured window) against the median of the other rounds (no perf):\n")
+            w("| load | setup | req/s, perf round | req/s, other rounds | ratio | CPU µs/req (/proc), perf round | other rounds | ratio |")
+            w("|---|---|---:|---:|---:|---:|---:|---:|")
+            for r in order:
+                rs = rows.get((r["load"], r["setup"]), [])
+                mine = [x for x in rs if x["round"] == pr]
+                rest = [x for x in rs if x["round"] != pr]
+                if not mine or not rest:
+                    continue
+                a_rps, b_rps = mine[0]["rps"], med([x["rps"] for x in rest])
+                a_cpu, b_cpu = mine[0]["cpu_per_req"], med([x["cpu_per_req"] for x in rest])
+                w(f"| ({r['load']}) | {r['setup']} | {fmt_num(a_rps)} | {fmt_num(b_rps)} | {fmt_ratio(a_rps, b_rps)} | "
+                  f"{fmt_num(a_cpu, 1)} | {fmt_num(b_cpu, 1)} | {fmt_ratio(a_cpu, b_cpu)} |")
+        w("")
+        for load in ("a", "b"):
+            r = by.get((load, "rtun"))
+            if r and r["sys"] is not None:
+                t = SYSCALL_TARGETS[load]
+                w(f"- ({load}) rtun syscalls per request (responder + initiator) ≤ {t}: "
+                  f"{'**met**' if r['sys'] <= t else '**missed**'}, {r['sys']:.2f}")
+        w("")
+        w("Profiles: `perf report --stdio --no-children --sort dso,symbol --percent-limit 1` of each process's own "
+          "recording (`profile-<setup>-<load>-<process>.txt`, with call chains; one recording per process because "
+          "`perf report --pid` on a shared one misattributes code the processes share). "
+          "Self time; Rust code is built without frame pointers, so user-space call chains from `-g` are partial "
+          "(kernel chains are complete). Top 8 per process:\n")
+        for r in order:
+            profs = [(k, v) for k, v in r["profiles"].items()]
+            if not profs:
+                continue
+            w(f"**({r['load']}) {r['setup']}**\n")
+            def head(k, v):
+                kern = f", {v['kernel']:.0f} % in the kernel" if v["kernel"] is not None else ""
+                return f"{k} ({v['samples'] or 0} samples{kern})"
+
+            w("| # | " + " | ".join(head(k, v) for k, v in profs) + " |")
+            w("|---:|" + "---|" * len(profs))
+            depth = max((len(v["top"]) for _, v in profs), default=0)
+            if depth == 0:
+                w("| – | " + " | ".join("no samples (idle)" for _ in profs) + " |")
+            for i in range(depth):
+                cells = []
+                for _, v in profs:
+                    if i < len(v["top"]):
+                        pct, dso, kind, sym = v["top"][i]
+                        sym = sym if len(sym) <= 70 else sym[:67] + "…"
+                        sym = sym.replace("|", "\\|").replace("`", "'")
+                        cells.append(f"{pct:.1f} % `{sym}` ({dso})")
+                    else:
+                        cells.append("" if (i or v["top"]) else "no samples (idle)")
+                w(f"| {i + 1} | " + " | ".join(cells) + " |")
+            w("")
+    elif a.perf == "1":
+        w("`--perf` was given but nothing was measured (perf missing or refused: see the notes above).\n")
+
     # targets
     w("## Targets\n")
     verdicts = []
@@ -424,6 +693,14 @@ def main():
         if sc == "scale":
             v("(scale) ≤ 16 KiB responder RSS per idle tunnel", int(per) <= 16 * 1024,
               f"{int(per)/1024:.1f} KiB per tunnel over {c} tunnels; {c}/{n} connected in {float(t):.2f} s, {fl} failures")
+    for p in perf:
+        if p["setup"] == "rtun" and p["load"] in SYSCALL_TARGETS and p["sys"] is not None:
+            t = SYSCALL_TARGETS[p["load"]]
+            n = next((q for q in perf if q["load"] == p["load"] and q["setup"] == "nginx"), None)
+            vs = f"; nginx {n['sys']:.2f} ({fmt_ratio(p['sys'], n['sys'])})" if (n and n["sys"]) else ""
+            per = ", ".join(f"{k} {fmt_num(x.get('raw_syscalls:sys_enter'), 2)}" for k, x in p["per"].items())
+            v(f"({p['load']}) rtun syscalls per request (responder + initiator) ≤ {t}", p["sys"] <= t,
+              f"{p['sys']:.2f} ({per}){vs}; perf stat, one {fmt_num(p['window'], 2)} s window")
     w("| target | met | measured |")
     w("|---|---|---|")
     for name, ok, detail in verdicts:
@@ -444,6 +721,8 @@ def main():
     for name, ok, detail in verdicts:
         print(f"  target {'MET ' if ok else 'MISSED'} {name}: {detail}")
     for l in xc_lines:
+        print("  " + l)
+    for l in perf_lines:
         print("  " + l)
     missing = list(xc_missing)
     loads_run = sorted({l for (l, _) in rows} | set())

@@ -5,10 +5,12 @@
 #   bench/run.sh [--quick] [--no-build] [--shards N] [--rounds R] [--duration SECS]
 #                [--setups "direct rtun rtun-tls nginx rathole rathole-nodelay"]
 #                [--loads "a b c d e f scale tls-rate"]
-#                [--no-install] [--out DIR] [--cross-check]
+#                [--no-install] [--out DIR] [--cross-check] [--perf]
 #
 # --cross-check also measures the direct and nginx setups with h2load (load a) and wrk (load b)
 # beside loadgen, against loadgen serve and an nginx backend (bench/README.md, "Cross-check").
+# --perf counts syscalls per request and records CPU profiles of the proxy processes with perf
+# in loads (a) and (b) of the last round (bench/perf.sh; bench/README.md, "Syscalls and profiles").
 # Everything listens on 127.0.0.1 (the swarm also binds 127.0.0.2-20 as sources); every
 # process started here is killed on exit; every wait is bounded.
 set -uo pipefail
@@ -16,7 +18,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
-QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1 XCHECK=0
+QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1 XCHECK=0 PERF=0
 SETUPS="direct rtun rtun-tls nginx rathole rathole-nodelay"
 LOADS="a b c d e f scale tls-rate"
 OUT=""
@@ -33,7 +35,8 @@ while [ $# -gt 0 ]; do
     --loads) LOADS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --cross-check) XCHECK=1 ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    --perf) PERF=1 ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -104,7 +107,9 @@ P_RHN_CTL=$((BASE+9)) P_RHN_SVC=$((BASE+10)) P_SW_TUN=$((BASE+11)) P_SW_EGR=$((B
 P_TLS_TUN=$((BASE+14)) P_TLS_EGR=$((BASE+15)) P_TLS_ADM=$((BASE+16)) P_TLS_IADM=$((BASE+17))
 # --cross-check: the nginx backend (HTTP/1.1, h2c) and the bench's nginx proxying to it (h1, h2c).
 P_NGB_H1=$((BASE+18)) P_NGB_H2=$((BASE+19)) P_NGX_XH1=$((BASE+20)) P_NGX_XH2=$((BASE+21))
-log "results in $RES; ports $BASE-$((BASE+21)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
+# --perf: nginx's stub_status (its request counter, read around each perf window).
+P_NGX_ST=$((BASE+22))
+log "results in $RES; ports $BASE-$((BASE+22)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
 
 wait_port() { # port timeout_s
   local i
@@ -247,6 +252,12 @@ start_nginx() {
     location / { ${loc/service/ngx_backend} }
   }"
   fi
+  # --perf: the request counter, on a port of its own (nothing else changes).
+  [ $PERF = 1 ] && xc="$xc
+  server {
+    listen 127.0.0.1:$P_NGX_ST;
+    location = /stub_status { stub_status; }
+  }"
   cat >"$RES/conf/nginx.conf" <<EOF
 $user
 worker_processes 1;
@@ -382,6 +393,15 @@ sleep_warmup() {
   sleep "$(awk -v v="$w" 'BEGIN{print v + 0.02}')"
 }
 
+# --perf (bench/perf.sh): perf_start/perf_finish around the last round's (a) and (b) runs.
+PERF_OK=0
+if [ $PERF = 1 ]; then
+  # shellcheck source=bench/perf.sh
+  . "$BENCH/perf.sh"
+  perf_init   # on failure: one line in the log and the notes, PERF_OK=0
+fi
+[ $PERF_OK = 1 ] || { perf_start() { :; }; perf_finish() { :; }; }
+
 TSV=$RES/results.tsv
 printf 'round\tload\tsetup\tjson\tcpu_ticks\trss_hwm_kib\tclk_tck\n' >"$TSV"
 
@@ -394,6 +414,8 @@ run_load() { # round load setup loadgen-args...
   # errors under load keep the run (they show in the report's errors column); more discard it.
   timeout $(( ${DURATION%.*} * 4 + 200 )) "$LOADGEN" run --no-pin --max-errors 1% "$@" "${hdr[@]}" --out "$prefix" >"$prefix.txt" 2>&1 &
   local lp=$!
+  # --perf: attached now (disabled); it counts and samples in windows inside the measured one.
+  perf_start "$round" "$load" "$setup" "$prefix.json"
   # CPU is counted over the measured window only (the requests it is divided by): from the end
   # of loadgen's warm-up (it starts 20 ms after launch) until loadgen exits.
   sleep_warmup "$@"
@@ -401,6 +423,7 @@ run_load() { # round load setup loadgen-args...
   wait $lp
   local rc=$?
   local c1; c1=$(cpu_ticks "$pids")
+  perf_finish
   local hwm; hwm=$(sum_status "$pids" VmHWM)
   if [ $rc != 0 ] || [ ! -s "$prefix.json" ]; then
     log "  $load $setup round $round: FAILED (rc $rc): $(tail -1 "$prefix.txt")"
@@ -697,4 +720,4 @@ fi
 ELAPSED=$(( $(date +%s) - START_TS ))
 python3 "$BENCH/report.py" --results "$RES" --loadgen "$LOADGEN" --rounds "$ROUNDS" \
   --duration "$DURATION" --bulk "$BULK" --shards "$SHARDS" --elapsed "$ELAPSED" \
-  --quick "$QUICK" --expected "${EXPECTED[*]}" --skipped "${SKIPPED[*]:-}"
+  --quick "$QUICK" --perf "$PERF" --expected "${EXPECTED[*]}" --skipped "${SKIPPED[*]:-}"
