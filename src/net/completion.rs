@@ -47,7 +47,7 @@ pub const READ_BUF_MAX: usize = 64 * 1024;
 const SPARE_KEPT: usize = 16 * 1024;
 
 /// The most bytes staged for writing before `poll_write` waits for the write in flight.
-pub const WRITE_STAGE: usize = 64 * 1024;
+pub const WRITE_STAGE: usize = 32 * 1024;
 
 type ReadOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 type WriteOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
