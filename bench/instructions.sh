@@ -40,7 +40,7 @@ initiator:
 YAML
 "$LOADGEN" serve --listen 127.0.0.1:$SVC --threads 1 >"$DIR/svc.log" 2>&1 & PIDS+=($!)
 for role in r i; do
-  valgrind --tool=callgrind --callgrind-out-file="$DIR/$role.%p.cg" --dump-instr=no \
+  valgrind --tool=callgrind --callgrind-out-file="$DIR/$role.%p.cg" --dump-instr=no --compress-strings=no \
     "$RTUN" run -c "$DIR/$role.yaml" >"$DIR/$role.log" 2>&1 & PIDS+=($!)
 done
 R_PID=${PIDS[1]} I_PID=${PIDS[2]}

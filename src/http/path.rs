@@ -160,8 +160,21 @@ pub fn normalize(path: &str, escaped: EscapedSlashes) -> Result<String, PathErro
     Ok(merge_slashes(&remove_dot_segments(&canonical)))
 }
 
+/// True when `path` is certainly in normal form: absolute, with no `%`, no `\\`, no empty
+/// segment (`//`) and no dot segment. Most paths are, and need neither a copy nor a check
+/// byte by byte again. (A false answer only means "run the full rules".)
+fn is_plainly_normal(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.bytes().any(|b| b == b'%' || b == b'\\')
+        && !path.contains("//")
+        && path[1..].split('/').all(|s| s != "." && s != "..")
+}
+
 /// `uri` with its path normalized and its query (and scheme, authority) untouched.
 pub fn normalize_uri(uri: &Uri, escaped: EscapedSlashes) -> Result<Uri, PathError> {
+    if is_plainly_normal(uri.path()) {
+        return Ok(uri.clone());
+    }
     let path = normalize(uri.path(), escaped)?;
     if path == uri.path() {
         return Ok(uri.clone());
@@ -189,6 +202,46 @@ mod tests {
 
     fn keep(path: &str) -> Result<String, PathError> {
         normalize(path, EscapedSlashes::Keep)
+    }
+
+    #[test]
+    fn the_fast_path_only_takes_paths_the_rules_leave_alone() {
+        let paths = [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b/c",
+            "/a.b/c..d/.e/..f",
+            "/~user/x-y_z",
+            "/a?b",
+            "/é/ü",
+            "//",
+            "/a//b",
+            "/a/",
+            "/./",
+            "/a/.",
+            "/a/..",
+            "/..",
+            "/a/%41",
+            "/a%2fb",
+            "/a\\b",
+            "/%2e%2e/x",
+            "a",
+            "",
+            "*",
+        ];
+        for path in paths {
+            if is_plainly_normal(path) {
+                assert_eq!(norm(path).as_deref(), Ok(path), "{path:?}");
+                assert_eq!(keep(path).as_deref(), Ok(path), "{path:?}");
+            }
+        }
+        for plain in ["/", "/a", "/a/", "/a.b/c..d/.e/..f", "/é/ü"] {
+            assert!(is_plainly_normal(plain), "{plain:?}");
+        }
+        for not in ["//", "/a//b", "/a/.", "/a/../b", "/a/%41", "/a\\b", "a", ""] {
+            assert!(!is_plainly_normal(not), "{not:?}");
+        }
     }
 
     #[test]

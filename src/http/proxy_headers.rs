@@ -57,6 +57,11 @@ fn is_client_forwarding(name: &HeaderName) -> bool {
 /// ([`is_protected`] or in `also_protected`). A `te: trailers` request keeps that value: h2
 /// permits it and gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, also_protected: &[HeaderName]) {
+    // Most requests and responses carry none: one pass over the fields (standard names
+    // compare as a tag) instead of hashing every hop-by-hop name for a `remove`.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

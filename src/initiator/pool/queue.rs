@@ -523,7 +523,10 @@ impl<C: Handle, W> PoolState<C, W> {
         let handle = match shared {
             Some(handle) => handle,
             None => {
-                self.ready.retain(|r| *r != conn);
+                // `pick_ready` found it searching from the newest end: look there first.
+                if let Some(i) = self.ready.iter().rposition(|r| *r == conn) {
+                    self.ready.remove(i);
+                }
                 match std::mem::replace(&mut c.state, State::Busy) {
                     State::Ready(handle) => handle,
                     _ => return None,
@@ -538,6 +541,11 @@ impl<C: Handle, W> PoolState<C, W> {
     }
 
     fn start_connects(&mut self, now: Instant, actions: &mut Vec<Action<C, W>>) {
+        // Nobody waits: nothing to open. This is every dispatch of a warm pool (a request is
+        // granted at once, a response ends), and what follows walks every connection.
+        if self.queue.is_empty() {
+            return;
+        }
         if !self.any_established() {
             // A request that tried every endpoint and waited for the established connections
             // has none left to wait for: it tries afresh (and fails if that fails too).
@@ -557,9 +565,6 @@ impl<C: Handle, W> PoolState<C, W> {
             return;
         }
         if self.limits.multiplexed {
-            if self.queue.is_empty() {
-                return;
-            }
             for e in 0..self.counts.len() {
                 let wanted = self.counts[e].open == 0
                     && self.outliers.usable(e, now)
