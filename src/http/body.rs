@@ -17,7 +17,7 @@
 pub mod parking;
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
@@ -27,6 +27,8 @@ use bytes::Bytes;
 use h2::{FlowControl, RecvStream, SendStream};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+
+use crate::shard::timer::Timer;
 
 pub use parking::{ParkingLot, WindowTarget};
 
@@ -265,7 +267,7 @@ async fn drain(mut stream: RecvStream, cell: Arc<Cell>, lot: ParkingLot) {
     let stall_timeout = lot.stall_timeout();
     let mut data_done = false;
     let mut ended = false;
-    let mut timer: Option<Pin<Box<monoio::time::Sleep>>> = None;
+    let mut timer = Timer::new();
     let fault = poll_fn(|cx| {
         let mut st = cell.lock();
         if st.dropped {
@@ -325,12 +327,7 @@ async fn drain(mut stream: RecvStream, cell: Arc<Cell>, lot: ParkingLot) {
             if Instant::now() >= deadline {
                 return Poll::Ready(Some(Fault::Stalled));
             }
-            let deadline = monoio::time::Instant::from_std(deadline);
-            let timer = timer.get_or_insert_with(|| Box::pin(monoio::time::sleep_until(deadline)));
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
-            if timer.as_mut().poll(cx).is_ready() {
+            if timer.poll_until(deadline, cx).is_ready() {
                 return Poll::Ready(Some(Fault::Stalled));
             }
         }

@@ -453,7 +453,7 @@ impl LocalCluster {
             None => {
                 let timeout = self.config.queue_timeout;
                 let slot = waiting.slot.clone();
-                match monoio::time::timeout(timeout, poll_fn(|cx| slot.poll(cx))).await {
+                match crate::shard::timer::timeout(timeout, poll_fn(|cx| slot.poll(cx))).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         return Err(ProxyError::QueueTimeout {

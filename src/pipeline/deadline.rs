@@ -25,6 +25,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::ProxyError;
+use crate::shard::timer::Timer;
 
 /// `request_end` before the request has ended.
 const NOT_YET: u64 = u64::MAX;
@@ -223,7 +224,7 @@ impl Deadlines {
             return upstream.await;
         }
         let mut upstream = pin!(upstream);
-        let mut timer: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
+        let mut timer = Timer::new();
         std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = upstream.as_mut().poll(cx) {
                 return Poll::Ready(result);
@@ -247,20 +248,9 @@ impl Deadlines {
                         }));
                     }
                     Next::Never => return Poll::Pending,
-                    Next::At(ms) => {
-                        monoio::time::Instant::from_std(start + Duration::from_millis(ms))
-                    }
+                    Next::At(ms) => start + Duration::from_millis(ms),
                 };
-                let sleep = match timer.as_mut() {
-                    Some(sleep) => {
-                        if sleep.deadline() != at {
-                            sleep.as_mut().reset(at);
-                        }
-                        sleep
-                    }
-                    None => timer.insert(Box::pin(monoio::time::sleep_until(at))),
-                };
-                if sleep.as_mut().poll(cx).is_pending() {
+                if timer.poll_until(at, cx).is_pending() {
                     return Poll::Pending;
                 }
             }

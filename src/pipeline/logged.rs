@@ -16,7 +16,6 @@
 //! byte moved either way for that long while it waits for the next chunk, it ends the body
 //! with [`StreamIdle`] (`stream_idle_timeout` in the logging phase).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -26,6 +25,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
 use super::{BodyTally, Pipeline, ProxyError, RequestCtx, StreamClock};
+use crate::shard::timer::Timer;
 
 /// A boxed body error, what [`Logged`] yields (hyper and the h2 pump take it as is).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,7 +47,7 @@ pub struct Logged<B> {
     /// The request's clock (inert for a local reply).
     clock: StreamClock,
     /// Armed while the body waits for a chunk and the stream idle timeout is on.
-    idle_timer: Option<Pin<Box<monoio::time::Sleep>>>,
+    idle_timer: Timer,
 }
 
 impl<B: Body> Logged<B> {
@@ -63,7 +63,7 @@ impl<B: Body> Logged<B> {
             ended,
             length: None,
             clock,
-            idle_timer: None,
+            idle_timer: Timer::new(),
         }
     }
 
@@ -92,20 +92,9 @@ impl<B> Logged<B> {
             let due = match self.clock.idle_deadline() {
                 None => return Poll::Pending,
                 Some(Err(idle)) => return Poll::Ready(idle),
-                Some(Ok(due)) => monoio::time::Instant::from_std(due),
+                Some(Ok(due)) => due,
             };
-            let timer = match self.idle_timer.as_mut() {
-                Some(timer) => {
-                    if timer.deadline() != due {
-                        timer.as_mut().reset(due);
-                    }
-                    timer
-                }
-                None => self
-                    .idle_timer
-                    .insert(Box::pin(monoio::time::sleep_until(due))),
-            };
-            if timer.as_mut().poll(cx).is_pending() {
+            if self.idle_timer.poll_until(due, cx).is_pending() {
                 return Poll::Pending;
             }
         }
@@ -170,7 +159,7 @@ where
                 let Poll::Ready(idle) = this.poll_idle(cx) else {
                     return Poll::Pending;
                 };
-                this.idle_timer = None;
+                this.idle_timer.cancel();
                 if let Some(ctx) = this.ctx.as_mut() {
                     tracing::info!(request_id = %ctx.request_id, role = ctx.role.label(), bytes_sent = ctx.outcome.bytes_sent, "stream idle timeout: no body bytes moved for {idle:?}; ending the response");
                 }

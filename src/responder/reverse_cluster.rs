@@ -154,7 +154,10 @@ pub async fn proxy(
         }
         match pending_until {
             Some(deadline) if std::time::Instant::now() < deadline => {
-                monoio::time::sleep(PENDING_POLL).await;
+                // A shard timer, not a monoio `Sleep`: that one is 128-byte aligned and would
+                // make every request's boxed trip an aligned allocation (`shard::timer`).
+                let _ =
+                    crate::shard::timer::timeout(PENDING_POLL, std::future::pending::<()>()).await;
             }
             _ => return Err(no_tunnel(ctx, tenant, host_id)),
         }
@@ -271,7 +274,7 @@ where
     };
     let guard = tunnel.stream_guard();
     let mut send = tunnel.send.clone();
-    send = match monoio::time::timeout(crate::tunnel::READY_TIMEOUT, send.ready()).await {
+    send = match crate::shard::timer::timeout(crate::tunnel::READY_TIMEOUT, send.ready()).await {
         Ok(Ok(ready)) => ready,
         // h2 refuses new streams once the peer's GOAWAY arrived (or the connection broke):
         // nothing of this request was sent.

@@ -46,6 +46,7 @@ pub mod mesh;
 pub mod reload;
 pub mod runtime;
 pub mod shutdown;
+pub mod timer;
 pub mod tracker;
 
 use std::io;

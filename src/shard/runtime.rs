@@ -58,6 +58,8 @@ pub const DRIVER_ENV: &str = "RTUN_IO_DRIVER";
 /// Runs `fut` on a fresh monoio runtime on the current thread: io_uring when it starts, else
 /// (or when forced by [`DRIVER_ENV`]) the legacy epoll driver.
 pub fn block_on<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
+    // A runtime started earlier on this thread left its timer driver behind.
+    super::timer::reset_thread();
     if std::env::var(DRIVER_ENV).is_ok_and(|v| v == "epoll") {
         FALLBACK_LOGGED
             .call_once(|| tracing::info!("{DRIVER_ENV}=epoll: shards run on the epoll driver"));

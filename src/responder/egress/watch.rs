@@ -16,7 +16,6 @@
 //! again at most every `idle_timeout`, so no request needs to wake it.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -27,6 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::{enabled, EgressListenerConfig};
+use crate::shard::timer::Timer;
 
 /// Why the watch closes a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ struct Shared {
     h2: bool,
     bounds: Bounds,
     state: Cell<State>,
-    timer: Cell<Option<Pin<Box<monoio::time::Sleep>>>>,
+    timer: Cell<Timer>,
 }
 
 impl ConnWatch {
@@ -132,7 +132,7 @@ impl ConnWatch {
                 idle_since: accepted,
                 head_started: None,
             }),
-            timer: Cell::new(None),
+            timer: Cell::new(Timer::new()),
         }))
     }
 
@@ -173,18 +173,9 @@ impl ConnWatch {
         let polled = loop {
             let due = match next(self.0.bounds, self.0.state.get(), Instant::now()) {
                 Err(expiry) => break Poll::Ready(expiry),
-                Ok(due) => monoio::time::Instant::from_std(due),
+                Ok(due) => due,
             };
-            let sleep = match timer.as_mut() {
-                Some(sleep) => {
-                    if sleep.deadline() != due {
-                        sleep.as_mut().reset(due);
-                    }
-                    sleep
-                }
-                None => timer.insert(Box::pin(monoio::time::sleep_until(due))),
-            };
-            if sleep.as_mut().poll(cx).is_pending() {
+            if timer.poll_until(due, cx).is_pending() {
                 break Poll::Pending;
             }
         };
