@@ -377,6 +377,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut body = std::pin::pin!(body);
+    // END_STREAM went out with the last chunk: the body is only polled to its end now.
+    let mut ended = false;
     loop {
         let frame = poll_fn(|cx| {
             // Notice a peer reset even while the source is idle.
@@ -390,10 +392,13 @@ where
         })
         .await?;
         let frame = match frame {
+            None if ended => return Ok(()),
             None => {
                 send.send_data(Bytes::new(), true)?;
                 return Ok(());
             }
+            // A body that said it ended and then went on: what follows cannot be sent.
+            Some(_) if ended => return Ok(()),
             Some(Err(e)) => {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
                 return Err(BodyError::Source(e.into()));
@@ -401,7 +406,12 @@ where
             Some(Ok(frame)) => frame,
         };
         match frame.into_data() {
-            Ok(data) => send_data(&mut send, data).await?,
+            Ok(data) => {
+                // The last chunk carries END_STREAM (a known length ends with it), instead of
+                // an empty DATA frame after it that both hops would then process and forward.
+                ended = body.is_end_stream();
+                send_data(&mut send, data, ended).await?;
+            }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
                     send.send_trailers(trailers)?;
@@ -412,8 +422,19 @@ where
     }
 }
 
-/// Sends one chunk, waiting for flow-control capacity piece by piece.
-async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), BodyError> {
+/// Sends one chunk, waiting for flow-control capacity piece by piece; `end`: its last piece
+/// ends the stream.
+async fn send_data(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), BodyError> {
+    if data.is_empty() {
+        if end {
+            send.send_data(data, true)?;
+        }
+        return Ok(());
+    }
     while !data.is_empty() {
         send.reserve_capacity(data.len().min(MAX_CHUNK));
         let granted = poll_fn(|cx| {
@@ -436,7 +457,7 @@ async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), 
             continue;
         }
         let chunk = data.split_to(granted.min(data.len()));
-        send.send_data(chunk, false)?;
+        send.send_data(chunk, end && data.is_empty())?;
     }
     Ok(())
 }
@@ -504,6 +525,43 @@ mod tests {
             while server.accept().await.is_some() {}
         });
         (pump, req.into_body(), (send, response))
+    }
+
+    /// A body whose one chunk is also its end (`is_end_stream` says so), and which then
+    /// never answers again: the peer still sees the stream end, so END_STREAM went out with
+    /// the chunk, not in a frame of its own after the body's `None`.
+    struct OneChunk(Option<Bytes>);
+
+    impl Body for OneChunk {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None => Poll::Pending,
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    #[monoio::test(timer_enabled = true)]
+    async fn the_last_chunk_carries_the_end_of_stream() {
+        let (_pump, mut recv, _client) =
+            pump_through(OneChunk(Some(Bytes::from_static(b"hello")))).await;
+        let first = recv.data().await.expect("a chunk").expect("data");
+        assert_eq!(&first[..], b"hello");
+        let next = monoio::time::timeout(Duration::from_secs(2), recv.data()).await;
+        assert!(
+            matches!(next, Ok(None)),
+            "the stream did not end with its last chunk"
+        );
     }
 
     #[monoio::test(timer_enabled = true)]
