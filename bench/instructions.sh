@@ -52,7 +52,13 @@ run 200                                  # warm up: pools filled, tables grown
 callgrind_control -z "$R_PID" >/dev/null 2>&1; callgrind_control -z "$I_PID" >/dev/null 2>&1
 run "$N"
 callgrind_control -d "$R_PID" >/dev/null 2>&1; callgrind_control -d "$I_PID" >/dev/null 2>&1
-sleep 1
+# callgrind writes a dump when the process next runs its scheduler: wait for both (a missing
+# one used to end the script silently under `set -e`).
+for _ in $(seq 1 300); do
+  ls "$DIR"/r.*.cg.* "$DIR"/i.*.cg.* >/dev/null 2>&1 && break
+  sleep 0.1
+done
+sleep 0.5
 # A dump holds the events since the last zeroing: the N measured requests.
 ir_of() { cat "$DIR"/"$1".*.cg.* 2>/dev/null | sed -n 's/^summary: *\([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}'; }
 per() { python3 -c "print(f'{$1/$N:,.0f}')"; }
