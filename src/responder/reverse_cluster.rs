@@ -156,8 +156,7 @@ pub async fn proxy(
             Some(deadline) if std::time::Instant::now() < deadline => {
                 // A shard timer, not a monoio `Sleep`: that one is 128-byte aligned and would
                 // make every request's boxed trip an aligned allocation (`shard::timer`).
-                let _ =
-                    crate::shard::timer::timeout(PENDING_POLL, std::future::pending::<()>()).await;
+                crate::shard::timer::sleep(PENDING_POLL).await;
             }
             _ => return Err(no_tunnel(ctx, tenant, host_id)),
         }

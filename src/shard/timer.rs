@@ -132,6 +132,13 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
     .await
 }
 
+/// Waits `duration` on this shard's timer queue.
+pub async fn sleep(duration: Duration) {
+    let at = Instant::now() + duration;
+    let mut timer = Timer::new();
+    poll_fn(|cx| timer.poll_until(at, cx)).await
+}
+
 /// Forgets this thread's driver, before a new runtime starts on the thread: the old one's
 /// task never runs again. The next timer spawns a driver on the new runtime.
 pub fn reset_thread() {
@@ -251,6 +258,9 @@ mod tests {
     #[test]
     fn timeout_gives_the_output_or_elapsed() {
         rt().block_on(async {
+            let start = Instant::now();
+            sleep(Duration::from_millis(20)).await;
+            assert!(start.elapsed() >= Duration::from_millis(20));
             let quick = timeout(Duration::from_secs(5), async { 7 }).await;
             assert_eq!(quick, Ok(7));
             let slow = timeout(
