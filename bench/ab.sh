@@ -74,8 +74,12 @@ EOF
   echo "$egr $r $i"
 }
 
+# `start` runs in a process substitution: its PIDS+= is lost there, so its processes are
+# recorded here (they used to outlive the script).
 read -r EGR_A RA IA < <(start a "$A")
+PIDS+=("$RA" "$IA")
 read -r EGR_B RB IB < <(start b "$B")
+PIDS+=("$RB" "$IB")
 RES=$DIR/results.tsv
 : >"$RES"
 
@@ -120,8 +124,15 @@ PY
 
 for round in $(seq 1 "$ROUNDS"); do
   for load in a b; do
-    measure A "$load" "$EGR_A" "$RA $IA"
-    measure B "$load" "$EGR_B" "$RB $IB"
+    # Alternate which build goes first: the second run of a pair has measured up to 30 %
+    # slower or faster on this shared machine, whichever build it was.
+    if [ $((round % 2)) = 1 ]; then
+      measure A "$load" "$EGR_A" "$RA $IA"
+      measure B "$load" "$EGR_B" "$RB $IB"
+    else
+      measure B "$load" "$EGR_B" "$RB $IB"
+      measure A "$load" "$EGR_A" "$RA $IA"
+    fi
   done
   echo "ab: round $round/$ROUNDS done" >&2
 done
