@@ -348,6 +348,7 @@ impl AsyncWrite for CompletionStream {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
+    use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -409,6 +410,26 @@ mod tests {
             // The peer closed: end of stream.
             let mut rest = Vec::new();
             assert_eq!(s.read_to_end(&mut rest).await.expect("eof"), 0);
+        });
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_meets_backpressure_at_the_write_stage() {
+        on_both_drivers(|| async {
+            let (mut s, peer) = pair().await;
+            let chunk = pattern(8 * 1024);
+            let mut accepted = 0usize;
+            loop {
+                // A write that waits this long waits for the peer: backpressure.
+                match monoio::time::timeout(Duration::from_millis(200), s.write(&chunk)).await {
+                    Ok(n) => accepted += n.expect("write"),
+                    Err(_elapsed) => break,
+                }
+                assert!(s.staged.len() <= WRITE_STAGE, "staging over its bound");
+                assert!(accepted < 64 << 20, "no backpressure after 64 MiB");
+            }
+            assert_eq!(s.staged.len(), WRITE_STAGE);
+            drop(peer);
         });
     }
 
