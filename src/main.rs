@@ -103,10 +103,6 @@ enum Command {
     },
 }
 
-/// glibc's malloc behind a bounded per-shard cache of freed blocks (`rtun::shard::alloc`).
-#[global_allocator]
-static ALLOCATOR: rtun::shard::alloc::ShardAlloc = rtun::shard::alloc::ShardAlloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_format, cli.log_level.as_deref()) {

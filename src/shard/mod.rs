@@ -41,7 +41,6 @@
 //! [`ConnectionCap`] counts a listener's connections (or handshakes in progress) for the whole
 //! process; beyond its limit a new connection is closed at once and counted by the caller.
 
-pub mod alloc;
 pub mod directory;
 pub mod mesh;
 pub mod reload;

@@ -60,11 +60,6 @@ pub const DRIVER_ENV: &str = "RTUN_IO_DRIVER";
 pub fn block_on<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
     // A runtime started earlier on this thread left its timer driver behind.
     super::timer::reset_thread();
-    let _cache = super::alloc::ThreadCache::enable();
-    run_on_a_runtime(shard, fut);
-}
-
-fn run_on_a_runtime<Fut: Future<Output = ()>>(shard: ShardId, fut: Fut) {
     if std::env::var(DRIVER_ENV).is_ok_and(|v| v == "epoll") {
         FALLBACK_LOGGED
             .call_once(|| tracing::info!("{DRIVER_ENV}=epoll: shards run on the epoll driver"));
