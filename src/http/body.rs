@@ -323,11 +323,8 @@ async fn drain(mut stream: RecvStream, cell: Arc<Cell>, lot: ParkingLot) {
         }
         // Watch the consumer: data left unread for the stall timeout resets the stream.
         if let Some(since) = st.stalled_since {
-            let deadline = since + stall_timeout;
-            if Instant::now() >= deadline {
-                return Poll::Ready(Some(Fault::Stalled));
-            }
-            if timer.poll_until(deadline, cx).is_ready() {
+            // `poll_until` is Ready at once when the deadline has already passed.
+            if timer.poll_until(since + stall_timeout, cx).is_ready() {
                 return Poll::Ready(Some(Fault::Stalled));
             }
         }
