@@ -20,6 +20,24 @@
 //! The two buffers are reused for the stream's whole life. Dropping the stream cancels an
 //! operation in flight; monoio keeps its buffer alive until the kernel is done with it. On a
 //! machine without io_uring, monoio's legacy driver runs the same operations on epoll.
+//!
+//! **Streaming transfers.** The owned buffers cost a copy each way: the caller's bytes into
+//! staging, and the received bytes out of the read buffer into the caller's. For requests
+//! and responses of a few KiB that copy is cheap and the batching pays for it; for a bulk
+//! transfer it is most of the user-space CPU (measured: a 1 GiB download through both roles
+//! spent 0.6 s of user time against 0.2 s without it). So while a transfer streams, the
+//! stream skips its buffers and calls the kernel at once from and into the caller's memory
+//! ([`direct`], nonblocking, one syscall for what would be one ring operation):
+//!
+//! - a write of at least [`DIRECT_WRITE`] bytes, when nothing is staged or in flight, is sent
+//!   at once; what the socket does not take is staged as usual, and a socket whose buffer is
+//!   full sends nothing, so the write is staged and waits on the ring: the backpressure and
+//!   the bound stay those of staging;
+//! - once a ring read has filled a buffer of at least [`DIRECT_READ`] bytes (more is very
+//!   likely waiting), reads into a caller's buffer of at least that size receive into it at
+//!   once, until one comes back short or finds nothing; then the next read waits on the ring
+//!   again. An idle or request-sized connection never leaves the ring, so it never pays for
+//!   a receive that finds nothing.
 
 use std::future::Future;
 use std::io;
@@ -29,6 +47,8 @@ use std::task::{ready, Context, Poll};
 
 use std::cell::UnsafeCell;
 use std::rc::Rc;
+
+mod direct;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -48,6 +68,14 @@ const SPARE_KEPT: usize = 16 * 1024;
 
 /// The most bytes staged for writing before `poll_write` waits for the write in flight.
 pub const WRITE_STAGE: usize = 32 * 1024;
+
+/// The smallest write sent at once, without staging, when the stream is idle: a few HTTP/2
+/// DATA frames' worth or a TLS record. Below it, staging batches writes into one operation.
+const DIRECT_WRITE: usize = 8 * 1024;
+
+/// The smallest read that receives straight into the caller's buffer while the stream
+/// streams; smaller ones are served from the read buffer.
+const DIRECT_READ: usize = 8 * 1024;
 
 type ReadOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 type WriteOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
@@ -101,6 +129,8 @@ pub struct CompletionStream {
     staged: Vec<u8>,
     /// A write that failed after `poll_write` accepted its bytes: reported by the next call.
     write_error: Option<io::Error>,
+    /// The last read filled its buffer: the next ones receive directly (see the module docs).
+    streaming: bool,
     fd: RawFd,
 }
 
@@ -125,6 +155,7 @@ impl CompletionStream {
             writer: Writer::Idle { spare: Vec::new() },
             staged: Vec::new(),
             write_error: None,
+            streaming: false,
             fd,
         }
     }
@@ -217,12 +248,29 @@ impl CompletionStream {
         taken
     }
 
+    /// A large write on an idle stream, sent from the caller's buffers: how much the socket
+    /// took, or `None` when the write is for staging (small, behind others, or the socket is
+    /// full).
+    fn send_directly(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<Option<usize>> {
+        let idle = self.staged.is_empty() && matches!(self.writer, Writer::Idle { .. });
+        if !idle || bufs.iter().map(|b| b.len()).sum::<usize>() < DIRECT_WRITE {
+            return Ok(None);
+        }
+        match direct::send(self.fd, bufs)? {
+            direct::Outcome::Done(sent) => Ok(Some(sent)),
+            direct::Outcome::WouldBlock => Ok(None),
+        }
+    }
+
     fn poll_write_slices(
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.drive_writes(cx)?;
+        if let Some(sent) = self.send_directly(bufs)? {
+            return Poll::Ready(Ok(sent));
+        }
         if self.staged.len() >= WRITE_STAGE {
             // Full: wait for the write in flight (its waker is registered).
             return Poll::Pending;
@@ -273,6 +321,22 @@ impl AsyncRead for CompletionStream {
                     *pos += n;
                     return Poll::Ready(Ok(()));
                 }
+                Reader::Idle { .. } if this.streaming && out.remaining() >= DIRECT_READ => {
+                    let want = out.remaining();
+                    match direct::recv(this.fd, out) {
+                        Ok(direct::Outcome::Done(n)) => {
+                            // Short (or the end of the stream): the socket is drained.
+                            this.streaming = n == want;
+                            return Poll::Ready(Ok(()));
+                        }
+                        // Drained: wait on the ring.
+                        Ok(direct::Outcome::WouldBlock) => this.streaming = false,
+                        Err(e) => {
+                            this.streaming = false;
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
                 Reader::Idle { buf, .. } => {
                     let mut buf = std::mem::take(buf);
                     buf.clear();
@@ -287,6 +351,7 @@ impl AsyncRead for CompletionStream {
                 }
                 Reader::Reading(op) => {
                     let (result, mut buf) = ready!(op.as_mut().poll(cx));
+                    this.streaming = buf.len() >= DIRECT_READ && buf.len() == buf.capacity();
                     resize_for_next_read(&mut buf);
                     this.reader = Reader::Idle { buf, pos: 0 };
                     match result {
@@ -430,6 +495,131 @@ mod tests {
             }
             assert_eq!(s.staged.len(), WRITE_STAGE);
             drop(peer);
+        });
+    }
+
+    /// Bytes received from the socket and not yet handed to the caller.
+    fn buffered(s: &CompletionStream) -> usize {
+        match &s.reader {
+            Reader::Idle { buf, pos } => buf.len() - pos,
+            Reader::Reading(_) => 0,
+        }
+    }
+
+    /// Staging memory the stream holds: staged bytes, a write in flight or its kept buffer.
+    /// A new stream that has only sent directly holds none.
+    fn staging_used(s: &CompletionStream) -> usize {
+        s.staged.capacity()
+            + match &s.writer {
+                Writer::Idle { spare } => spare.capacity(),
+                Writer::Writing(_) => 1,
+                Writer::Gone => 0,
+            }
+    }
+
+    #[test]
+    fn a_large_write_on_an_idle_stream_is_sent_without_staging() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            let data = pattern(4 * DIRECT_WRITE);
+            let sent = std::future::poll_fn(|cx| Pin::new(&mut s).poll_write(cx, &data))
+                .await
+                .expect("write");
+            assert!(sent > 0, "an empty socket buffer takes something");
+            assert_eq!(staging_used(&s), 0, "nothing was copied into staging");
+            let mut got = vec![0u8; sent];
+            peer.read_exact(&mut got).expect("peer read");
+            assert!(got == data[..sent], "the peer saw other bytes");
+            // A small write is staged and goes through the ring.
+            let small = std::future::poll_fn(|cx| Pin::new(&mut s).poll_write(cx, b"tiny"))
+                .await
+                .expect("small write");
+            assert_eq!(small, 4);
+            assert!(staging_used(&s) > 0, "a small write is staged for the ring");
+            s.flush().await.expect("flush");
+            let mut tiny = [0u8; 4];
+            peer.read_exact(&mut tiny).expect("peer read");
+            assert_eq!(&tiny, b"tiny");
+        });
+    }
+
+    #[test]
+    fn small_and_large_writes_keep_their_order() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            let sizes = [
+                100,
+                3 * DIRECT_WRITE,
+                50,
+                DIRECT_WRITE + 1,
+                9 * WRITE_STAGE,
+                10,
+                200,
+            ];
+            let data = pattern(sizes.iter().sum());
+            let expected = data.clone();
+            let reader = std::thread::spawn(move || {
+                let mut got = vec![0u8; expected.len()];
+                peer.read_exact(&mut got).expect("peer read");
+                assert!(got == expected, "the peer saw the bytes out of order");
+            });
+            let mut at = 0;
+            for n in sizes {
+                // No flush in between: small writes are still in flight when large ones come.
+                s.write_all(&data[at..at + n]).await.expect("write");
+                at += n;
+            }
+            s.flush().await.expect("flush");
+            reader.join().expect("peer thread");
+        });
+    }
+
+    #[test]
+    fn a_streaming_read_receives_into_the_callers_buffer_then_goes_back_to_the_ring() {
+        on_both_drivers(|| async {
+            let (mut s, mut peer) = pair().await;
+            // Less than the kernel's default receive buffer: all of it waits in the socket.
+            let data = pattern(48 * 1024);
+            peer.write_all(&data).expect("peer write");
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            let mut got = Vec::new();
+            let mut chunk = vec![0u8; DIRECT_READ];
+            // Full ring reads grow the read buffer until one of at least DIRECT_READ fills.
+            while !s.streaming {
+                let n = s.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "the stream ended before streaming");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            // Drain what the last ring read buffered; then reads go straight to the socket.
+            while buffered(&s) > 0 {
+                let n = s.read(&mut chunk).await.expect("read");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            let n = s.read(&mut chunk).await.expect("direct read");
+            got.extend_from_slice(&chunk[..n]);
+            assert_eq!(n, DIRECT_READ, "a full direct read");
+            assert_eq!(
+                buffered(&s),
+                0,
+                "received into the caller's buffer, not ours"
+            );
+            assert!(s.streaming, "still streaming after a full read");
+            while got.len() < data.len() {
+                let n = s.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "ended early");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            assert!(got == data, "other bytes came through");
+            // Drained: the next read finds nothing, waits on the ring, and gets what comes.
+            let late = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                peer.write_all(b"late").expect("peer write");
+                peer
+            });
+            let n = s.read(&mut chunk).await.expect("read after the drain");
+            assert_eq!(&chunk[..n], b"late");
+            assert!(!s.streaming, "a drained socket goes back to the ring");
+            drop(late.join().expect("peer thread"));
         });
     }
 
