@@ -54,7 +54,9 @@ pub struct ShardPlan {
 pub struct Clock {
     /// When the schedule starts (first intended send time).
     pub start: Instant,
-    /// Requests intended before this are warmup and not recorded.
+    /// Requests intended and sent before this are warmup and not recorded. A request
+    /// intended before it but sent after it (the open loop's backlog when the target is
+    /// overloaded) is recorded, with its latency from the intended time.
     pub measure_start: Instant,
     /// No request is intended at or after this.
     pub issue_end: Option<Instant>,
@@ -118,7 +120,12 @@ impl Shard {
                 return None;
             }
         }
-        let measured = intended >= self.clock.measure_start;
+        let in_window = intended >= self.clock.measure_start;
+        // Behind schedule past the warmup: the target is overloaded. Recording only slots
+        // intended in the window would record nothing until the warmup's backlog is sent
+        // (a run shorter than that backlog reported 0 req/s); what is sent in the window is
+        // what the target serves in it.
+        let measured = in_window || Instant::now() >= self.clock.measure_start;
         if measured {
             if let Some(left) = self.remaining.get() {
                 if left == 0 {
@@ -127,6 +134,8 @@ impl Shard {
                 }
                 self.remaining.set(Some(left - 1));
             }
+        }
+        if in_window {
             self.measured_issued.set(self.measured_issued.get() + 1);
         }
         Some(Ticket { intended, measured })

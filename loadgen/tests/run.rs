@@ -159,6 +159,56 @@ fn open_loop_reports_rate_and_both_latencies() {
     assert!(c >= u, "corrected {c} < uncorrected {u}");
 }
 
+/// Far beyond what the target serves, an open loop still measures what it serves: the
+/// warmup's backlog, sent within the measured window, is recorded with its latency from the
+/// intended time (it used to be skipped, and such a run reported 0 requests).
+#[test]
+fn an_overloaded_open_loop_records_what_the_target_serves() {
+    // One connection at 20 ms a request: about 50 req/s, against 2000 asked.
+    let server = Server::start(&["--delay", "20ms"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join("over");
+    let prefix_arg = prefix.to_string_lossy().into_owned();
+    let url = server.url("/");
+    let out = loadgen(&[
+        "run",
+        &url,
+        "--http1",
+        "-c",
+        "1",
+        "--rate",
+        "2000",
+        "--warmup",
+        "1s",
+        "-d",
+        "2s",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--out",
+        &prefix_arg,
+    ]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "stdout: {text}\nstderr: {}",
+        stderr(&out)
+    );
+    let json = read_json(&dir.path().join("over.json"));
+    let ok = json["ok"].as_u64().expect("ok");
+    // About 100 at 50 req/s; none were recorded before the fix.
+    assert!(ok >= 20, "only {ok} requests recorded\n{text}");
+    assert_eq!(json["rate"]["reached"], false, "{text}");
+    // The backlog behind the warmup's 2000 slots is far over a second.
+    let corrected_min = json["latency_us"]["corrected"]["min"]
+        .as_u64()
+        .expect("min");
+    assert!(
+        corrected_min > 500_000,
+        "corrected min {corrected_min} us\n{text}"
+    );
+}
+
 #[test]
 fn connection_churn_and_templated_headers() {
     let server = Server::start(&[]);
