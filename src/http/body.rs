@@ -1,7 +1,9 @@
 //! Body bridging between hyper bodies and h2 streams, under flow control both ways.
 //!
 //! Two pieces serve both roles:
-//! - [`RecvBody`] presents a tunnel stream's h2 `RecvStream` as an `http_body::Body`. A task of
+//! - [`RecvBody`] presents a tunnel stream's h2 `RecvStream` as an `http_body::Body`. What
+//!   arrived with the head is taken at once (so a small body goes out with its head in one
+//!   write, not in a second one a loop turn later); then a task of
 //!   its own takes the stream's data off the connection as soon as it arrives, into a buffer
 //!   that the stream window bounds, and parks it in the tunnel's [`ParkingLot`], which gives the
 //!   connection-level capacity back at once; the stream's own capacity comes back only as the
@@ -151,17 +153,28 @@ impl<G> RecvBody<G> {
     /// another thread.
     pub fn new(mut stream: RecvStream, guard: G, lot: &ParkingLot) -> Self {
         let mut state = State::default();
-        if stream.is_end_stream() {
+        let mut progress = Progress::default();
+        let open = !stream.is_end_stream();
+        if open {
+            state.flow = Some(stream.flow_control().clone());
+            // What arrived with the head (a small body and its END_STREAM usually come in the
+            // same read): taken now, the consumer's first poll finds it, and hyper writes it
+            // with the head in one write instead of a second one a loop turn later. The drain
+            // task, polled next, registers for what comes after (this waker does nothing).
+            let mut cx = Context::from_waker(Waker::noop());
+            let took = take_received(&mut stream, &mut state, &mut progress, &mut cx);
+            if took > 0 {
+                lot.park(took);
+            }
+        } else {
             // Nothing will come: no task, and the stream goes now.
             state.end = Some(Ending::Eof);
-        } else {
-            state.flow = Some(stream.flow_control().clone());
         }
         let cell = Arc::new(Cell {
             state: Mutex::new(state),
         });
-        if !stream.is_end_stream() {
-            monoio::spawn(drain(stream, cell.clone(), lot.clone()));
+        if open {
+            monoio::spawn(drain(stream, cell.clone(), lot.clone(), progress));
         }
         Self {
             cell,
@@ -258,15 +271,69 @@ impl<G: Unpin> Body for RecvBody<G> {
     }
 }
 
+/// How far a stream's data has been taken off the connection.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    /// h2 has no more DATA for it (trailers may follow).
+    data_done: bool,
+    /// Its end (EOF, trailers or failure) is in `State::end`.
+    ended: bool,
+}
+
+/// Takes what h2 holds for the stream into `st`, up to its end; returns how many bytes it took
+/// (the caller parks them). Registers `cx` with h2 when it stops short of the end.
+fn take_received(
+    stream: &mut RecvStream,
+    st: &mut State,
+    progress: &mut Progress,
+    cx: &mut Context<'_>,
+) -> usize {
+    let mut took = 0;
+    while !progress.ended {
+        if !progress.data_done {
+            match stream.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if st.chunks.is_empty() {
+                        st.stalled_since = Some(Instant::now());
+                    }
+                    took += data.len();
+                    st.buffered += data.len();
+                    st.chunks.push_back(data);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    st.end = Some(Ending::Failed(e));
+                    progress.ended = true;
+                }
+                Poll::Ready(None) => progress.data_done = true,
+                Poll::Pending => break,
+            }
+        } else {
+            match stream.poll_trailers(cx) {
+                Poll::Ready(Ok(trailers)) => {
+                    st.end = Some(trailers.map_or(Ending::Eof, Ending::Trailers));
+                    progress.ended = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    st.end = Some(Ending::Failed(e));
+                    progress.ended = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+    }
+    took
+}
+
 /// The drain task of one stream: takes whatever h2 has received into the cell, parks it, and
 /// watches over the consumer (stall timeout, shedding) until the data has ended and been taken,
-/// or the body is dropped.
-async fn drain(mut stream: RecvStream, cell: Arc<Cell>, lot: ParkingLot) {
+/// or the body is dropped. `progress` is how far [`RecvBody::new`] already took it.
+async fn drain(mut stream: RecvStream, cell: Arc<Cell>, lot: ParkingLot, mut progress: Progress) {
     let weak: Weak<dyn parking::Parked> = Arc::downgrade(&cell) as Weak<dyn parking::Parked>;
     let _ticket = lot.register(weak);
     let stall_timeout = lot.stall_timeout();
-    let mut data_done = false;
-    let mut ended = false;
     let mut timer = Timer::new();
     let fault = poll_fn(|cx| {
         let mut st = cell.lock();
@@ -276,49 +343,14 @@ async fn drain(mut stream: RecvStream, cell: Arc<Cell>, lot: ParkingLot) {
         if let Some(fault) = st.fault {
             return Poll::Ready(Some(fault));
         }
-        let mut took = 0;
-        while !ended {
-            if !data_done {
-                match stream.poll_data(cx) {
-                    Poll::Ready(Some(Ok(data))) => {
-                        if data.is_empty() {
-                            continue;
-                        }
-                        if st.chunks.is_empty() {
-                            st.stalled_since = Some(Instant::now());
-                        }
-                        took += data.len();
-                        st.buffered += data.len();
-                        st.chunks.push_back(data);
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        st.end = Some(Ending::Failed(e));
-                        ended = true;
-                    }
-                    Poll::Ready(None) => data_done = true,
-                    Poll::Pending => break,
-                }
-            } else {
-                match stream.poll_trailers(cx) {
-                    Poll::Ready(Ok(trailers)) => {
-                        st.end = Some(trailers.map_or(Ending::Eof, Ending::Trailers));
-                        ended = true;
-                    }
-                    Poll::Ready(Err(e)) => {
-                        st.end = Some(Ending::Failed(e));
-                        ended = true;
-                    }
-                    Poll::Pending => break,
-                }
-            }
-        }
+        let took = take_received(&mut stream, &mut st, &mut progress, cx);
         if took > 0 {
             lot.park(took);
         }
-        if took > 0 || ended {
+        if took > 0 || progress.ended {
             st.wake_consumer();
         }
-        if ended && st.chunks.is_empty() {
+        if progress.ended && st.chunks.is_empty() {
             return Poll::Ready(None);
         }
         // Watch the consumer: data left unread for the stall timeout resets the stream.
@@ -559,6 +591,29 @@ mod tests {
             matches!(next, Ok(None)),
             "the stream did not end with its last chunk"
         );
+    }
+
+    /// A body that arrived with its head is there at the consumer's first poll, before the
+    /// drain task ever runs: hyper then writes it with the head, in one write.
+    #[monoio::test(timer_enabled = true)]
+    async fn what_arrived_with_the_head_is_there_at_the_first_poll() {
+        let (_pump, recv, _client) =
+            pump_through(OneChunk(Some(Bytes::from_static(b"hello")))).await;
+        // Let the pump send the chunk and its END_STREAM, and the server connection read them.
+        monoio::time::sleep(Duration::from_millis(50)).await;
+        let mut body = RecvBody::new(recv, (), &lot());
+        // No await from here on: the drain task spawned by `new` does not run.
+        let mut cx = Context::from_waker(Waker::noop());
+        let first = Pin::new(&mut body).poll_frame(&mut cx);
+        let Poll::Ready(Some(Ok(frame))) = first else {
+            panic!("the first poll found nothing: {first:?}");
+        };
+        assert_eq!(frame.into_data().expect("data").as_ref(), b"hello");
+        assert!(body.is_end_stream(), "the end came with it");
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
     }
 
     #[monoio::test(timer_enabled = true)]
