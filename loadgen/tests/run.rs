@@ -47,6 +47,24 @@ fn check_hdr(path: &Path, total: u64) {
     assert_eq!(h.len(), total);
 }
 
+/// Runs `loadgen run ARGS --out DIR/NAME`, which must succeed; its stdout and its JSON.
+fn run_ok(args: &[&str], name: &str) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join(name).to_string_lossy().into_owned();
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", &prefix]);
+    let out = loadgen(&all);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "stdout: {text}\nstderr: {}",
+        stderr(&out)
+    );
+    let json = read_json(&dir.path().join(format!("{name}.json")));
+    (text, json)
+}
+
 fn closed_loop(protocol: &[&str], name: &str) {
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -106,30 +124,21 @@ fn http1_closed_loop_counts_and_writes_files() {
 #[test]
 fn open_loop_reports_rate_and_both_latencies() {
     let server = Server::start(&[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let prefix = dir.path().join("open");
     let url = server.url("/");
-    let prefix_arg = prefix.to_string_lossy().into_owned();
-    let out = loadgen(&[
-        "run",
-        &url,
-        "--rate",
-        "500",
-        "-d",
-        "2s",
-        "-c",
-        "4",
-        "--threads",
-        "2",
-        "--no-pin",
-        "--out",
-        &prefix_arg,
-    ]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "stdout: {text}\nstderr: {}",
-        stderr(&out)
+    let (text, json) = run_ok(
+        &[
+            &url,
+            "--rate",
+            "500",
+            "-d",
+            "2s",
+            "-c",
+            "4",
+            "--threads",
+            "2",
+            "--no-pin",
+        ],
+        "open",
     );
     assert!(text.contains("open loop"), "{text}");
     assert!(
@@ -140,7 +149,6 @@ fn open_loop_reports_rate_and_both_latencies() {
         text.contains("corrected") && text.contains("uncorrected"),
         "{text}"
     );
-    let json = read_json(&dir.path().join("open.json"));
     assert_eq!(json["mode"], "open");
     assert_eq!(json["rate"]["target"], 500.0);
     assert!(json["rate"]["achieved"].as_f64().is_some_and(|a| a > 0.0));
@@ -166,35 +174,25 @@ fn open_loop_reports_rate_and_both_latencies() {
 fn an_overloaded_open_loop_records_what_the_target_serves() {
     // One connection at 20 ms a request: about 50 req/s, against 2000 asked.
     let server = Server::start(&["--delay", "20ms"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let prefix = dir.path().join("over");
-    let prefix_arg = prefix.to_string_lossy().into_owned();
     let url = server.url("/");
-    let out = loadgen(&[
-        "run",
-        &url,
-        "--http1",
-        "-c",
-        "1",
-        "--rate",
-        "2000",
-        "--warmup",
-        "1s",
-        "-d",
-        "2s",
-        "--threads",
-        "1",
-        "--no-pin",
-        "--out",
-        &prefix_arg,
-    ]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "stdout: {text}\nstderr: {}",
-        stderr(&out)
+    let (text, json) = run_ok(
+        &[
+            &url,
+            "--http1",
+            "-c",
+            "1",
+            "--rate",
+            "2000",
+            "--warmup",
+            "1s",
+            "-d",
+            "2s",
+            "--threads",
+            "1",
+            "--no-pin",
+        ],
+        "over",
     );
-    let json = read_json(&dir.path().join("over.json"));
     let ok = json["ok"].as_u64().expect("ok");
     // About 100 at 50 req/s; none were recorded before the fix.
     assert!(ok >= 20, "only {ok} requests recorded\n{text}");
