@@ -45,6 +45,7 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop, info: &T
     let handshake = h2::server::Builder::new()
         .initial_window_size(tunnel::STREAM_WINDOW)
         .initial_connection_window_size(tunnel::CONNECTION_WINDOW)
+        .max_frame_size(tunnel::MAX_FRAME)
         .max_concurrent_streams(max_streams)
         .handshake::<_, bytes::Bytes>(io);
     let mut conn = match monoio::time::timeout(handshake_timeout, handshake).await {

@@ -127,6 +127,7 @@ async fn serve(
     let handshake = h2::client::Builder::new()
         .initial_window_size(tunnel::STREAM_WINDOW)
         .initial_connection_window_size(tunnel::CONNECTION_WINDOW)
+        .max_frame_size(tunnel::MAX_FRAME)
         .max_concurrent_reset_streams(tunnel::MAX_CONCURRENT_RESET_STREAMS)
         .handshake::<_, Bytes>(Metered::new(io, meter.clone()));
     let (send, mut conn) = monoio::time::timeout(cfg.handshake_timeout, handshake)

@@ -35,6 +35,17 @@ pub const STREAM_WINDOW: u32 = 1024 * 1024;
 /// [`PARKED_BUDGET`] (`http::body::parking`; docs/ARCHITECTURE.md §7, "Limits").
 pub const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
+/// The largest HTTP/2 frame payload a tunnel end accepts (SETTINGS_MAX_FRAME_SIZE, RFC 9113
+/// §6.5.2; the protocol's default is 16 KiB). h2 holds one DATA payload at a time in its
+/// writer and writes it before framing the next, so the frame size is the size of a socket
+/// write on a streaming transfer: 16 KiB frames cost one `sendmsg` per 16 KiB. At 256 KiB a
+/// 1 GiB upload through both roles took about a third less CPU (bench/README.md, "Finding:
+/// 256 KiB frames").
+/// Streams still interleave frame by frame; on a 1 Gbit/s path a frame is 2 ms of wire time,
+/// less than a filled socket send buffer already puts ahead of a new stream. The receiving end
+/// buffers at most one frame per tunnel beyond its windows.
+pub const MAX_FRAME: u32 = 256 * 1024;
+
 /// Per tunnel and direction, the most data taken off the connection for streams whose readers
 /// have not read it yet (parked) that is given back to the connection window. Past it, the
 /// stream whose reader has gone longest without reading (at least
