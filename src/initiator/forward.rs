@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, request, HeaderValue, Request, Response};
+use http::{header, request, uri, HeaderValue, Request, Response, Uri};
 use http_body::Body;
 use tracing::Instrument;
 
@@ -229,12 +229,53 @@ fn to_local_request(parts: &mut request::Parts, protocol: Protocol) {
                 parts.headers.insert(header::HOST, host);
             }
         }
-        if let Some(pq) = parts.uri.path_and_query() {
-            if let Ok(uri) = pq.as_str().parse() {
+        // The path as it is (its bytes are shared, not parsed again).
+        if let Some(pq) = parts.uri.path_and_query().cloned() {
+            let mut origin = uri::Parts::default();
+            origin.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(origin) {
                 parts.uri = uri;
             }
         }
         parts.version = http::Version::HTTP_11;
     }
     strip_hop_by_hop(&mut parts.headers, &[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(uri: &str) -> request::Parts {
+        let mut request = Request::get(uri).body(()).unwrap().into_parts().0;
+        request.version = http::Version::HTTP_2;
+        request
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("x-drop"));
+        request
+            .headers
+            .insert("x-drop", HeaderValue::from_static("1"));
+        request
+    }
+
+    #[test]
+    fn the_local_http1_hop_gets_origin_form_and_host_from_the_authority() {
+        let mut parts = head("http://svc.example:8080/a/%2F/b?x=1&y=%20");
+        to_local_request(&mut parts, Protocol::Http1);
+        assert_eq!(parts.uri, "/a/%2F/b?x=1&y=%20");
+        assert_eq!(parts.uri.authority(), None);
+        assert_eq!(parts.headers[header::HOST], "svc.example:8080");
+        assert_eq!(parts.version, http::Version::HTTP_11);
+        assert!(!parts.headers.contains_key("x-drop"), "hop-by-hop kept");
+    }
+
+    #[test]
+    fn the_local_http2_hop_keeps_the_absolute_uri() {
+        let mut parts = head("http://svc.example/p?q");
+        to_local_request(&mut parts, Protocol::Http2);
+        assert_eq!(parts.uri, "http://svc.example/p?q");
+        assert!(!parts.headers.contains_key(header::HOST));
+        assert_eq!(parts.version, http::Version::HTTP_2);
+        assert!(!parts.headers.contains_key("x-drop"), "hop-by-hop kept");
+    }
 }

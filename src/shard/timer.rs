@@ -59,7 +59,35 @@ impl Timer {
 
     /// `Ready` once `at` has passed; otherwise `Pending`, with this task woken at `at`.
     pub fn poll_until(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= at {
+        self.poll_until_at(at, Instant::now(), cx)
+    }
+
+    /// As [`Timer::poll_until`], but a deadline already armed between now and `at` is kept:
+    /// the task is then woken at that earlier deadline, and its next poll arms `at`. For a
+    /// deadline recomputed on every poll that mostly moves later (an idle timeout pushed back
+    /// by activity), the queue then sees an entry per period instead of a removal and an
+    /// insertion per poll. The caller must tolerate the early wakeup: it recomputes `at`.
+    pub fn poll_by(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let now = Instant::now();
+        let Some(key) = self.key.filter(|key| now < key.0 && key.0 < at) else {
+            return self.poll_until_at(at, now, cx);
+        };
+        QUEUE.with(|queue| {
+            let mut q = queue.borrow_mut();
+            match q.entries.get_mut(&key) {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                Some(waker) => *waker = cx.waker().clone(),
+                // Only expired entries leave the queue, and `key` is still ahead.
+                None => {
+                    q.entries.insert(key, cx.waker().clone());
+                }
+            }
+        });
+        Poll::Pending
+    }
+
+    fn poll_until_at(&mut self, at: Instant, now: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if now >= at {
             self.cancel();
             return Poll::Ready(());
         }
@@ -251,6 +279,39 @@ mod tests {
             .await;
             assert_eq!(entries(), 1, "moving the deadline replaces the entry");
             drop(timer);
+            assert_eq!(entries(), 0);
+        });
+    }
+
+    #[test]
+    fn poll_by_keeps_an_earlier_deadline_and_wakes_there_first() {
+        rt().block_on(async {
+            let start = Instant::now();
+            let (early, late) = (
+                start + Duration::from_millis(30),
+                start + Duration::from_millis(80),
+            );
+            let mut timer = Timer::new();
+            let polls = Cell::new(0u32);
+            poll_fn(|cx| {
+                polls.set(polls.get() + 1);
+                if polls.get() == 1 {
+                    assert!(timer.poll_by(early, cx).is_pending());
+                }
+                // Later deadlines keep the armed entry: the task wakes at `early` first.
+                let key = timer.key;
+                let polled = timer.poll_by(late, cx);
+                if polls.get() == 1 {
+                    assert_eq!(timer.key, key, "the earlier entry was kept");
+                    assert_eq!(entries(), 1);
+                }
+                polled
+            })
+            .await;
+            let elapsed = start.elapsed();
+            assert!(elapsed >= Duration::from_millis(80), "fired at {elapsed:?}");
+            // First poll, the wakeup at `early` (which arms `late`), the wakeup at `late`.
+            assert_eq!(polls.get(), 3);
             assert_eq!(entries(), 0);
         });
     }

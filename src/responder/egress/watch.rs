@@ -175,7 +175,10 @@ impl ConnWatch {
                 Err(expiry) => break Poll::Ready(expiry),
                 Ok(due) => due,
             };
-            if timer.poll_until(due, cx).is_pending() {
+            // `due` moves on every poll while requests come and go (the recheck is `now +
+            // idle`, the idle deadline follows each request): keep an earlier entry and
+            // recompute when it fires.
+            if timer.poll_by(due, cx).is_pending() {
                 break Poll::Pending;
             }
         };
