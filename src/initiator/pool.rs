@@ -381,49 +381,57 @@ impl LocalCluster {
     /// Sends `req` (origin-form URI and `Host` for HTTP/1.1, absolute URI for HTTP/2) and
     /// returns the response head. Its body holds the connection (HTTP/1.1) or the request slot
     /// until it ends; dropping the future or the body first abandons the request.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: one would keep the request twice, as its argument and as the local it
+    /// moves into, and the future (boxed per request by the caller) would pass the sizes glibc
+    /// serves from its per-thread cache. The block below captures it once.
+    #[allow(clippy::manual_async_fn)]
+    pub fn send(
         self: &Rc<Self>,
-        req: Request<LocalBody>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        let replay = Replay::of(&req);
-        // The request that asks for a connection names it in the log if the connect fails.
-        let cause: Option<Rc<str>> = req
-            .headers()
-            .get(&crate::pipeline::REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(Rc::from);
-        let mut req = req;
-        let mut retried = false;
-        loop {
-            let mut lease = self.checkout(cause.clone()).await?;
-            let failure = match lease.send(req).await {
-                Ok(response) => {
-                    self.state.borrow_mut().success(lease.endpoint());
-                    return Ok(response.map(|body| PooledBody::new(body, lease)));
+        mut req: Request<LocalBody>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + use<'_> {
+        async move {
+            let replay = Replay::of(&req);
+            // The request that asks for a connection names it in the log if the connect fails.
+            let cause: Option<Rc<str>> = req
+                .headers()
+                .get(&crate::pipeline::REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(Rc::from);
+            let mut retried = false;
+            loop {
+                let mut lease = self.checkout(cause.clone()).await?;
+                // Boxed: inline it made this future (boxed by the caller) about 1.4 KiB, past the
+                // sizes glibc serves from its per-thread cache.
+                let failure = match Box::pin(lease.send(req)).await {
+                    Ok(response) => {
+                        self.state.borrow_mut().success(lease.endpoint());
+                        return Ok(response.map(|body| PooledBody::new(body, lease)));
+                    }
+                    Err(failure) => failure,
+                };
+                let endpoint = lease.endpoint();
+                drop(lease);
+                let SendFailure { error, unsent } = failure;
+                if unsent.is_none() {
+                    self.endpoint_failed(endpoint);
                 }
-                Err(failure) => failure,
-            };
-            let endpoint = lease.endpoint();
-            drop(lease);
-            let SendFailure { error, unsent } = failure;
-            if unsent.is_none() {
-                self.endpoint_failed(endpoint);
+                let again = match (retried, unsent) {
+                    (true, _) => None,
+                    (false, Some(unsent)) => Some(unsent),
+                    (false, None) => replay
+                        .as_ref()
+                        .filter(|_| error.broke_before_response())
+                        .map(Replay::request),
+                };
+                let Some(again) = again else {
+                    return Err(error.into_proxy_error(&self.name));
+                };
+                retried = true;
+                inc(&self.stats().initiator_local_retries);
+                tracing::debug!(cluster = %self.name, "retrying on another connection: {error}");
+                req = again;
             }
-            let again = match (retried, unsent) {
-                (true, _) => None,
-                (false, Some(unsent)) => Some(unsent),
-                (false, None) => replay
-                    .as_ref()
-                    .filter(|_| error.broke_before_response())
-                    .map(Replay::request),
-            };
-            let Some(again) = again else {
-                return Err(error.into_proxy_error(&self.name));
-            };
-            retried = true;
-            inc(&self.stats().initiator_local_retries);
-            tracing::debug!(cluster = %self.name, "retrying on another connection: {error}");
-            req = again;
         }
     }
 

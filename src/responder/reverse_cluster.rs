@@ -131,10 +131,13 @@ pub async fn proxy(
                 let elsewhere = ctx.shared.directory.shards_for(tenant, host_id, ctx.shard);
                 if let Some(&target) = elsewhere.first() {
                     inc(&ctx.stats().egress_cross_shard);
-                    return forward(ctx, target, tenant, host_id, request, picked).await;
+                    return Box::pin(forward(ctx, target, tenant, host_id, request, picked)).await;
                 }
             }
-            match send_on_tunnel(ctx, &tunnel, request, picked).await {
+            // Boxed, as `forward` is: inline, each would make this future (itself boxed by
+            // the caller) about 1.7 KiB, past the sizes glibc serves from its per-thread
+            // cache; apart, each allocation is under 1 KiB.
+            match Box::pin(send_on_tunnel(ctx, &tunnel, request, picked)).await {
                 Sent::Done(result) => return result,
                 Sent::Refused(back, error) => {
                     refusals += 1;
@@ -150,7 +153,7 @@ pub async fn proxy(
         let elsewhere = ctx.shared.directory.shards_for(tenant, host_id, ctx.shard);
         if let Some(&target) = elsewhere.first() {
             inc(&ctx.stats().egress_cross_shard);
-            return forward(ctx, target, tenant, host_id, request, picked).await;
+            return Box::pin(forward(ctx, target, tenant, host_id, request, picked)).await;
         }
         match pending_until {
             Some(deadline) if std::time::Instant::now() < deadline => {
