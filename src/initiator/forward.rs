@@ -116,9 +116,7 @@ async fn upstream(
     }
     to_local_request(parts, cluster.protocol());
     // The service sees the request's id (the responder's, or ours if it sent none).
-    parts
-        .headers
-        .insert(&REQUEST_ID_HEADER, rctx.request_id.header_value().clone());
+    carry_request_id(&mut parts.headers, rctx.request_id.header_value());
     ctx.pipeline.upstream_request_filter(rctx, parts);
     // The route timeout, cut shorter by the cluster's response_timeout if it has one.
     let response_timeout = crate::config::enabled(cluster.config().response_timeout);
@@ -224,6 +222,17 @@ fn send_local_reply(
     finish(&mut rctx, &ctx.pipeline, sent);
 }
 
+/// Leaves `id` as the request's only `x-request-id`. Most tunnel requests carry it already,
+/// once, and are left alone: `HeaderMap::insert` makes room for a new entry even when it
+/// replaces one, and growing a full map rehashes it (1.5k instructions per request when the
+/// tunnel request arrived with its map at capacity).
+fn carry_request_id(headers: &mut http::HeaderMap, id: &HeaderValue) {
+    let mut carried = headers.get_all(&REQUEST_ID_HEADER).iter();
+    if carried.next() != Some(id) || carried.next().is_some() {
+        headers.insert(&REQUEST_ID_HEADER, id.clone());
+    }
+}
+
 /// Adapts a tunnel request head for the local hop. HTTP/1.1 gets an origin-form URI with
 /// `Host` from `:authority`; HTTP/2 keeps the absolute URI (its `:scheme` and `:authority`).
 fn to_local_request(parts: &mut request::Parts, protocol: Protocol) {
@@ -271,6 +280,37 @@ mod tests {
         assert_eq!(parts.headers[header::HOST], "svc.example:8080");
         assert_eq!(parts.version, http::Version::HTTP_11);
         assert!(!parts.headers.contains_key("x-drop"), "hop-by-hop kept");
+    }
+
+    #[test]
+    fn the_request_id_is_carried_once_and_a_full_map_left_alone() {
+        let id = HeaderValue::from_static("abc");
+        let mut full = http::HeaderMap::new();
+        full.insert(&REQUEST_ID_HEADER, id.clone());
+        for n in 0.. {
+            if full.len() == full.capacity() {
+                break;
+            }
+            full.insert(
+                header::HeaderName::from_bytes(format!("x-{n}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        let capacity = full.capacity();
+        carry_request_id(&mut full, &id);
+        assert_eq!(full.capacity(), capacity, "the map grew");
+        assert_eq!(full[&REQUEST_ID_HEADER], "abc");
+
+        let mut other = http::HeaderMap::new();
+        carry_request_id(&mut other, &id);
+        assert_eq!(other[&REQUEST_ID_HEADER], "abc", "absent");
+        other.insert(&REQUEST_ID_HEADER, HeaderValue::from_static("zzz"));
+        carry_request_id(&mut other, &id);
+        assert_eq!(other[&REQUEST_ID_HEADER], "abc", "another id");
+        other.append(&REQUEST_ID_HEADER, HeaderValue::from_static("abc"));
+        carry_request_id(&mut other, &id);
+        let ids: Vec<_> = other.get_all(&REQUEST_ID_HEADER).iter().collect();
+        assert_eq!(ids, ["abc"], "twice");
     }
 
     #[test]

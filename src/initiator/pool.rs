@@ -980,6 +980,17 @@ mod tests {
     }
 
     #[test]
+    fn the_send_future_fits_the_allocators_per_thread_cache() {
+        let pool = Rc::new(local(cluster(&["127.0.0.1:9".to_owned()], None)));
+        let send = pool.send(Request::new(LocalBody::empty()));
+        let size = std::mem::size_of_val(&send);
+        assert!(
+            size <= crate::pipeline::BOXED_FUTURE_MAX,
+            "LocalCluster::send's future is {size} bytes"
+        );
+    }
+
+    #[test]
     fn endpoints_share_a_configuration_per_verified_name() {
         let pki = Pki::new("local CA");
         let endpoints = [

@@ -44,6 +44,12 @@ pub use logged::Logged;
 pub use respond::respond;
 pub use stages::RouteRewrites;
 
+/// The most a future that a driver boxes per request may take, in bytes: glibc serves blocks
+/// up to 1032 bytes from a per-thread cache, and a larger one costs about 1.4k instructions to
+/// allocate (docs/ARCHITECTURE.md §5, "Allocation on the request path"). Tests hold the drivers'
+/// futures to it.
+pub const BOXED_FUTURE_MAX: usize = 1024;
+
 /// One unit of request handling. Every phase has a default that does nothing, so a stage
 /// implements only the phases it needs.
 pub trait Stage {
