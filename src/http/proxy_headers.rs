@@ -118,9 +118,10 @@ pub fn add_forwarding(
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .collect();
-        (!list.is_empty()).then(|| list.join(", "))
+        let list = (!list.is_empty()).then(|| list.join(", "));
+        headers.remove(&X_FORWARDED_FOR);
+        list
     };
-    headers.remove(&X_FORWARDED_FOR);
     let ip = client.map(|c| ip_text(c.ip()));
     let value = match (earlier, ip) {
         (Some(list), Some(ip)) => Some(format!("{list}, {ip}")),
@@ -130,7 +131,8 @@ pub fn add_forwarding(
     if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    // At the edge the client's was dropped above: no lookup needed (each hashes the name).
+    if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     headers.append(header::VIA, HeaderValue::from_static(VIA_VALUE));

@@ -56,7 +56,7 @@ pub async fn serve(ctx: &Rc<InitiatorShard>, io: TunnelIo, stop: &Stop, info: &T
     let mut keepalive = conn
         .ping_pong()
         .map(|pp| Box::pin(keepalive::watch(pp, settings, info.meter.clone())));
-    let mut shutdown = pin!(stop.wait());
+    let mut shutdown = pin!(crate::shard::rare::Rare::new(stop.wait()));
     // Request bodies park here what their local services have not read yet; the connection
     // window gets it back at once (`http::body::parking`).
     let parking = tunnel::parking_lot();

@@ -216,7 +216,7 @@ async fn serve_until_shutdown<C: GracefulConnection>(
     peer: SocketAddr,
 ) {
     let mut conn = pin!(conn);
-    let mut signal = pin!(shutdown.wait());
+    let mut signal = pin!(crate::shard::rare::Rare::new(shutdown.wait()));
     let result = std::future::poll_fn(|cx| {
         if let Poll::Ready(res) = conn.as_mut().poll(cx) {
             return Poll::Ready(Ok(res));

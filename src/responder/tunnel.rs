@@ -181,7 +181,7 @@ async fn serve(
         failure_threshold: cfg.ping_failure_threshold,
     };
     let mut keepalive = pin!(keepalive::watch(ping_pong, keepalive_settings, meter));
-    let mut shutdown = pin!(ctx.shared.shutdown.wait());
+    let mut shutdown = pin!(crate::shard::rare::Rare::new(ctx.shared.shutdown.wait()));
     let end = poll_fn(|cx| {
         // Parked response bytes go back to the connection window before h2 runs.
         if let Some(target) = window.poll_target(cx) {

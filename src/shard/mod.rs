@@ -43,6 +43,7 @@
 
 pub mod directory;
 pub mod mesh;
+pub mod rare;
 pub mod reload;
 pub mod runtime;
 pub mod shutdown;
