@@ -794,6 +794,18 @@ impl Lease {
         let Sender::H1(mut sender) = grant.handle else {
             return;
         };
+        // Usually hyper's connection task has already read the end of the response and asked
+        // for the next request (the body's last chunk reached us through it): the connection
+        // goes back now, without a task to wait for that.
+        if sender.is_ready() {
+            let actions =
+                cluster
+                    .state
+                    .borrow_mut()
+                    .returned(conn, Sender::H1(sender), Instant::now());
+            cluster.run(actions, None);
+            return;
+        }
         monoio::spawn(async move {
             let ready = sender.ready().await.is_ok();
             let now = Instant::now();

@@ -186,6 +186,22 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[monoio::test(timer_enabled = true)]
+async fn a_connection_is_ready_again_as_its_response_body_ends() {
+    let (addr, tally) = h1_server(|_| Reply::After(Duration::ZERO));
+    let cluster = cluster_of(vec![addr.to_string()], |_| {});
+    for n in 0..20 {
+        let (status, body) = fetch(&cluster, get("/")).await.expect("served");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, format!("request {n}").as_str())
+        );
+        // No await since the body ended: no task ran to hand the connection back.
+        assert_eq!(cluster.state.borrow().ready(), 1, "request {n}");
+    }
+    assert_eq!(tally.accepted(), 1, "one connection carried every request");
+}
+
+#[monoio::test(timer_enabled = true)]
 async fn a_burst_shares_a_few_connections_and_every_request_succeeds() {
     let (addr, tally) = h1_server(|_| Reply::After(Duration::from_millis(20)));
     let cluster = cluster_of(vec![addr.to_string()], |c| c.max_connections = 4);

@@ -330,6 +330,12 @@ impl<C: Handle, W> PoolState<C, W> {
         self.queue.len()
     }
 
+    /// Connections ready for a request.
+    #[cfg(test)]
+    pub fn ready(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Requests holding a slot.
     #[cfg(test)]
     pub fn requests(&self) -> usize {
