@@ -9,7 +9,8 @@
 # zeroes the counters, sends N requests through the tunnel with loadgen
 # (target/release/loadgen, or $LOADGEN), and reports the instructions each process executed
 # per request (start-up and tunnel set-up are excluded).
-# Everything listens on 127.0.0.1; every process is killed on exit.
+# Everything listens on 127.0.0.1; every process is killed on exit. RTUN_GLIBC_TUNABLES sets
+# GLIBC_TUNABLES for both roles (default: the cache count rtun runs with).
 set -euo pipefail
 RTUN=${1:?usage: bench/instructions.sh RTUN_BINARY [h2|h1] [N]}
 PROTO=${2:-h2}
@@ -39,8 +40,12 @@ initiator:
   routes: [{ prefix: /, cluster: service }]
 YAML
 "$LOADGEN" serve --listen 127.0.0.1:$SVC --threads 1 >"$DIR/svc.log" 2>&1 & PIDS+=($!)
+# rtun re-executes itself to add glibc's cache count to GLIBC_TUNABLES unless the
+# environment names it (src/malloc_cache.rs); under valgrind it does not (that would leave
+# valgrind): name it here, so that the count is the one rtun runs with.
+TUNABLES=${RTUN_GLIBC_TUNABLES:-glibc.malloc.tcache_count=64}
 for role in r i; do
-  valgrind --tool=callgrind --callgrind-out-file="$DIR/$role.%p.cg" --dump-instr=no --compress-strings=no \
+  GLIBC_TUNABLES=$TUNABLES valgrind --tool=callgrind --callgrind-out-file="$DIR/$role.%p.cg" --dump-instr=no --compress-strings=no \
     "$RTUN" run -c "$DIR/$role.yaml" >"$DIR/$role.log" 2>&1 & PIDS+=($!)
 done
 R_PID=${PIDS[1]} I_PID=${PIDS[2]}

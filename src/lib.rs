@@ -15,6 +15,7 @@ pub mod demo;
 pub mod harness;
 pub mod http;
 pub mod initiator;
+pub mod malloc_cache;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;

@@ -104,6 +104,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread: may execute the binary again.
+    rtun::malloc_cache::ensure();
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_format, cli.log_level.as_deref()) {
         eprintln!("rtun: {e}");

@@ -1,4 +1,5 @@
-//! The command line: `rtun validate` on the shipped and on broken configurations, `rtun demo --check`.
+//! The command line: `rtun validate` on the shipped and on broken configurations, `rtun demo --check`,
+//! and the environment every command runs with (glibc's per-thread cache, `src/malloc_cache.rs`).
 
 mod common;
 
@@ -140,5 +141,71 @@ fn demo_check_passes() {
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `GLIBC_TUNABLES` that `rtun service` runs with, started with `tunables` (`None`: unset),
+/// and whether it was executed again (`RTUN_GLIBC_TUNABLES_SET`). Read from
+/// `/proc/PID/environ` of the process `Command` started: `exec` keeps the pid. glibc ends each
+/// tunable it parsed with a NUL there (the `:` between two is overwritten), so the tunables
+/// are the entries from `GLIBC_TUNABLES=` on that look like one.
+fn running_tunables(tunables: Option<&str>) -> (String, bool) {
+    let port = common::port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = Command::new(RTUN);
+    command
+        .args(["service", "--listen", &listen, "--name", "env"])
+        .env("NO_COLOR", "1")
+        .env_remove("RTUN_GLIBC_TUNABLES_SET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    match tunables {
+        Some(t) => command.env("GLIBC_TUNABLES", t),
+        None => command.env_remove("GLIBC_TUNABLES"),
+    };
+    let mut child = command.spawn().expect("run rtun service");
+    let up = common::wait_for_port(port, Duration::from_secs(10));
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "rtun service did not listen on {listen}");
+    let environ = environ.expect("read the process's environment");
+    let entries: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let reexecuted = entries.iter().any(|e| e == "RTUN_GLIBC_TUNABLES_SET=1");
+    let Some(start) = entries
+        .iter()
+        .position(|e| e.starts_with("GLIBC_TUNABLES="))
+    else {
+        return (String::new(), reexecuted);
+    };
+    let mut list = vec![entries[start]["GLIBC_TUNABLES=".len()..].to_owned()];
+    list.extend(
+        entries[start + 1..]
+            .iter()
+            .take_while(|e| e.starts_with("glibc."))
+            .cloned(),
+    );
+    (list.join(":"), reexecuted)
+}
+
+#[test]
+fn glibcs_per_thread_cache_is_sized_once_and_an_operators_setting_wins() {
+    assert_eq!(
+        running_tunables(None),
+        ("glibc.malloc.tcache_count=64".into(), true)
+    );
+    assert_eq!(
+        running_tunables(Some("glibc.malloc.mxfast=0")),
+        (
+            "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=64".into(),
+            true
+        )
+    );
+    assert_eq!(
+        running_tunables(Some("glibc.malloc.tcache_count=7")),
+        ("glibc.malloc.tcache_count=7".into(), false)
     );
 }
