@@ -8,7 +8,9 @@
 //! missed the cache, and `_int_malloc` was the top user-space symbol after `memmove` in both
 //! processes' profiles. With 64 the misses fall to about 3 per request (two are hyper's 8 KiB
 //! read buffers, too large for any cache) and CPU per request at saturation by 3–4 %
-//! (bench/README.md, "Finding: glibc's per-thread cache"); peak RSS did not move.
+//! (bench/README.md, "Finding: glibc's per-thread cache"). The cache holds at most 64 blocks of
+//! each of glibc's 64 small size classes per thread, about 2.1 MiB; measured peak RSS moved
+//! within the runs' spread (bench/results/REPORT-2026-11-24-tcache.md).
 //!
 //! The count is a glibc tunable: glibc reads it from `GLIBC_TUNABLES` as the process starts
 //! and nothing can change it later. So [`ensure`], the first thing `main` does, executes the
