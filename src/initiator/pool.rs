@@ -786,10 +786,8 @@ impl Lease {
         };
         let cluster = self.cluster.clone();
         let conn = grant.conn;
-        let actions = cluster
-            .state
-            .borrow_mut()
-            .finish(conn, true, Instant::now());
+        let now = Instant::now();
+        let actions = cluster.state.borrow_mut().finish(conn, true, now);
         cluster.run(actions, None);
         let Sender::H1(mut sender) = grant.handle else {
             return;
@@ -798,32 +796,36 @@ impl Lease {
         // for the next request (the body's last chunk reached us through it): the connection
         // goes back now, without a task to wait for that.
         if sender.is_ready() {
-            let actions =
-                cluster
-                    .state
-                    .borrow_mut()
-                    .returned(conn, Sender::H1(sender), Instant::now());
-            cluster.run(actions, None);
-            return;
+            return hand_back(&cluster, conn, sender, true, now);
         }
         monoio::spawn(async move {
             let ready = sender.ready().await.is_ok();
-            let now = Instant::now();
-            let actions = if ready {
-                cluster
-                    .state
-                    .borrow_mut()
-                    .returned(conn, Sender::H1(sender), now)
-            } else {
-                // Counted until its task reports the socket gone.
-                drop(sender);
-                cluster.close(conn);
-                cluster.state.borrow_mut().close(conn);
-                Vec::new()
-            };
-            cluster.run(actions, None);
+            hand_back(&cluster, conn, sender, ready, Instant::now());
         });
     }
+}
+
+/// An HTTP/1.1 connection whose request is over: back to the pool if hyper is `ready` for the
+/// next request, else closed (counted until its task reports the socket gone).
+fn hand_back(
+    cluster: &Rc<LocalCluster>,
+    conn: ConnId,
+    sender: http1::SendRequest<LocalBody>,
+    ready: bool,
+    now: Instant,
+) {
+    let actions = if ready {
+        cluster
+            .state
+            .borrow_mut()
+            .returned(conn, Sender::H1(sender), now)
+    } else {
+        drop(sender);
+        cluster.close(conn);
+        cluster.state.borrow_mut().close(conn);
+        Vec::new()
+    };
+    cluster.run(actions, None);
 }
 
 impl Drop for Lease {
