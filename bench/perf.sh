@@ -133,6 +133,7 @@ perf_start() {
   case $setup in
     rtun) kind=rtun port=$P_RTUN_ADM ;;
     rtun-tls) kind=rtun port=$P_TLS_ADM ;;
+    rtun-pgo) kind=rtun port=$P_PGO_ADM ;;
     nginx) kind=nginx port=$P_NGX_ST ;;
   esac
   PERF_PREFIX=$pfx

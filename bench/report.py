@@ -24,7 +24,7 @@ LOADS = [
     ("e-up", "(e) bulk upload: one request body streamed to the service"),
     ("f", "(f) many hosts: h2 -c 4 -m 32 through one responder, 1 host vs many hosts"),
 ]
-SETUP_ORDER = ["direct", "rtun", "rtun-tls", "nginx", "rathole", "rathole-nodelay"]
+SETUP_ORDER = ["direct", "rtun", "rtun-pgo", "rtun-tls", "nginx", "rathole", "rathole-nodelay"]
 PEERS = ["nginx", "rathole", "rathole-nodelay"]
 
 
@@ -374,15 +374,24 @@ def main():
         t = agg(load, "rtun-tls")
         if r and t:
             peer_lines.append(f"rtun-tls / rtun (what mutual TLS on the tunnel adds): CPU/req {fmt_ratio(t['cpu_per_req'], r['cpu_per_req'])}, req/s {fmt_ratio(t['rps'], r['rps'])}, p99 {fmt_ratio(t['p99'], r['p99'])}")
-        if r:
+        # the profile-guided build (bench/pgo.sh) against the plain one, then each against the peers
+        g = agg(load, "rtun-pgo")
+        if r and g:
+            if bulk:
+                peer_lines.append(f"rtun-pgo / rtun (the profile-guided build): throughput {fmt_ratio(g['bps'], r['bps'])}, CPU per GiB {fmt_ratio(g['cpu_per_gib'], r['cpu_per_gib'])}")
+            else:
+                peer_lines.append(f"rtun-pgo / rtun (the profile-guided build): CPU/req {fmt_ratio(g['cpu_per_req'], r['cpu_per_req'])}, req/s {fmt_ratio(g['rps'], r['rps'])}, p99 {fmt_ratio(g['p99'], r['p99'])}")
+        for name, m in (("rtun", r), ("rtun-pgo", g)):
+            if not m:
+                continue
             for p in PEERS:
                 pm = agg(load, p)
                 if not pm:
                     continue
                 if bulk:
-                    peer_lines.append(f"rtun / {p}: throughput {fmt_ratio(r['bps'], pm['bps'])}, CPU per GiB {fmt_ratio(r['cpu_per_gib'], pm['cpu_per_gib'])}, peak RSS {fmt_ratio(r['rss_mib'], pm['rss_mib'])}")
+                    peer_lines.append(f"{name} / {p}: throughput {fmt_ratio(m['bps'], pm['bps'])}, CPU per GiB {fmt_ratio(m['cpu_per_gib'], pm['cpu_per_gib'])}, peak RSS {fmt_ratio(m['rss_mib'], pm['rss_mib'])}")
                 else:
-                    peer_lines.append(f"rtun / {p}: req/s {fmt_ratio(r['rps'], pm['rps'])}, CPU/req {fmt_ratio(r['cpu_per_req'], pm['cpu_per_req'])}, p99 {fmt_ratio(r['p99'], pm['p99'])}, peak RSS {fmt_ratio(r['rss_mib'], pm['rss_mib'])}")
+                    peer_lines.append(f"{name} / {p}: req/s {fmt_ratio(m['rps'], pm['rps'])}, CPU/req {fmt_ratio(m['cpu_per_req'], pm['cpu_per_req'])}, p99 {fmt_ratio(m['p99'], pm['p99'])}, peak RSS {fmt_ratio(m['rss_mib'], pm['rss_mib'])}")
         if peer_lines:
             w("")
             for l in peer_lines:
@@ -657,22 +666,26 @@ def main():
     def v(name, ok, detail):
         verdicts.append((name, ok, detail))
 
+    # The targets against nginx, for the plain build and (when measured) the profile-guided one.
+    builds = [b for b in ("rtun", "rtun-pgo") if b in setups_seen]
     for load in ["a", "b"]:
-        r, n = agg(load, "rtun"), agg(load, "nginx")
-        if r and n:
-            ok = r["rps"] >= n["rps"] and (r["cpu_per_req"] or 1e9) <= (n["cpu_per_req"] or 0)
-            v(f"({load}) rtun ≥ nginx req/s and ≤ nginx CPU/req", ok,
-              f"req/s {fmt_num(r['rps'])} vs {fmt_num(n['rps'])} ({fmt_ratio(r['rps'], n['rps'])}); CPU/req {fmt_num(r['cpu_per_req'], 1)} vs {fmt_num(n['cpu_per_req'], 1)} µs ({fmt_ratio(r['cpu_per_req'], n['cpu_per_req'])})")
+        for b in builds:
+            r, n = agg(load, b), agg(load, "nginx")
+            if r and n:
+                ok = r["rps"] >= n["rps"] and (r["cpu_per_req"] or 1e9) <= (n["cpu_per_req"] or 0)
+                v(f"({load}) {b} ≥ nginx req/s and ≤ nginx CPU/req", ok,
+                  f"req/s {fmt_num(r['rps'])} vs {fmt_num(n['rps'])} ({fmt_ratio(r['rps'], n['rps'])}); CPU/req {fmt_num(r['cpu_per_req'], 1)} vs {fmt_num(n['cpu_per_req'], 1)} µs ({fmt_ratio(r['cpu_per_req'], n['cpu_per_req'])})")
     for load in ["a", "b"]:
         r, t = agg(load, "rtun"), agg(load, "rtun-tls")
         if r and t and r["cpu_per_req"] and t["cpu_per_req"]:
             v(f"({load}) TLS on the tunnel adds ≤ 15 % CPU per request", t["cpu_per_req"] <= 1.15 * r["cpu_per_req"],
               f"{fmt_num(t['cpu_per_req'], 1)} vs {fmt_num(r['cpu_per_req'], 1)} µs ({fmt_ratio(t['cpu_per_req'], r['cpu_per_req'])})")
     for load in ["c-h2", "c-h1", "c-h2-low", "c-h1-low"]:
-        r, n = agg(load, "rtun"), agg(load, "nginx")
-        if r and n:
-            v(f"({load}) rtun p99 ≤ nginx p99 at the same rate", r["p99"] <= n["p99"],
-              f"{fmt_us(r['p99'])} vs {fmt_us(n['p99'])}")
+        for b in builds:
+            r, n = agg(load, b), agg(load, "nginx")
+            if r and n:
+                v(f"({load}) {b} p99 ≤ nginx p99 at the same rate", r["p99"] <= n["p99"],
+                  f"{fmt_us(r['p99'])} vs {fmt_us(n['p99'])}")
     r, h = agg("d", "rtun"), agg("d", "rathole")
     if r and h:
         v("(d) rtun ≥ 2.5× rathole req/s (churn)", r["rps"] >= 2.5 * h["rps"],
@@ -694,12 +707,12 @@ def main():
             v("(scale) ≤ 16 KiB responder RSS per idle tunnel", int(per) <= 16 * 1024,
               f"{int(per)/1024:.1f} KiB per tunnel over {c} tunnels; {c}/{n} connected in {float(t):.2f} s, {fl} failures")
     for p in perf:
-        if p["setup"] == "rtun" and p["load"] in SYSCALL_TARGETS and p["sys"] is not None:
+        if p["setup"] in ("rtun", "rtun-pgo") and p["load"] in SYSCALL_TARGETS and p["sys"] is not None:
             t = SYSCALL_TARGETS[p["load"]]
             n = next((q for q in perf if q["load"] == p["load"] and q["setup"] == "nginx"), None)
             vs = f"; nginx {n['sys']:.2f} ({fmt_ratio(p['sys'], n['sys'])})" if (n and n["sys"]) else ""
             per = ", ".join(f"{k} {fmt_num(x.get('raw_syscalls:sys_enter'), 2)}" for k, x in p["per"].items())
-            v(f"({p['load']}) rtun syscalls per request (responder + initiator) ≤ {t}", p["sys"] <= t,
+            v(f"({p['load']}) {p['setup']} syscalls per request (responder + initiator) ≤ {t}", p["sys"] <= t,
               f"{p['sys']:.2f} ({per}){vs}; perf stat, one {fmt_num(p['window'], 2)} s window")
     w("| target | met | measured |")
     w("|---|---|---|")

@@ -3,7 +3,7 @@
 # rathole (reverse tunnel). See bench/README.md for what it measures and how to read it.
 #
 #   bench/run.sh [--quick] [--no-build] [--shards N] [--rounds R] [--duration SECS]
-#                [--setups "direct rtun rtun-tls nginx rathole rathole-nodelay"]
+#                [--setups "direct rtun rtun-pgo rtun-tls nginx rathole rathole-nodelay"]
 #                [--loads "a b c d e f scale tls-rate"]
 #                [--no-install] [--out DIR] [--cross-check] [--perf]
 #
@@ -11,6 +11,8 @@
 # beside loadgen, against loadgen serve and an nginx backend (bench/README.md, "Cross-check").
 # --perf counts syscalls per request and records CPU profiles of the proxy processes with perf
 # in loads (a) and (b) of the last round (bench/perf.sh; bench/README.md, "Syscalls and profiles").
+# The rtun-pgo setup (not in the default list) is rtun's profile-guided build, target/pgo/rtun,
+# made by bench/pgo.sh unless --no-build (about 8 minutes; needs rustup's llvm-tools).
 # Everything listens on 127.0.0.1 (the swarm also binds 127.0.0.2-20 as sources); every
 # process started here is killed on exit; every wait is bounded.
 set -uo pipefail
@@ -36,7 +38,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --cross-check) XCHECK=1 ;;
     --perf) PERF=1 ;;
-    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -84,6 +86,12 @@ for b in rtun loadgen; do
   [ -x "$BIN/$b" ] || { echo "bench: $BIN/$b missing (build first or drop --no-build)" >&2; exit 1; }
 done
 LOADGEN=$BIN/loadgen RTUN=$BIN/rtun
+# rtun-pgo: the profile-guided build (bench/pgo.sh), beside the plain one in the same rounds.
+RTUN_PGO=$ROOT/target/pgo/rtun
+if [[ " $SETUPS " == *" rtun-pgo "* ]] && [ $BUILD = 1 ]; then
+  log "building the profile-guided rtun (bench/pgo.sh, about 8 minutes)"
+  "$BENCH/pgo.sh" >"$RES/logs/pgo.log" 2>&1 || rm -f "$RTUN_PGO"
+fi
 
 # ---------------------------------------------------------------- ports
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -95,7 +103,7 @@ pick_base() {
   for _ in $(seq 1 50); do
     base=$((10000 + (RANDOM % ((low - 10100) / 100)) * 100))
     ok=1
-    for i in $(seq 0 23); do port_free $((base + i)) || { ok=0; break; }; done
+    for i in $(seq 0 26); do port_free $((base + i)) || { ok=0; break; }; done
     [ $ok = 1 ] && { echo $base; return; }
   done
   echo "bench: no free port range found" >&2; exit 1
@@ -105,11 +113,12 @@ P_SVC=$BASE P_RTUN_TUN=$((BASE+1)) P_RTUN_EGR=$((BASE+2)) P_RTUN_ADM=$((BASE+3))
 P_NGX_H1=$((BASE+5)) P_NGX_H2=$((BASE+6)) P_RH_CTL=$((BASE+7)) P_RH_SVC=$((BASE+8))
 P_RHN_CTL=$((BASE+9)) P_RHN_SVC=$((BASE+10)) P_SW_TUN=$((BASE+11)) P_SW_EGR=$((BASE+12)) P_SW_ADM=$((BASE+13))
 P_TLS_TUN=$((BASE+14)) P_TLS_EGR=$((BASE+15)) P_TLS_ADM=$((BASE+16)) P_TLS_IADM=$((BASE+17))
+P_PGO_TUN=$((BASE+23)) P_PGO_EGR=$((BASE+24)) P_PGO_ADM=$((BASE+25)) P_PGO_IADM=$((BASE+26))
 # --cross-check: the nginx backend (HTTP/1.1, h2c) and the bench's nginx proxying to it (h1, h2c).
 P_NGB_H1=$((BASE+18)) P_NGB_H2=$((BASE+19)) P_NGX_XH1=$((BASE+20)) P_NGX_XH2=$((BASE+21))
 # --perf: nginx's stub_status (its request counter, read around each perf window).
 P_NGX_ST=$((BASE+22))
-log "results in $RES; ports $BASE-$((BASE+22)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
+log "results in $RES; ports $BASE-$((BASE+26)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
 
 wait_port() { # port timeout_s
   local i
@@ -158,8 +167,8 @@ make_pki() { # dir
     done) >"$RES/logs/pki.log" 2>&1
 }
 
-start_rtun() { # setup tunnel-port egress-port responder-admin initiator-admin tls(0|1)
-  local name=$1 tun=$2 egr=$3 adm=$4 iadm=$5 tls=$6 server_tls="" client_tls=""
+start_rtun() { # setup tunnel-port egress-port responder-admin initiator-admin tls(0|1) [binary]
+  local name=$1 tun=$2 egr=$3 adm=$4 iadm=$5 tls=$6 bin=${7:-$RTUN} server_tls="" client_tls=""
   if [ "$tls" = 1 ]; then
     make_pki "$RES/conf/pki" || { note "$name: openssl could not make certificates"; return 1; }
     local k=$RES/conf/pki
@@ -194,9 +203,9 @@ initiator:
   tunnels: [{ cluster: responder, connections: $SHARDS }]
   routes: [{ prefix: /, cluster: service }]
 EOF
-  RUST_LOG=warn "$RTUN" run -c "$RES/conf/$name-responder.yaml" >"$RES/logs/$name-responder.log" 2>&1 &
+  RUST_LOG=warn "$bin" run -c "$RES/conf/$name-responder.yaml" >"$RES/logs/$name-responder.log" 2>&1 &
   local r=$!; PIDS+=($r)
-  RUST_LOG=warn "$RTUN" run -c "$RES/conf/$name-initiator.yaml" >"$RES/logs/$name-initiator.log" 2>&1 &
+  RUST_LOG=warn "$bin" run -c "$RES/conf/$name-initiator.yaml" >"$RES/logs/$name-initiator.log" 2>&1 &
   local i=$!; PIDS+=($i)
   if ! wait_http 20 -H 'x-node-id: bench-node' "http://127.0.0.1:$egr/"; then
     note "$name did not become ready (see logs/$name-*.log)"; return 1
@@ -360,6 +369,9 @@ for s in $SETUPS; do
   case $s in
     direct) ;;
     rtun) start_rtun rtun $P_RTUN_TUN $P_RTUN_EGR $P_RTUN_ADM $P_INIT_ADM 0; rc=$? ;;
+    rtun-pgo)
+      if [ -x "$RTUN_PGO" ]; then start_rtun rtun-pgo $P_PGO_TUN $P_PGO_EGR $P_PGO_ADM $P_PGO_IADM 0 "$RTUN_PGO"; rc=$?
+      else note "rtun-pgo unavailable: no target/pgo/rtun (bench/pgo.sh failed or --no-build; see logs/pgo.log)"; rc=2; fi ;;
     rtun-tls) start_rtun rtun-tls $P_TLS_TUN $P_TLS_EGR $P_TLS_ADM $P_TLS_IADM 1; rc=$? ;;
     nginx) start_nginx; rc=$? ;;
     rathole) start_rathole rathole $P_RH_CTL $P_RH_SVC 0; rc=$? ;;
