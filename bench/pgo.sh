@@ -17,7 +17,7 @@
 # far better than static heuristics: bench/README.md "Finding: a profile-guided build" has the
 # measurements. The training loads are loadgen's, not the benchmark's clients (h2load, wrk),
 # and other concurrencies and rates than the benchmark's loads (a)-(e).
-# Takes about 8 minutes on 2 cores (two release builds with fat LTO). Everything listens on
+# Takes about ten minutes on 2 cores (two release builds with fat LTO). Everything listens on
 # 127.0.0.1; every process started here is killed on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -12,7 +12,7 @@
 # --perf counts syscalls per request and records CPU profiles of the proxy processes with perf
 # in loads (a) and (b) of the last round (bench/perf.sh; bench/README.md, "Syscalls and profiles").
 # The rtun-pgo setup (not in the default list) is rtun's profile-guided build, target/pgo/rtun,
-# made by bench/pgo.sh unless --no-build (about 8 minutes; needs rustup's llvm-tools).
+# made by bench/pgo.sh unless --no-build (about ten minutes; needs rustup's llvm-tools).
 # Everything listens on 127.0.0.1 (the swarm also binds 127.0.0.2-20 as sources); every
 # process started here is killed on exit; every wait is bounded.
 set -uo pipefail
@@ -89,7 +89,7 @@ LOADGEN=$BIN/loadgen RTUN=$BIN/rtun
 # rtun-pgo: the profile-guided build (bench/pgo.sh), beside the plain one in the same rounds.
 RTUN_PGO=$ROOT/target/pgo/rtun
 if [[ " $SETUPS " == *" rtun-pgo "* ]] && [ $BUILD = 1 ]; then
-  log "building the profile-guided rtun (bench/pgo.sh, about 8 minutes)"
+  log "building the profile-guided rtun (bench/pgo.sh, about ten minutes)"
   "$BENCH/pgo.sh" >"$RES/logs/pgo.log" 2>&1 || rm -f "$RTUN_PGO"
 fi
 
