@@ -5,6 +5,7 @@
 //! `docs/ARCHITECTURE.md` is the map of this crate: the roles, the life of a request and of a
 //! tunnel, the pipeline phases and which module owns each, the shard model, and the limits.
 
+pub mod abort_on_panic;
 pub mod access_log;
 pub mod admin;
 pub mod app;

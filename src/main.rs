@@ -104,6 +104,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A panic on any thread ends the process (see the module for why).
+    rtun::abort_on_panic::install();
     // Before anything else, while this is the only thread: may execute the binary again.
     rtun::malloc_cache::ensure();
     let cli = Cli::parse();
