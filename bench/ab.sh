@@ -31,55 +31,27 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ok() { # url: up to 20 s for a 200
-  local i
-  for i in $(seq 1 200); do
-    curl -fs -o /dev/null -m 1 -H 'x-node-id: ab-node' "$1" && return 0
-    sleep 0.1
-  done
-  echo "ab: $1 did not answer" >&2; return 1
-}
+# shellcheck source=bench/roles.sh
+. "$ROOT/bench/roles.sh"
 ticks() { local t=0 p; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 HZ=$(getconf CLK_TCK)
 
-SVC=$(port)
+SVC=$(free_port)
 "$LOADGEN" serve --listen "127.0.0.1:$SVC" >"$DIR/serve.log" 2>&1 &
 PIDS+=($!)
 
-start() { # name binary -> "egress-port responder-pid initiator-pid"
+start() { # name binary: sets EGR_<name>, R<name>, I<name>
   local name=$1 bin=$2 tun egr
-  tun=$(port) egr=$(port)
-  cat >"$DIR/$name-r.yaml" <<EOF
-shards: $SHARDS
-responder:
-  tunnel_listener: { listen: 127.0.0.1:$tun }
-  egress_listener: { listen: 127.0.0.1:$egr, routes: [{ prefix: / }] }
-EOF
-  cat >"$DIR/$name-i.yaml" <<EOF
-shards: $SHARDS
-node: { id: ab-node, cluster: ab, tenant: ab }
-clusters:
-  service: { endpoints: ["127.0.0.1:$SVC"], protocol: http1, max_idle_per_shard: 256 }
-  responder: { endpoints: ["127.0.0.1:$tun"] }
-initiator:
-  tunnels: [{ cluster: responder, connections: $SHARDS }]
-  routes: [{ prefix: /, cluster: service }]
-EOF
-  RUST_LOG=warn "$bin" run -c "$DIR/$name-r.yaml" >"$DIR/$name-r.log" 2>&1 &
-  local r=$!; PIDS+=($r)
-  RUST_LOG=warn "$bin" run -c "$DIR/$name-i.yaml" >"$DIR/$name-i.log" 2>&1 &
-  local i=$!; PIDS+=($i)
-  wait_ok "http://127.0.0.1:$egr/" >&2
-  echo "$egr $r $i"
+  tun=$(free_port) egr=$(free_port)
+  roles_config "$DIR" "$name" "$SHARDS" "$SVC" "$tun" "$egr" ab-node
+  roles_start "$bin" "$DIR" "$name" "$DIR"
+  roles_ready "http://127.0.0.1:$egr/" ab-node \
+    || { echo "ab: build $name did not answer" >&2; tail -5 "$DIR/$name"-*.log >&2; exit 1; }
+  printf -v "EGR_$name" %s "$egr"; printf -v "R$name" %s "$ROLE_R"; printf -v "I$name" %s "$ROLE_I"
 }
 
-# `start` runs in a process substitution: its PIDS+= is lost there, so its processes are
-# recorded here (they used to outlive the script).
-read -r EGR_A RA IA < <(start a "$A")
-PIDS+=("$RA" "$IA")
-read -r EGR_B RB IB < <(start b "$B")
-PIDS+=("$RB" "$IB")
+start A "$A"
+start B "$B"
 RES=$DIR/results.tsv
 : >"$RES"
 

@@ -53,34 +53,17 @@ log "building loadgen (${CARGO_TARGET_DIR:-target}/release)"
 # Where that build put it: cargo honours CARGO_TARGET_DIR (bench/run.sh exports it).
 LOADGEN=${CARGO_TARGET_DIR:-$ROOT/target}/release/loadgen
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/roles.sh
+. "$ROOT/bench/roles.sh"
 # Starts `loadgen serve` and the two roles of binary $1 under directory $2; sets EGR, R, I.
 start_roles() {
   local bin=$1 dir=$2 svc tun
-  svc=$(port) tun=$(port) EGR=$(port)
-  cat >"$dir/responder.yaml" <<EOF
-shards: 2
-responder:
-  tunnel_listener: { listen: 127.0.0.1:$tun }
-  egress_listener: { listen: 127.0.0.1:$EGR, routes: [{ prefix: / }] }
-EOF
-  cat >"$dir/initiator.yaml" <<EOF
-shards: 2
-node: { id: pgo-node, cluster: pgo, tenant: pgo }
-clusters:
-  service: { endpoints: ["127.0.0.1:$svc"], protocol: http1, max_idle_per_shard: 256 }
-  responder: { endpoints: ["127.0.0.1:$tun"] }
-initiator:
-  tunnels: [{ cluster: responder, connections: 2 }]
-  routes: [{ prefix: /, cluster: service }]
-EOF
+  svc=$(free_port) tun=$(free_port) EGR=$(free_port)
   "$LOADGEN" serve --listen 127.0.0.1:$svc >"$dir/serve.log" 2>&1 & PIDS+=($!)
-  RUST_LOG=warn "$bin" run -c "$dir/responder.yaml" >"$dir/responder.log" 2>&1 & R=$!; PIDS+=($R)
-  RUST_LOG=warn "$bin" run -c "$dir/initiator.yaml" >"$dir/initiator.log" 2>&1 & I=$!; PIDS+=($I)
-  for _ in $(seq 1 100); do
-    curl -fs -o /dev/null -m 1 -H 'x-node-id: pgo-node' "http://127.0.0.1:$EGR/" && return 0
-    sleep 0.1
-  done
+  roles_config "$dir" rtun 2 "$svc" "$tun" "$EGR" pgo-node
+  roles_start "$bin" "$dir" rtun "$dir"
+  R=$ROLE_R I=$ROLE_I
+  roles_ready "http://127.0.0.1:$EGR/" pgo-node 10 && return 0
   log "the roles did not come up; logs in $dir"; tail -5 "$dir"/*.log >&2; return 1
 }
 stop_roles() { # SIGTERM: the roles drain and exit, and the profile runtime writes at exit

@@ -20,6 +20,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
+# shellcheck source=bench/roles.sh
+. "$BENCH/roles.sh"
 QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1 XCHECK=0 PERF=0
 SETUPS="direct rtun rtun-tls nginx rathole rathole-nodelay"
 LOADS="a b c d e f scale tls-rate"
@@ -175,38 +177,10 @@ start_rtun() { # setup tunnel-port egress-port responder-admin initiator-admin t
     server_tls="    tls: { cert: $k/responder.pem, key: $k/responder-key.pem, client_ca: $k/ca.pem }"
     client_tls="    tls: { ca: $k/ca.pem, cert: $k/initiator.pem, key: $k/initiator-key.pem }"
   fi
-  cat >"$RES/conf/$name-responder.yaml" <<EOF
-shards: $SHARDS
-admin: { listen: 127.0.0.1:$adm }
-responder:
-  tunnel_listener:
-    listen: 127.0.0.1:$tun
-    max_tunnels: 20000
-$server_tls
-  egress_listener:
-    listen: 127.0.0.1:$egr
-    routes: [{ prefix: / }]
-EOF
-  cat >"$RES/conf/$name-initiator.yaml" <<EOF
-shards: $SHARDS
-admin: { listen: 127.0.0.1:$iadm }
-node: { id: bench-node, cluster: bench, tenant: bench }
-clusters:
-  service:
-    endpoints: ["127.0.0.1:$P_SVC"]
-    protocol: http1
-    max_idle_per_shard: 256
-  responder:
-    endpoints: ["127.0.0.1:$tun"]
-$client_tls
-initiator:
-  tunnels: [{ cluster: responder, connections: $SHARDS }]
-  routes: [{ prefix: /, cluster: service }]
-EOF
-  RUST_LOG=warn "$bin" run -c "$RES/conf/$name-responder.yaml" >"$RES/logs/$name-responder.log" 2>&1 &
-  local r=$!; PIDS+=($r)
-  RUST_LOG=warn "$bin" run -c "$RES/conf/$name-initiator.yaml" >"$RES/logs/$name-initiator.log" 2>&1 &
-  local i=$!; PIDS+=($i)
+  roles_config "$RES/conf" "$name" "$SHARDS" "$P_SVC" "$tun" "$egr" bench-node \
+    "admin: { listen: 127.0.0.1:$adm }" "admin: { listen: 127.0.0.1:$iadm }" "$client_tls" "$server_tls"
+  roles_start "$bin" "$RES/conf" "$name" "$RES/logs"
+  local r=$ROLE_R i=$ROLE_I
   if ! wait_http 20 -H 'x-node-id: bench-node' "http://127.0.0.1:$egr/"; then
     note "$name did not become ready (see logs/$name-*.log)"; return 1
   fi
