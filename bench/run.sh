@@ -181,7 +181,7 @@ start_rtun() { # setup tunnel-port egress-port responder-admin initiator-admin t
     "admin: { listen: 127.0.0.1:$adm }" "admin: { listen: 127.0.0.1:$iadm }" "$client_tls" "$server_tls"
   roles_start "$bin" "$RES/conf" "$name" "$RES/logs"
   local r=$ROLE_R i=$ROLE_I
-  if ! wait_http 20 -H 'x-node-id: bench-node' "http://127.0.0.1:$egr/"; then
+  if ! roles_ready "http://127.0.0.1:$egr/" bench-node 20; then
     note "$name did not become ready (see logs/$name-*.log)"; return 1
   fi
   URL_H1[$name]=http://127.0.0.1:$egr URL_H2[$name]=http://127.0.0.1:$egr
