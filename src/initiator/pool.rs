@@ -11,17 +11,20 @@
 //! sees at most `shards × max_connections` connections from one initiator (a tunnel's streams
 //! are all served by the shard that holds the tunnel, so dividing by shards would starve it).
 //!
-//! HTTP/1.1: a connection carries one request at a time and goes back to the pool once its
-//! response body has been read in full (at most `max_idle_per_shard` wait idle). A request
-//! abandoned before that — its client went away, its route timed out, its body broke — closes
-//! its connection: it is never returned with a request in flight. HTTP/2: one multiplexed
-//! connection per endpoint; an abandoned request's stream is reset (RST_STREAM CANCEL, by
-//! hyper and h2 when its handles are dropped).
+//! HTTP/1.1 (`crate::http::h1::client`, no task per connection): a connection carries one
+//! request at a time and goes back to the pool once its response body has been read in full
+//! (at most `max_idle_per_shard` wait idle, each with a read pending that notices a close by
+//! the service). A request abandoned before that — its client went away, its route timed out,
+//! its body broke — closes its connection: it is never returned with a request in flight.
+//! HTTP/2 (hyper): one multiplexed connection per endpoint; an abandoned request's stream is
+//! reset (RST_STREAM CANCEL, by hyper and h2 when its handles are dropped).
 //!
-//! Retries, once, on another connection: a request hyper hands back unsent (the pooled
-//! connection was closed meanwhile), and an idempotent request without a body (GET, HEAD,
-//! OPTIONS, PUT, DELETE, TRACE) that met a reset or a close before any response byte. A
-//! connect that fails is retried on another endpoint in service by the pool itself.
+//! Retries on another connection: a request that found its idle connection closed by the
+//! service goes to another one unsent (as often as that happens: each such connection is
+//! closed); a request hyper hands back unsent (an HTTP/2 connection closing), and an
+//! idempotent request without a body (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) that met a reset
+//! or a close before any response byte, once. A connect that fails is retried on another
+//! endpoint in service by the pool itself.
 //!
 //! With `clusters.NAME.tls` every connection is TLS ([`ClusterTls`]): the service is verified
 //! against `ca` (and `spki_pins`) under the endpoint's host name or `sni`, the client
@@ -49,11 +52,12 @@ use futures_channel::oneshot;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper::client::conn::http2;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::{ClientTlsConfig, ClusterConfig, Config, Protocol};
 use crate::http::body::RecvBody;
+use crate::http::h1::client as h1;
 use crate::http::io::HyperIo;
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::metrics::{inc, Metrics, ShardMetrics};
@@ -123,8 +127,10 @@ pub enum UpstreamError {
     },
     #[error("TLS to {endpoint} failed (timeout): no handshake within {timeout:?}")]
     TlsTimeout { endpoint: String, timeout: Duration },
-    #[error("HTTP: {0}")]
+    #[error("HTTP/2: {0}")]
     Http(#[from] hyper::Error),
+    #[error("HTTP/1.1: {0}")]
+    H1(#[from] h1::Error),
     /// Cannot happen: a lease sends once, before it is recycled.
     #[error("the connection was released before the request was sent")]
     Released,
@@ -140,7 +146,7 @@ impl UpstreamError {
             | UpstreamError::Connect { .. }
             | UpstreamError::Tls { .. }
             | UpstreamError::TlsTimeout { .. } => ProxyError::LocalUnreachable { cluster, detail },
-            UpstreamError::Http(_) | UpstreamError::Released => {
+            UpstreamError::Http(_) | UpstreamError::H1(_) | UpstreamError::Released => {
                 ProxyError::LocalFailed { cluster, detail }
             }
         }
@@ -152,6 +158,7 @@ impl UpstreamError {
     fn broke_before_response(&self) -> bool {
         match self {
             UpstreamError::Http(e) => !(e.is_parse() || e.is_user() || e.is_timeout()),
+            UpstreamError::H1(e) => e.broke_before_response(),
             _ => false,
         }
     }
@@ -256,25 +263,75 @@ fn endpoint_host(endpoint: &str) -> &str {
     endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host)
 }
 
-/// A new connection to an endpoint, before HTTP starts.
+/// A connection to an endpoint: under HTTP/1.1, for its whole life.
 enum Dialed {
     Plain(CompletionStream),
     Tls(Box<ClientStream<CompletionStream>>),
 }
 
+impl AsyncRead for Dialed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Dialed::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Dialed::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Dialed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Dialed::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Dialed::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Dialed::Plain(io) => Pin::new(io).poll_flush(cx),
+            Dialed::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Dialed::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Dialed::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A connection's request handle.
 enum Sender {
-    H1(http1::SendRequest<LocalBody>),
+    /// An HTTP/1.1 connection itself, idle or checked out: dropping it closes the socket.
+    H1(Box<h1::Conn<Dialed>>),
+    /// An HTTP/1.1 connection out with its request (in the request's future or its response
+    /// body): it comes back when the body ends whole, else it is closed where it is.
+    Lent,
     H2(http2::SendRequest<LocalBody>),
 }
 
 impl Handle for Sender {
     fn share(&self) -> Option<Self> {
         match self {
-            Sender::H1(_) => None,
+            Sender::H1(_) | Sender::Lent => None,
             Sender::H2(s) => Some(Sender::H2(s.clone())),
         }
     }
+}
+
+/// A response body from a local service.
+enum LocalResponse {
+    H1(h1::ResponseBody<Dialed, LocalBody>),
+    H2(Incoming),
 }
 
 /// Where a request waiting in the queue learns its fate: a connection, or the failure of the
@@ -323,7 +380,13 @@ pub struct LocalCluster {
     /// Per endpoint, its connects that failed in a row: the first of a run is a warning,
     /// the rest are debug lines until a connect succeeds (`note_connect`).
     failing: RefCell<Vec<u64>>,
+    /// The task that looks for idle HTTP/1.1 connections closed by the service is running.
+    watching_idle: Cell<bool>,
 }
+
+/// How often idle HTTP/1.1 connections are looked at for a close by the service, so that
+/// their sockets do not linger half-closed until the next request finds them.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl LocalCluster {
     /// The cluster `config` on `shard`, over TLS when `tls` is given (from [`load_local_tls`]).
@@ -356,6 +419,7 @@ impl LocalCluster {
             state: RefCell::new(state),
             switches: RefCell::new(HashMap::new()),
             failing: RefCell::new(vec![0; config.endpoints.len()]),
+            watching_idle: Cell::new(false),
             config,
         }
     }
@@ -412,7 +476,16 @@ impl LocalCluster {
                 };
                 let endpoint = lease.endpoint();
                 drop(lease);
-                let SendFailure { error, unsent } = failure;
+                let (error, unsent) = match failure {
+                    // Not a failure of the request, nor of the endpoint: the service closed an
+                    // idle connection. The lease closed it; the next one is tried.
+                    SendFailure::Stale(unsent) => {
+                        tracing::debug!(cluster = %self.name, "an idle connection was closed by the service; the request goes to another");
+                        req = unsent;
+                        continue;
+                    }
+                    SendFailure::Failed { error, unsent } => (error, unsent),
+                };
                 if unsent.is_none() {
                     self.endpoint_failed(endpoint);
                 }
@@ -505,16 +578,56 @@ impl LocalCluster {
                     monoio::spawn(self.clone().establish(conn, endpoint, cause.clone()));
                 }
                 Action::Close { conn, handle } => {
+                    // An HTTP/1.1 connection's socket goes with its handle, and it has no task
+                    // to report that.
+                    let gone = !matches!(handle, Sender::H2(_));
                     drop(handle);
                     self.close(conn);
+                    if gone {
+                        self.gone(conn);
+                    }
                 }
             }
         }
     }
 
-    /// Closes connection `conn`: its task drops it (and the socket) when the switch goes.
+    /// Closes HTTP/2 connection `conn`: its task drops it (and the socket) when the switch
+    /// goes, and then reports it gone.
     fn close(&self, conn: ConnId) {
         self.switches.borrow_mut().remove(&conn);
+    }
+
+    /// Starts the task that closes idle HTTP/1.1 connections the service closed, unless it
+    /// runs. It looks every [`IDLE_CHECK`] and ends when no connection is idle.
+    fn watch_idle(self: &Rc<Self>) {
+        if self.watching_idle.replace(true) {
+            return;
+        }
+        let cluster = Rc::downgrade(self);
+        monoio::spawn(async move {
+            loop {
+                crate::shard::timer::sleep(IDLE_CHECK).await;
+                let Some(cluster) = cluster.upgrade() else {
+                    return;
+                };
+                let stale = |handle: &mut Sender| match handle {
+                    Sender::H1(conn) => conn.is_stale(),
+                    _ => false,
+                };
+                let (idle, actions) = cluster.state.borrow_mut().prune(stale, Instant::now());
+                cluster.run(actions, None);
+                if idle == 0 {
+                    cluster.watching_idle.set(false);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// HTTP/1.1 connection `conn` was dropped, and its socket closed with it.
+    fn gone(self: &Rc<Self>, conn: ConnId) {
+        let actions = self.state.borrow_mut().closed(conn, Instant::now());
+        self.run(actions, None);
     }
 
     /// Opens connection `conn` to endpoint `endpoint` and reports the outcome to the state.
@@ -603,24 +716,14 @@ impl LocalCluster {
         );
     }
 
-    /// HTTP on a new connection, driven by a task of its own until it ends or the pool closes
-    /// it.
+    /// HTTP on a new connection: HTTP/2 driven by a task of its own until it ends or the pool
+    /// closes it; HTTP/1.1 driven by each request in turn.
     async fn start(self: &Rc<Self>, conn: ConnId, dialed: Dialed) -> Result<Sender, UpstreamError> {
         match (self.config.protocol, dialed) {
-            (Protocol::Http1, Dialed::Plain(io)) => self.start_http1(conn, io).await,
-            (Protocol::Http1, Dialed::Tls(io)) => self.start_http1(conn, io).await,
+            (Protocol::Http1, dialed) => Ok(Sender::H1(h1::Conn::new(dialed))),
             (Protocol::Http2, Dialed::Plain(io)) => self.start_http2(conn, io).await,
             (Protocol::Http2, Dialed::Tls(io)) => self.start_http2(conn, io).await,
         }
-    }
-
-    async fn start_http1<I>(self: &Rc<Self>, conn: ConnId, io: I) -> Result<Sender, UpstreamError>
-    where
-        I: AsyncRead + AsyncWrite + Unpin + 'static,
-    {
-        let (sender, connection) = http1::Builder::new().handshake(HyperIo(io)).await?;
-        self.drive(conn, connection);
-        Ok(Sender::H1(sender))
     }
 
     async fn start_http2<I>(self: &Rc<Self>, conn: ConnId, io: I) -> Result<Sender, UpstreamError>
@@ -699,7 +802,7 @@ impl LocalCluster {
     }
 }
 
-/// A connection's task ended: the pool forgets it (if the pool is still there).
+/// An HTTP/2 connection's task ended: the pool forgets it (if the pool is still there).
 fn forget_connection(cluster: &Weak<LocalCluster>, conn: ConnId) {
     if let Some(cluster) = cluster.upgrade() {
         cluster.switches.borrow_mut().remove(&conn);
@@ -731,11 +834,15 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Why sending on a connection failed; `unsent`: hyper gave the request back, nothing of it
-/// was written.
-struct SendFailure {
-    error: UpstreamError,
-    unsent: Option<Request<LocalBody>>,
+/// Why sending on a connection failed.
+enum SendFailure {
+    /// The idle HTTP/1.1 connection was found closed by the service: nothing was written.
+    Stale(Request<LocalBody>),
+    /// `unsent`: hyper gave the request back, nothing of it was written.
+    Failed {
+        error: UpstreamError,
+        unsent: Option<Request<LocalBody>>,
+    },
 }
 
 /// A connection checked out for one request, with its request slot. Dropped after the
@@ -756,76 +863,79 @@ impl Lease {
         self.grant.as_ref().map_or(0, |g| g.endpoint)
     }
 
-    async fn send(&mut self, req: Request<LocalBody>) -> Result<Response<Incoming>, SendFailure> {
+    async fn send(
+        &mut self,
+        req: Request<LocalBody>,
+    ) -> Result<Response<LocalResponse>, SendFailure> {
         self.sent = true;
-        let sent = match self.grant.as_mut().map(|g| &mut g.handle) {
-            Some(Sender::H1(s)) => s.try_send_request(req).await,
-            Some(Sender::H2(s)) => s.try_send_request(req).await,
-            None => {
-                return Err(SendFailure {
-                    error: UpstreamError::Released,
-                    unsent: Some(req),
-                })
+        let released = |req| SendFailure::Failed {
+            error: UpstreamError::Released,
+            unsent: Some(req),
+        };
+        let Some(handle) = self.grant.as_mut().map(|g| &mut g.handle) else {
+            return Err(released(req));
+        };
+        match handle {
+            Sender::H1(_) => {
+                let Sender::H1(mut conn) = std::mem::replace(handle, Sender::Lent) else {
+                    return Err(released(req));
+                };
+                if conn.is_stale() {
+                    return Err(SendFailure::Stale(req));
+                }
+                match conn.send(req).await {
+                    Ok(response) => Ok(response.map(LocalResponse::H1)),
+                    Err(e) => Err(SendFailure::Failed {
+                        error: UpstreamError::H1(e),
+                        unsent: None,
+                    }),
+                }
             }
-        };
-        sent.map_err(|mut e| {
-            let unsent = e.take_message();
-            self.closing = unsent.is_some();
-            SendFailure {
-                error: UpstreamError::Http(e.into_error()),
-                unsent,
-            }
-        })
-    }
-
-    /// The response ended whole: the request slot is free, and an HTTP/1.1 connection goes
-    /// back to the pool once hyper has it ready for the next request.
-    fn recycle(mut self) {
-        let Some(grant) = self.grant.take() else {
-            return;
-        };
-        let cluster = self.cluster.clone();
-        let conn = grant.conn;
-        let now = Instant::now();
-        let actions = cluster.state.borrow_mut().finish(conn, true, now);
-        cluster.run(actions, None);
-        let Sender::H1(mut sender) = grant.handle else {
-            return;
-        };
-        // Usually hyper's connection task has already read the end of the response and asked
-        // for the next request (the body's last chunk reached us through it): the connection
-        // goes back now, without a task to wait for that.
-        if sender.is_ready() {
-            return hand_back(&cluster, conn, sender, true, now);
+            Sender::H2(s) => match s.try_send_request(req).await {
+                Ok(response) => Ok(response.map(LocalResponse::H2)),
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    self.closing = unsent.is_some();
+                    Err(SendFailure::Failed {
+                        error: UpstreamError::Http(e.into_error()),
+                        unsent,
+                    })
+                }
+            },
+            Sender::Lent => Err(released(req)),
         }
-        monoio::spawn(async move {
-            let ready = sender.ready().await.is_ok();
-            hand_back(&cluster, conn, sender, ready, Instant::now());
-        });
     }
-}
 
-/// An HTTP/1.1 connection whose request is over: back to the pool if hyper is `ready` for the
-/// next request, else closed (counted until its task reports the socket gone).
-fn hand_back(
-    cluster: &Rc<LocalCluster>,
-    conn: ConnId,
-    sender: http1::SendRequest<LocalBody>,
-    ready: bool,
-    now: Instant,
-) {
-    let actions = if ready {
-        cluster
-            .state
-            .borrow_mut()
-            .returned(conn, Sender::H1(sender), now)
-    } else {
-        drop(sender);
-        cluster.close(conn);
-        cluster.state.borrow_mut().close(conn);
-        Vec::new()
-    };
-    cluster.run(actions, None);
+    /// The response ended whole: the request slot is free, and an HTTP/1.1 connection that
+    /// came back from its body (`conn`) goes back to the pool; one that did not (the response
+    /// asked for a close, or it is unusable) is closed.
+    fn recycle(mut self, conn: Option<Box<h1::Conn<Dialed>>>) {
+        let Some(mut grant) = self.grant.take() else {
+            return;
+        };
+        if let Some(conn) = conn {
+            grant.handle = Sender::H1(conn);
+        }
+        let cluster = self.cluster.clone();
+        let id = grant.conn;
+        let now = Instant::now();
+        let reusable = !matches!(grant.handle, Sender::Lent);
+        let actions = cluster.state.borrow_mut().finish(id, reusable, now);
+        cluster.run(actions, None);
+        match grant.handle {
+            Sender::H1(mut conn) => {
+                conn.park();
+                let actions = cluster
+                    .state
+                    .borrow_mut()
+                    .returned(id, Sender::H1(conn), now);
+                cluster.run(actions, None);
+                cluster.watch_idle();
+            }
+            Sender::Lent => cluster.gone(id),
+            Sender::H2(_) => {}
+        }
+    }
 }
 
 impl Drop for Lease {
@@ -835,15 +945,17 @@ impl Drop for Lease {
         };
         let cluster = &self.cluster;
         let now = Instant::now();
+        let id = grant.conn;
+        let mut gone = false;
         let actions = if !self.sent {
             cluster.state.borrow_mut().give_back(grant, now)
         } else {
             match grant.handle {
-                Sender::H1(_) => {
-                    // Its request is unfinished (abandoned, or broken): the connection is never
-                    // reused.
+                Sender::H1(_) | Sender::Lent => {
+                    // Its request is unfinished (abandoned, or broken), or the connection was
+                    // found closed: it is never reused, and its socket is closed by now.
                     tracing::debug!(cluster = %cluster.name, conn = grant.conn, "local connection closed with its request unfinished");
-                    cluster.close(grant.conn);
+                    gone = true;
                     cluster.state.borrow_mut().finish(grant.conn, false, now)
                 }
                 // hyper resets the stream (RST_STREAM CANCEL) as its handles go.
@@ -859,6 +971,9 @@ impl Drop for Lease {
             }
         };
         cluster.run(actions, None);
+        if gone {
+            cluster.gone(id);
+        }
     }
 }
 
@@ -866,17 +981,17 @@ impl Drop for Lease {
 /// connection goes back to the pool — or fails or is dropped first, which abandons the request
 /// (an HTTP/1.1 connection is closed).
 pub struct PooledBody {
-    inner: Incoming,
+    inner: LocalResponse,
     lease: Option<Lease>,
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, lease: Lease) -> Self {
+    fn new(inner: LocalResponse, lease: Lease) -> Self {
         let mut body = Self {
             inner,
             lease: Some(lease),
         };
-        if body.inner.is_end_stream() {
+        if body.is_end_stream() {
             body.recycle();
         }
         body
@@ -884,24 +999,31 @@ impl PooledBody {
 
     fn recycle(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.recycle();
+            let conn = match &mut self.inner {
+                LocalResponse::H1(body) => body.take_conn(),
+                LocalResponse::H2(_) => None,
+            };
+            lease.recycle(conn);
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match &mut this.inner {
+            LocalResponse::H1(body) => Pin::new(body).poll_frame(cx).map_err(UpstreamError::from),
+            LocalResponse::H2(body) => Pin::new(body).poll_frame(cx).map_err(UpstreamError::from),
+        };
         match &polled {
             Poll::Ready(None) => this.recycle(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.recycle(),
+            Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.recycle(),
             // Broken: the lease goes, and the connection with it.
             Poll::Ready(Some(Err(_))) => this.lease = None,
             _ => {}
@@ -910,11 +1032,17 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            LocalResponse::H1(body) => body.is_end_stream(),
+            LocalResponse::H2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            LocalResponse::H1(body) => body.size_hint(),
+            LocalResponse::H2(body) => body.size_hint(),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod pki;
 pub mod relay;
 pub mod script;
+pub mod scripted;
 
 use std::fs;
 use std::io::{Read, Write};

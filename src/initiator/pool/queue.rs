@@ -23,9 +23,11 @@
 //! - HTTP/1.1 connections carry one request at a time and come back after their response
 //!   body ended (`finish`, then `returned` once the connection is ready again); at most
 //!   `max_idle` of them wait idle. A connection whose request was abandoned is never returned.
-//! - A connection the pool closes counts as open until its task reports it gone
-//!   ([`PoolState::closed`]), so `max_connections` bounds the sockets the service sees, not
-//!   only the connections the pool still uses.
+//! - A connection the pool closes counts as open until the shell reports it gone
+//!   ([`PoolState::closed`]: an HTTP/2 connection's task ended; an HTTP/1.1 connection was
+//!   dropped, its socket with it), so `max_connections` bounds the sockets the service sees,
+//!   not only the connections the pool still uses. An idle HTTP/1.1 connection the service
+//!   closed is forgotten when the shell finds it ([`PoolState::prune`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -92,8 +94,8 @@ enum State<C> {
     Busy,
     /// HTTP/1.1: its request is over; it comes back once ready for the next one.
     Recycling,
-    /// HTTP/1.1: the shell is closing it (its switch is dropped). Its socket may still be
-    /// open, so it counts against `max_connections` until its task reports
+    /// HTTP/1.1: the shell is closing it. Its socket may still be open (in a response body
+    /// being dropped), so it counts against `max_connections` until the shell reports
     /// [`PoolState::closed`]: the service never sees more than `max_connections` at once.
     Closing,
 }
@@ -289,20 +291,46 @@ impl<C: Handle, W> PoolState<C, W> {
         self.dispatch(now)
     }
 
-    /// The shell closes HTTP/1.1 connection `conn` (hyper will not take another request on
-    /// it): no request may pick it, and it counts as open until [`closed`](Self::closed).
-    pub fn close(&mut self, conn: ConnId) {
-        self.closing(conn);
-    }
-
-    /// Connection `conn` is gone: its task ended, by itself (the service closed it, an I/O
-    /// error) or because the shell closed it.
+    /// Connection `conn` is gone: its socket is closed (HTTP/1.1: the shell dropped it;
+    /// HTTP/2: its task ended, by itself or because the shell closed it).
     pub fn closed(&mut self, conn: ConnId, now: Instant) -> Vec<Action<C, W>> {
         if self.forget(conn) {
             self.dispatch(now)
         } else {
             Vec::new()
         }
+    }
+
+    /// Forgets every ready connection whose handle `dead` says is gone (an HTTP/1.1
+    /// connection the service closed while it was idle), dropping its handle, and makes use
+    /// of the room. Also returns how many ready connections are left.
+    pub fn prune(
+        &mut self,
+        mut dead: impl FnMut(&mut C) -> bool,
+        now: Instant,
+    ) -> (usize, Vec<Action<C, W>>) {
+        let mut gone = Vec::new();
+        for id in &self.ready {
+            if let Some(Conn {
+                state: State::Ready(handle),
+                ..
+            }) = self.conns.get_mut(id)
+            {
+                if dead(handle) {
+                    gone.push(*id);
+                }
+            }
+        }
+        let pruned = !gone.is_empty();
+        for id in gone {
+            self.forget(id);
+        }
+        let actions = if pruned {
+            self.dispatch(now)
+        } else {
+            Vec::new()
+        };
+        (self.ready.len(), actions)
     }
 
     /// A response head from `endpoint`.
@@ -815,6 +843,32 @@ mod tests {
     }
 
     #[test]
+    fn idle_connections_found_closed_are_forgotten_and_their_room_used() {
+        let mut sim = Sim::<H1>::new(limits(2), 1);
+        sim.request(0);
+        sim.request(1);
+        let a = sim.connect_ok(H1);
+        let b = sim.connect_ok(H1);
+        sim.complete(0);
+        sim.complete(1);
+        assert_eq!((sim.pool.ready(), sim.pool.open(0)), (2, 2));
+        // Nothing is dead: nothing changes.
+        let (left, actions) = sim.pool.prune(|_| false, sim.now);
+        assert_eq!((left, actions.len()), (2, 0));
+        // One idle connection is found closed: it is forgotten (no Close action: its handle
+        // went with it), the other stays.
+        let (left, actions) = sim.pool.prune(|h| h.0 == a, sim.now);
+        sim.absorb(actions);
+        assert_eq!((left, sim.pool.open(0)), (1, 1));
+        assert!(sim.closed.is_empty());
+        // Two requests: the idle one takes one, and there is room to connect for the other.
+        sim.request(2);
+        sim.request(3);
+        assert_eq!(sim.grants.last().map(|(w, g)| (*w, g.conn)), Some((2, b)));
+        assert_eq!(sim.connects.len(), 1, "room for a new connection");
+    }
+
+    #[test]
     fn connects_in_flight_are_bounded_per_endpoint() {
         let mut l = limits(100);
         l.max_connecting = 3;
@@ -964,17 +1018,6 @@ mod tests {
         assert_eq!(sim.connects.len(), 1, "its place is taken once it is gone");
         sim.connect_ok(H1);
         assert_eq!(sim.granted(), [1, 2]);
-        // The same for a connection hyper cannot reuse after its response.
-        let (_, grant) = sim.grants.remove(0);
-        let actions = sim.pool.finish(grant.conn, true, sim.now);
-        sim.absorb(actions);
-        sim.pool.close(grant.conn);
-        sim.request(3);
-        assert!(sim.connects.is_empty());
-        assert!(sim.grants.iter().all(|(w, _)| *w != 3));
-        let actions = sim.pool.closed(grant.conn, sim.now);
-        sim.absorb(actions);
-        assert_eq!(sim.connects.len(), 1);
     }
 
     #[test]
