@@ -26,7 +26,7 @@ shift $(($# > 0 ? 1 : 0))
 if (($# > 0)); then
   targets=("$@")
 else
-  mapfile -t targets < <(sed -n 's/^name = "\([a-z_]*\)"$/\1/p' Cargo.toml | grep -v '^rtun-fuzz$')
+  mapfile -t targets < <(sed -n 's/^name = "\([a-z0-9_]*\)"$/\1/p' Cargo.toml | grep -v '^rtun-fuzz$')
 fi
 
 triple=$(rustc -vV | sed -n 's/^host: //p')
