@@ -53,7 +53,7 @@ use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{ClientTlsConfig, ClusterConfig, Config, Protocol};
 use crate::http::body::RecvBody;
@@ -65,7 +65,8 @@ use crate::net::completion::CompletionStream;
 use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
 use crate::shard::ShardId;
-use crate::tls::{ClientStream, ClientTls, HandshakeError, Reloadable, TlsLoadError};
+use crate::tls::{ClientTls, HandshakeError, Reloadable, TlsLoadError};
+use crate::tunnel::TunnelStream;
 
 use outlier::{Ejection, OutlierSettings};
 use queue::{Action, ConnId, Grant, Handle, Limits, PoolState, QueueFull, WaiterId};
@@ -263,51 +264,10 @@ fn endpoint_host(endpoint: &str) -> &str {
     endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host)
 }
 
-/// A connection to an endpoint: under HTTP/1.1, for its whole life.
-enum Dialed {
-    Plain(CompletionStream),
-    Tls(Box<ClientStream<CompletionStream>>),
-}
-
-impl AsyncRead for Dialed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Dialed::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Dialed::Tls(io) => Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Dialed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Dialed::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Dialed::Tls(io) => Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Dialed::Plain(io) => Pin::new(io).poll_flush(cx),
-            Dialed::Tls(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Dialed::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Dialed::Tls(io) => Pin::new(io).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection to an endpoint, plain or TLS: the stream type tunnels run on
+/// ([`TunnelStream`], its `Plain` and `Dialed` variants), which already carries both for the
+/// HTTP libraries. Under HTTP/1.1 it is the connection for its whole life.
+type Dialed = TunnelStream;
 
 /// A connection's request handle.
 enum Sender {
@@ -721,8 +681,7 @@ impl LocalCluster {
     async fn start(self: &Rc<Self>, conn: ConnId, dialed: Dialed) -> Result<Sender, UpstreamError> {
         match (self.config.protocol, dialed) {
             (Protocol::Http1, dialed) => Ok(Sender::H1(h1::Conn::new(dialed))),
-            (Protocol::Http2, Dialed::Plain(io)) => self.start_http2(conn, io).await,
-            (Protocol::Http2, Dialed::Tls(io)) => self.start_http2(conn, io).await,
+            (Protocol::Http2, io) => self.start_http2(conn, io).await,
         }
     }
 
@@ -789,7 +748,7 @@ impl LocalCluster {
             return Ok(Dialed::Plain(io));
         };
         match monoio::time::timeout(timeout, tls.connect(io)).await {
-            Ok(Ok(stream)) => Ok(Dialed::Tls(Box::new(stream))),
+            Ok(Ok(stream)) => Ok(Dialed::Dialed(Box::new(stream))),
             Ok(Err(source)) => Err(UpstreamError::Tls {
                 endpoint: endpoint.clone(),
                 source,
@@ -1180,10 +1139,10 @@ mod tests {
 
         let good = local(cluster(&endpoint, Some(pki.client_cfg(None, vec![]))));
         match good.connect_to(0).await {
-            Ok(Dialed::Tls(stream)) => {
+            Ok(Dialed::Dialed(stream)) => {
                 assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
             }
-            Ok(Dialed::Plain(_)) => panic!("plaintext to a TLS cluster"),
+            Ok(_) => panic!("plaintext to a TLS cluster"),
             Err(e) => panic!("TLS to the local service failed: {e}"),
         }
 

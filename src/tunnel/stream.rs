@@ -1,6 +1,7 @@
 //! The byte stream a tunnel runs on: plaintext TCP or TLS over TCP, as one type, so the
 //! handshake codec, the RPING filter and HTTP/2 are written once for both (DESIGN §8: TLS and
-//! plaintext share one I/O layer).
+//! plaintext share one I/O layer). The initiator's connections to local services are the same
+//! two kinds and use the same type (`Plain`, `Dialed`; `initiator::pool`).
 //!
 //! TLS streams are boxed: a rustls session is a few kilobytes, and a tunnel's stream is moved
 //! into its h2 connection once, while the plaintext variant stays small.

@@ -411,20 +411,10 @@ pub fn encode_chunk_size(len: usize, dst: &mut Vec<u8>) {
 /// `transfer-encoding`, `trailer`), routing (`host`) and hop-by-hop fields (RFC 9110 §6.5.1,
 /// §7.6.1).
 pub fn forbidden_in_trailers(name: &HeaderName) -> bool {
-    [
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::TRAILER,
-        header::HOST,
-        header::CONNECTION,
-        header::TE,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ]
-    .contains(name)
-        || name == "keep-alive"
-        || name == "proxy-connection"
+    name == header::CONTENT_LENGTH
+        || name == header::TRAILER
+        || name == header::HOST
+        || crate::http::proxy_headers::is_hop_by_hop(name)
 }
 
 /// Writes the last chunk followed by `trailers` as a trailer section, without the fields

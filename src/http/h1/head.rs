@@ -12,6 +12,7 @@
 //! a caller left in the header map are dropped and the framing header is written from
 //! [`Framing`] alone.
 
+use std::io::Write as _;
 use std::mem::MaybeUninit;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -39,22 +40,17 @@ pub enum Framing {
     UntilClose,
 }
 
-/// Fields never copied from a request's header map: the framing is written from [`Framing`],
-/// and connection management belongs to this hop (RFC 9110 §7.6.1).
-const NOT_COPIED: [HeaderName; 7] = [
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::UPGRADE,
-    HeaderName::from_static("proxy-connection"),
-];
+/// Whether a request field is left out of the head: the framing is written from [`Framing`],
+/// and the hop-by-hop fields describe the previous hop's connection, not this one
+/// (`proxy_headers::is_hop_by_hop`, RFC 9110 §7.6.1; `te: trailers`, which the previous hop
+/// keeps for h2, stops here).
+fn not_copied(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH || crate::http::proxy_headers::is_hop_by_hop(name)
+}
 
 /// Writes a request head: `METHOD SP request-target SP HTTP/1.1 CRLF`, every header of
-/// `head.headers` except `content-length`, `transfer-encoding`, `connection`, `keep-alive`,
-/// `te`, `upgrade`, `proxy-connection` (the caller already stripped hop-by-hop headers; these
-/// are dropped again because the framing is ours to write), then the framing header for
+/// `head.headers` but `content-length` and the hop-by-hop fields ([`not_copied`]: the caller
+/// stripped most of them already; the framing is ours to write), then the framing header for
 /// `body`, then CRLF.
 ///
 /// - The version is always HTTP/1.1, whatever `head.version` says.
@@ -85,7 +81,7 @@ pub fn encode_request_head(head: &http::request::Parts, body: Framing, dst: &mut
     }
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
-        if NOT_COPIED.contains(name) {
+        if not_copied(name) {
             continue;
         }
         write_field(name, value, dst);
@@ -97,9 +93,8 @@ pub fn encode_request_head(head: &http::request::Parts, body: Framing, dst: &mut
             }
         }
         Framing::Length(n) => {
-            dst.extend_from_slice(b"content-length: ");
-            dst.extend_from_slice(n.to_string().as_bytes());
-            dst.extend_from_slice(b"\r\n");
+            // Written in place: no allocation per request.
+            let _ = write!(dst, "content-length: {n}\r\n");
         }
         Framing::Chunked | Framing::UntilClose => {
             dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
