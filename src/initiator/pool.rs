@@ -415,7 +415,8 @@ impl LocalCluster {
         mut req: Request<LocalBody>,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + use<'_> {
         async move {
-            let replay = Replay::of(&req);
+            // Sent once more if the first attempt broke before any response byte.
+            let replayable = replayable(&req);
             // The request that asks for a connection names it in the log if the connect fails.
             let cause: Option<Rc<str>> = req
                 .headers()
@@ -427,7 +428,7 @@ impl LocalCluster {
                 let mut lease = self.checkout(cause.clone()).await?;
                 // Boxed: inline it made this future (boxed by the caller) about 1.4 KiB, past the
                 // sizes glibc serves from its per-thread cache.
-                let failure = match Box::pin(lease.send(req)).await {
+                let failure = match Box::pin(lease.send(req, replayable && !retried)).await {
                     Ok(response) => {
                         self.state.borrow_mut().success(lease.endpoint());
                         return Ok(response.map(|body| PooledBody::new(body, lease)));
@@ -436,7 +437,7 @@ impl LocalCluster {
                 };
                 let endpoint = lease.endpoint();
                 drop(lease);
-                let (error, unsent) = match failure {
+                let (error, again) = match failure {
                     // Not a failure of the request, nor of the endpoint: the service closed an
                     // idle connection. The lease closed it; the next one is tried.
                     SendFailure::Stale(unsent) => {
@@ -444,18 +445,18 @@ impl LocalCluster {
                         req = unsent;
                         continue;
                     }
-                    SendFailure::Failed { error, unsent } => (error, unsent),
+                    SendFailure::Failed { error, again } => (error, again),
                 };
-                if unsent.is_none() {
+                if !matches!(again, Some(Again::Unsent(_))) {
                     self.endpoint_failed(endpoint);
                 }
-                let again = match (retried, unsent) {
-                    (true, _) => None,
-                    (false, Some(unsent)) => Some(unsent),
-                    (false, None) => replay
-                        .as_ref()
-                        .filter(|_| error.broke_before_response())
-                        .map(Replay::request),
+                let again = match again {
+                    _ if retried => None,
+                    Some(Again::Unsent(unsent)) => Some(unsent),
+                    Some(Again::Replay(replay)) => {
+                        Some(replay).filter(|_| error.broke_before_response())
+                    }
+                    None => None,
                 };
                 let Some(again) = again else {
                     return Err(error.into_proxy_error(&self.name));
@@ -797,11 +798,19 @@ impl Drop for Waiting<'_> {
 enum SendFailure {
     /// The idle HTTP/1.1 connection was found closed by the service: nothing was written.
     Stale(Request<LocalBody>),
-    /// `unsent`: hyper gave the request back, nothing of it was written.
+    /// `again`: the request, when it may be sent once more.
     Failed {
         error: UpstreamError,
-        unsent: Option<Request<LocalBody>>,
+        again: Option<Again>,
     },
+}
+
+/// A failed request that may be sent once more.
+enum Again {
+    /// hyper gave the request back: nothing of it was written.
+    Unsent(Request<LocalBody>),
+    /// A replayable request ([`replayable`]); something of it may have been written.
+    Replay(Request<LocalBody>),
 }
 
 /// A connection checked out for one request, with its request slot. Dropped after the
@@ -822,14 +831,17 @@ impl Lease {
         self.grant.as_ref().map_or(0, |g| g.endpoint)
     }
 
+    /// `replayable`: the request may be sent once more if this attempt fails (see
+    /// [`replayable`]); the failure then carries it as `replay`.
     async fn send(
         &mut self,
         req: Request<LocalBody>,
+        replayable: bool,
     ) -> Result<Response<LocalResponse>, SendFailure> {
         self.sent = true;
         let released = |req| SendFailure::Failed {
             error: UpstreamError::Released,
-            unsent: Some(req),
+            again: Some(Again::Unsent(req)),
         };
         let Some(handle) = self.grant.as_mut().map(|g| &mut g.handle) else {
             return Err(released(req));
@@ -842,25 +854,31 @@ impl Lease {
                 if conn.is_stale() {
                     return Err(SendFailure::Stale(req));
                 }
+                // The connection gives the head back on failure: no copy is kept.
                 match conn.send(req).await {
                     Ok(response) => Ok(response.map(LocalResponse::H1)),
-                    Err(e) => Err(SendFailure::Failed {
-                        error: UpstreamError::H1(e),
-                        unsent: None,
+                    Err(h1::SendError { error, head }) => Err(SendFailure::Failed {
+                        error: UpstreamError::H1(error),
+                        again: replayable
+                            .then(|| Again::Replay(Request::from_parts(head, LocalBody::empty()))),
                     }),
                 }
             }
-            Sender::H2(s) => match s.try_send_request(req).await {
-                Ok(response) => Ok(response.map(LocalResponse::H2)),
-                Err(mut e) => {
-                    let unsent = e.take_message();
-                    self.closing = unsent.is_some();
-                    Err(SendFailure::Failed {
-                        error: UpstreamError::Http(e.into_error()),
-                        unsent,
-                    })
+            Sender::H2(s) => {
+                // hyper keeps the request: the head is copied first.
+                let replay = replayable.then(|| copy_head(&req));
+                match s.try_send_request(req).await {
+                    Ok(response) => Ok(response.map(LocalResponse::H2)),
+                    Err(mut e) => {
+                        let unsent = e.take_message();
+                        self.closing = unsent.is_some();
+                        Err(SendFailure::Failed {
+                            error: UpstreamError::Http(e.into_error()),
+                            again: unsent.map(Again::Unsent).or(replay.map(Again::Replay)),
+                        })
+                    }
                 }
-            },
+            }
             Sender::Lent => Err(released(req)),
         }
     }
@@ -1005,35 +1023,24 @@ impl Body for PooledBody {
     }
 }
 
-/// The head of an idempotent request without a body, kept to send it once more if the first
-/// attempt meets a reset before any response byte (RFC 9110 §9.2.2).
-struct Replay(http::request::Parts);
+/// Whether `req` may be sent once more if its attempt meets a reset before any response byte:
+/// idempotent (RFC 9110 §9.2.2) and without a body.
+fn replayable(req: &Request<LocalBody>) -> bool {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    idempotent && req.body().is_end_stream()
+}
 
-impl Replay {
-    fn of(req: &Request<LocalBody>) -> Option<Self> {
-        let idempotent = matches!(
-            *req.method(),
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
-        );
-        if !idempotent || !req.body().is_end_stream() {
-            return None;
-        }
-        let mut head = Request::new(());
-        *head.method_mut() = req.method().clone();
-        *head.uri_mut() = req.uri().clone();
-        *head.version_mut() = req.version();
-        *head.headers_mut() = req.headers().clone();
-        Some(Self(head.into_parts().0))
-    }
-
-    fn request(&self) -> Request<LocalBody> {
-        Request::from_parts(self.0.clone(), LocalBody::empty())
-    }
+/// A bodiless copy of `req`'s head.
+fn copy_head(req: &Request<LocalBody>) -> Request<LocalBody> {
+    let mut head = Request::new(LocalBody::empty());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
 }
 
 #[cfg(test)]

@@ -65,6 +65,15 @@ pub enum Error {
     RequestBodyLength { declared: u64 },
 }
 
+/// A failed exchange, with the request's head given back: an idempotent request without a
+/// body can then be sent again elsewhere (`Error::broke_before_response`) without a copy of
+/// its head kept for every request.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: Error,
+    pub head: http::request::Parts,
+}
+
 impl Error {
     /// The connection broke (a reset, a close) before any byte of a response arrived, so an
     /// idempotent request may be sent again elsewhere.
@@ -164,17 +173,31 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     /// upload early): the response body then goes on sending it while it is read, and the
     /// connection is reused only if both ended whole.
     pub async fn send<B>(
-        mut self: Box<Self>,
+        self: Box<Self>,
         req: Request<B>,
+    ) -> Result<Response<ResponseBody<I, B>>, SendError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let (head, body) = req.into_parts();
+        self.exchange(&head, body)
+            .await
+            .map_err(|error| SendError { error, head })
+    }
+
+    async fn exchange<B>(
+        mut self: Box<Self>,
+        parts: &http::request::Parts,
+        body: B,
     ) -> Result<Response<ResponseBody<I, B>>, Error>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
         let framing = request_framing(&parts.headers, &body);
         self.out.clear();
-        head::encode_request_head(&parts, framing, &mut self.out);
+        head::encode_request_head(parts, framing, &mut self.out);
         let mut sending = Sending {
             body: (framing != Framing::Empty).then_some(body),
             framing,
@@ -183,11 +206,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             out_pos: 0,
             state: SendState::Writing,
         };
-        let method = parts.method;
+        let method = &parts.method;
         // Nothing to parse until something arrives.
         let mut unparsed = !self.buf.is_empty();
         let parsed =
-            poll_fn(|cx| self.poll_exchange(cx, &mut sending, &method, &mut unparsed)).await?;
+            poll_fn(|cx| self.poll_exchange(cx, &mut sending, method, &mut unparsed)).await?;
         let (head, len) = parsed;
         self.buf.advance(len);
         // A request body that failed to go out leaves the service waiting for the rest of it:
@@ -812,7 +835,7 @@ mod tests {
                 b"abcdefGET /smuggled HTTP/1.1\r\n\r\n",
             )))
             .unwrap();
-        let error = conn.send(req).await.expect_err("refused");
+        let error = conn.send(req).await.expect_err("refused").error;
         assert!(
             matches!(error, Error::RequestBodyLength { declared: 3 }),
             "{error}"
@@ -889,7 +912,7 @@ mod tests {
                 s.write_all(response).unwrap();
             });
             let conn = connect(addr).await;
-            let error = conn.send(get("/")).await.expect_err("an error");
+            let error = conn.send(get("/")).await.expect_err("an error").error;
             assert_eq!(error.label(), label, "{error}");
             assert_eq!(
                 error.broke_before_response(),

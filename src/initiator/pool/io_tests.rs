@@ -27,6 +27,8 @@ struct Tally {
     peak: AtomicUsize,
     accepted: AtomicUsize,
     requests: AtomicUsize,
+    /// Every request head read, in order.
+    heads: std::sync::Mutex<Vec<String>>,
 }
 
 impl Tally {
@@ -79,6 +81,8 @@ fn serve_h1(mut stream: TcpStream, tally: &Tally, reply: fn(usize) -> Reply) {
                 Err(_) => return,
             }
         };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        tally.heads.lock().unwrap().push(head);
         buf.drain(..head_end);
         let n = tally.requests.fetch_add(1, Ordering::SeqCst);
         match reply(n) {
@@ -296,10 +300,23 @@ async fn idempotent_requests_reset_before_a_response_are_retried_once() {
         _ => Reply::After(Duration::ZERO),
     });
     let cluster = cluster_of(vec![addr.to_string()], |_| {});
-    let (status, body) = fetch(&cluster, get("/")).await.expect("retried");
+    let mut req = get("/again?x=1");
+    req.headers_mut()
+        .insert("x-request-id", http::HeaderValue::from_static("r-1"));
+    let (status, body) = fetch(&cluster, req).await.expect("retried");
     assert_eq!((status, body.as_str()), (200, "request 1"));
     assert_eq!(stat(&cluster, "initiator_local_retries"), 1);
     assert_eq!(tally.accepted(), 2, "on another connection");
+    // The second attempt is the same request, head for head (the connection gave it back).
+    let heads = tally.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2);
+    assert_eq!(heads[0], heads[1]);
+    assert!(
+        heads[1].starts_with("GET /again?x=1 HTTP/1.1\r\n"),
+        "{}",
+        heads[1]
+    );
+    assert!(heads[1].contains("x-request-id: r-1\r\n"), "{}", heads[1]);
 
     // Not idempotent: not sent twice.
     let (addr, tally) = h1_server(|n| match n {
