@@ -59,6 +59,7 @@ use crate::config::{ClientTlsConfig, ClusterConfig, Config, Protocol};
 use crate::http::body::RecvBody;
 use crate::http::h1::client as h1;
 use crate::http::io::HyperIo;
+use crate::http::replay::copy_head;
 use crate::http::rt::{ShardExecutor, ShardTimer};
 use crate::metrics::{inc, Metrics, ShardMetrics};
 use crate::net::completion::CompletionStream;
@@ -866,7 +867,10 @@ impl Lease {
             }
             Sender::H2(s) => {
                 // hyper keeps the request: the head is copied first.
-                let replay = replayable.then(|| copy_head(&req));
+                let (head, body) = req.into_parts();
+                let replay =
+                    replayable.then(|| Request::from_parts(copy_head(&head), LocalBody::empty()));
+                let req = Request::from_parts(head, body);
                 match s.try_send_request(req).await {
                     Ok(response) => Ok(response.map(LocalResponse::H2)),
                     Err(mut e) => {
@@ -1031,16 +1035,6 @@ fn replayable(req: &Request<LocalBody>) -> bool {
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
     idempotent && req.body().is_end_stream()
-}
-
-/// A bodiless copy of `req`'s head.
-fn copy_head(req: &Request<LocalBody>) -> Request<LocalBody> {
-    let mut head = Request::new(LocalBody::empty());
-    *head.method_mut() = req.method().clone();
-    *head.uri_mut() = req.uri().clone();
-    *head.version_mut() = req.version();
-    *head.headers_mut() = req.headers().clone();
-    head
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ use hyper::body::Incoming;
 use super::registry::{StreamGuard, TunnelHandle, TunnelHealth};
 use super::{ResponderShard, ShardMsg};
 use crate::http::body::{pump_body, RecvBody};
+use crate::http::replay::copy_head;
 use crate::metrics::inc;
 use crate::pipeline::logged::Counted;
 use crate::pipeline::ProxyError;
@@ -357,15 +358,4 @@ where
 /// or a RST_STREAM with REFUSED_STREAM (§8.7).
 fn refused(e: &h2::Error) -> bool {
     e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
-}
-
-/// A copy of a request head for sending it again (extensions are not carried over: nothing
-/// on the tunnel side reads them).
-fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method.clone();
-    head.uri = parts.uri.clone();
-    head.version = parts.version;
-    head.headers = parts.headers.clone();
-    head
 }

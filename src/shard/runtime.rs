@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn each_ring_setup_runs_io() {
         for setup in [RingSetup::CoopTaskrun, RingSetup::Plain] {
-            super::super::timer::reset_thread();
+            crate::shard::timer::reset_thread();
             let mut rt = build_uring(setup).expect("io_uring starts");
             let monoio::FusionRuntime::Uring(rt) = &mut rt else {
                 panic!("{setup:?}: expected io_uring, got the epoll driver");
