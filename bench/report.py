@@ -263,7 +263,8 @@ def main():
     with open(os.path.join(res, "results.tsv")) as f:
         next(f)
         for line in f:
-            rnd, load, setup, path, ticks, hwm, tck = line.rstrip("\n").split("\t")
+            # user_ticks and sys_ticks: runs from before they were recorded have neither
+            rnd, load, setup, path, ticks, hwm, tck, *split = line.rstrip("\n").split("\t")
             try:
                 j = json.load(open(path))
             except (OSError, ValueError):
@@ -283,6 +284,8 @@ def main():
                 "p999": lat["p99.9"],
                 "max": lat["max"],
                 "cpu_per_req": (cpu_us / j["ok"]) if (cpu_us is not None and j["ok"]) else None,
+                "user_per_req": (int(split[0]) * 1e6 / tck / j["ok"]) if (has_pids and len(split) == 2 and j["ok"]) else None,
+                "sys_per_req": (int(split[1]) * 1e6 / tck / j["ok"]) if (has_pids and len(split) == 2 and j["ok"]) else None,
                 "cpu_s": (cpu_us / 1e6) if cpu_us is not None else None,
                 "rss_mib": (hwm / 1024) if has_pids else None,
                 "rate": j.get("rate"),
@@ -299,7 +302,8 @@ def main():
         if not rs:
             return None
         m = {k: med([r.get(k) for r in rs]) for k in
-             ["rps", "p50", "p99", "p999", "cpu_per_req", "rss_mib", "bps", "cpu_per_gib", "errors"]}
+             ["rps", "p50", "p99", "p999", "cpu_per_req", "user_per_req", "sys_per_req", "rss_mib", "bps",
+              "cpu_per_gib", "errors"]}
         m["n"] = len(rs)
         # the round closest to the median req/s (or bytes/s) stands for the plot
         key = "bps" if load.startswith("e-") else "rps"
@@ -320,7 +324,7 @@ def main():
     w(f"- host: {uname.nodename}, {os.cpu_count()} cores, kernel {uname.release}; shared machine, loopback only")
     w(f"- rtun shards: {a.shards} responder + {a.shards} initiator (two processes); service: `loadgen serve` ({a.shards} threads); client: `loadgen run`")
     w(f"- {a.rounds} round(s), setups interleaved within each load (A B C D, A B C D, …); each cell is the median over rounds; {a.duration} s measured per run")
-    w(f"- latency is the client's (loadgen, coordinated-omission corrected for open loop); CPU is utime+stime of the proxy processes (rtun: responder + initiator; nginx: master + worker; rathole: server + client) over the run, divided by completed requests; peak RSS is VmHWM summed over those processes, reset before each run (`/proc/PID/clear_refs` 5)")
+    w(f"- latency is the client's (loadgen, coordinated-omission corrected for open loop); CPU is utime+stime of the proxy processes (rtun: responder + initiator; nginx: master + worker; rathole: server + client) over the run, divided by completed requests (in parentheses: user + kernel, utime and stime apart, where recorded); peak RSS is VmHWM summed over those processes, reset before each run (`/proc/PID/clear_refs` 5)")
     w(f"- bench wall time: {a.elapsed} s")
     if a.skipped.strip():
         w(f"- skipped setups: {a.skipped}")
@@ -365,8 +369,11 @@ def main():
                   f"{fmt_ratio(m['bps'], base and base['bps'])} | {m['n']} |")
             else:
                 extra = f" ({m['unreached']} run(s) below the target rate)" if m["unreached"] else ""
+                split = ""
+                if m["user_per_req"] is not None and m["sys_per_req"] is not None:
+                    split = f" ({m['user_per_req']:.1f} + {m['sys_per_req']:.1f})"
                 w(f"| {s} | {fmt_num(m['rps'])}{extra} | {fmt_us(m['p50'])} | {fmt_us(m['p99'])} | {fmt_us(m['p999'])} | "
-                  f"{fmt_num(m['cpu_per_req'], 1)} | {rss} | {fmt_ratio(m['rps'], base and base['rps'])} | "
+                  f"{fmt_num(m['cpu_per_req'], 1)}{split} | {rss} | {fmt_ratio(m['rps'], base and base['rps'])} | "
                   f"{fmt_ratio(m['p99'], base and base['p99'])} | {fmt_num(m['errors'])} | {m['n']} |")
         # rtun against each peer, and what TLS on the tunnel costs
         r = agg(load, "rtun")
@@ -391,7 +398,11 @@ def main():
                 if bulk:
                     peer_lines.append(f"{name} / {p}: throughput {fmt_ratio(m['bps'], pm['bps'])}, CPU per GiB {fmt_ratio(m['cpu_per_gib'], pm['cpu_per_gib'])}, peak RSS {fmt_ratio(m['rss_mib'], pm['rss_mib'])}")
                 else:
-                    peer_lines.append(f"{name} / {p}: req/s {fmt_ratio(m['rps'], pm['rps'])}, CPU/req {fmt_ratio(m['cpu_per_req'], pm['cpu_per_req'])}, p99 {fmt_ratio(m['p99'], pm['p99'])}, peak RSS {fmt_ratio(m['rss_mib'], pm['rss_mib'])}")
+                    split = ""
+                    if m["user_per_req"] is not None and pm["user_per_req"] is not None:
+                        split = (f" (user {fmt_ratio(m['user_per_req'], pm['user_per_req'])}, "
+                                 f"kernel {fmt_ratio(m['sys_per_req'], pm['sys_per_req'])})")
+                    peer_lines.append(f"{name} / {p}: req/s {fmt_ratio(m['rps'], pm['rps'])}, CPU/req {fmt_ratio(m['cpu_per_req'], pm['cpu_per_req'])}{split}, p99 {fmt_ratio(m['p99'], pm['p99'])}, peak RSS {fmt_ratio(m['rss_mib'], pm['rss_mib'])}")
         if peer_lines:
             w("")
             for l in peer_lines:
@@ -486,13 +497,13 @@ def main():
     if xc:
         TOOL = {"a": "h2load", "b": "wrk"}
         w("## Cross-check: loadgen against h2load and wrk\n")
-        w("The direct and nginx setups, each measured by `loadgen run` and by a standard tool with the same load, "
+        w("The direct and nginx setups (and rtun's, against the bench's service), each measured by `loadgen run` and by a standard tool with the same load, "
           "interleaved (loadgen, tool, loadgen, tool, …): (a) `h2load -t 1 -c 4 -m 32` (h2c) and (b) `wrk -t 1 -c 64` "
           "(HTTP/1.1 keep-alive), against two backends: the bench's service (`loadgen serve`, as in the tables above) and "
           "an nginx backend (1 worker, a fixed 64-byte response). CPU µs/req is utime+stime over the client's measured "
           "window (after the warm-up) ÷ successful requests, for the same processes: the nginx proxy (master + worker) "
-          "for the nginx setup, the backend for direct (the only process there); the backend's CPU is also shown for "
-          "nginx. *bench cell* is the median of the table above for the same setup (backend `loadgen serve`). "
+          "for the nginx setup, responder + initiator for rtun, the backend for direct (the only process there); the backend's CPU is also shown for "
+          "the proxies. *bench cell* is the median of the table above for the same setup (backend `loadgen serve`). "
           "**agree**: loadgen's req/s and CPU µs/req (the compared CPU column) within 15 % of the tool's. "
           "Medians over rounds.\n")
         w("| load | setup | backend | bench cell req/s | loadgen req/s | tool req/s | loadgen / tool | loadgen CPU µs/req | tool CPU µs/req | loadgen / tool | backend CPU µs/req (loadgen, tool) | agree |")
@@ -526,6 +537,27 @@ def main():
                 f"{fmt_num(m['t'].get(key), 1)} µs/req | {'agree' if agree else 'DISAGREE'} within 15 %"
                 + (f" (bench cell {bcell} req/s)" if bench else ""))
         w("")
+        # rtun against nginx as each client reads them: the same ratio as the tables above, but
+        # also from h2load and wrk, so that no verdict rests on loadgen's reading alone
+        by_tool = []
+        for load in ("a", "b"):
+            ng = {c: xc.get((load, "nginx", "serve", c)) for c in ("loadgen", TOOL[load])}
+            for setup in ("rtun", "rtun-pgo"):
+                for c in ("loadgen", TOOL[load]):
+                    r, n = xc.get((load, setup, "serve", c)), ng[c]
+                    if not r or not n:
+                        continue
+                    rm = {k: med([x[k] for x in r]) for k in ("rps", "proxy_us")}
+                    nm = {k: med([x[k] for x in n]) for k in ("rps", "proxy_us")}
+                    by_tool.append(f"({load}) {setup} / nginx read by {c}: req/s {fmt_ratio(rm['rps'], nm['rps'])}, "
+                                   f"CPU/req {fmt_ratio(rm['proxy_us'], nm['proxy_us'])} "
+                                   f"({fmt_num(rm['proxy_us'], 1)} against {fmt_num(nm['proxy_us'], 1)} µs)")
+        if by_tool:
+            w("rtun against nginx, as each client reads them (backend: the bench's service; medians over rounds):\n")
+            for l in by_tool:
+                w(f"- {l}")
+            w("")
+            xc_lines.extend(by_tool)
 
     # --perf: syscalls per request and profiles
     perf = read_perf(res)
@@ -675,6 +707,18 @@ def main():
                 ok = r["rps"] >= n["rps"] and (r["cpu_per_req"] or 1e9) <= (n["cpu_per_req"] or 0)
                 v(f"({load}) {b} ≥ nginx req/s and ≤ nginx CPU/req", ok,
                   f"req/s {fmt_num(r['rps'])} vs {fmt_num(n['rps'])} ({fmt_ratio(r['rps'], n['rps'])}); CPU/req {fmt_num(r['cpu_per_req'], 1)} vs {fmt_num(n['cpu_per_req'], 1)} µs ({fmt_ratio(r['cpu_per_req'], n['cpu_per_req'])})")
+    # The same targets as a standard tool reads them (--cross-check): a verdict that holds
+    # under loadgen alone is not a verdict.
+    for load, tool in (("a", "h2load"), ("b", "wrk")):
+        for b in ("rtun", "rtun-pgo"):
+            r, n = xc.get((load, b, "serve", tool)), xc.get((load, "nginx", "serve", tool))
+            if r and n:
+                rm = {k: med([x[k] for x in r]) for k in ("rps", "proxy_us")}
+                nm = {k: med([x[k] for x in n]) for k in ("rps", "proxy_us")}
+                ok = rm["rps"] >= nm["rps"] and (rm["proxy_us"] or 1e9) <= (nm["proxy_us"] or 0)
+                v(f"({load}) {b} ≥ nginx req/s and ≤ nginx CPU/req, read by {tool}", ok,
+                  f"req/s {fmt_num(rm['rps'])} vs {fmt_num(nm['rps'])} ({fmt_ratio(rm['rps'], nm['rps'])}); CPU/req "
+                  f"{fmt_num(rm['proxy_us'], 1)} vs {fmt_num(nm['proxy_us'], 1)} µs ({fmt_ratio(rm['proxy_us'], nm['proxy_us'])})")
     for load in ["a", "b"]:
         r, t = agg(load, "rtun"), agg(load, "rtun-tls")
         if r and t and r["cpu_per_req"] and t["cpu_per_req"]:

@@ -366,6 +366,8 @@ for s in "${AB[@]}"; do [ "$s" = rtun-tls ] || ACTIVE+=("$s"); done
 # ---------------------------------------------------------------- measuring
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { local t=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# utime and stime apart ("USER SYS"): where a setup's CPU goes, in user space or in the kernel.
+cpu_split() { local u=0 k=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && read -r u k < <(awk -v u=$u -v k=$k '{print u + $14, k + $15}' "/proc/$p/stat"); done; echo "$u $k"; }
 reset_hwm() { local p; for p in $1; do [ -e "/proc/$p/clear_refs" ] && echo 5 >"/proc/$p/clear_refs" 2>/dev/null; done; }
 sum_status() { local k=0 p v; for p in $1; do v=$(awk -v f="$2:" '$1==f {print $2}' "/proc/$p/status" 2>/dev/null); k=$((k + ${v:-0})); done; echo $k; }
 
@@ -389,7 +391,7 @@ fi
 [ $PERF_OK = 1 ] || { perf_start() { :; }; perf_finish() { :; }; }
 
 TSV=$RES/results.tsv
-printf 'round\tload\tsetup\tjson\tcpu_ticks\trss_hwm_kib\tclk_tck\n' >"$TSV"
+printf 'round\tload\tsetup\tjson\tcpu_ticks\trss_hwm_kib\tclk_tck\tuser_ticks\tsys_ticks\n' >"$TSV"
 
 run_load() { # round load setup loadgen-args...
   local round=$1 load=$2 setup=$3; shift 3
@@ -405,10 +407,10 @@ run_load() { # round load setup loadgen-args...
   # CPU is counted over the measured window only (the requests it is divided by): from the end
   # of loadgen's warm-up (it starts 20 ms after launch) until loadgen exits.
   sleep_warmup "$@"
-  local c0; c0=$(cpu_ticks "$pids")
+  local u0 k0; read -r u0 k0 < <(cpu_split "$pids")
   wait $lp
   local rc=$?
-  local c1; c1=$(cpu_ticks "$pids")
+  local u1 k1; read -r u1 k1 < <(cpu_split "$pids")
   perf_finish
   local hwm; hwm=$(sum_status "$pids" VmHWM)
   if [ $rc != 0 ] || [ ! -s "$prefix.json" ]; then
@@ -416,7 +418,8 @@ run_load() { # round load setup loadgen-args...
     rm -f "$prefix.json"
     return 1
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$prefix.json" $((c1 - c0)) "$hwm" "$TCK" >>"$TSV"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$prefix.json" $((u1 + k1 - u0 - k0)) "$hwm" "$TCK" \
+    $((u1 - u0)) $((k1 - k0)) >>"$TSV"
   log "  $load $setup r$round: $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); l=j["latency_us"]["corrected"]; print("%.0f req/s p50 %sus p99 %sus errors %s" % (j["rps"], l["p50"], l["p99"], j["errors_total"]))' "$prefix.json")"
 }
 rps_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$1" 2>/dev/null || echo 0; }
@@ -462,7 +465,9 @@ echo "$RATE_H2 $RATE_H1 $LOW_H2 $LOW_H1" >"$RES/open-loop-rates.txt"
 # The direct and nginx setups measured by h2load (load a: h2c -c 4 -m 32, one thread) and wrk
 # (load b: HTTP/1.1 keep-alive -t 1 -c 64) beside loadgen with the same load, interleaved
 # (loadgen, tool, loadgen, tool, …), against two backends: the bench's service (`loadgen serve`)
-# and an nginx backend (1 worker, a fixed 64-byte response). CPU per request is utime+stime of
+# and an nginx backend (1 worker, a fixed 64-byte response). The rtun setups join against the
+# bench's service (their initiators route to it), so that rtun against nginx is also a ratio
+# read by h2load and wrk, not by loadgen alone. CPU per request is utime+stime of
 # the same processes (the proxy's, and the backend's) over the measured window of each client:
 # after the warm-up of loadgen and h2load (both exclude it from their counts); wrk has no
 # warm-up, so a separate 1 s wrk run warms up and the measured run is counted whole.
@@ -509,22 +514,23 @@ xc_tool() { # h2load|wrk: installed, or installed now (apt-get) unless --no-inst
   fi
   command -v "$bin" >/dev/null || { note "cross-check: $bin unavailable (apt-get install -y $pkg)"; return 1; }
 }
-xc_run() { # round load setup backend client url proxy-pids service-pids
+xc_run() { # round load setup backend client url proxy-pids service-pids [header]
   local round=$1 load=$2 setup=$3 backend=$4 client=$5 url=$6 ppids=$7 spids=$8
+  local hdr=(); [ -n "${9:-}" ] && hdr=(-H "$9")
   local prefix=$RES/runs/xc.$load.$setup.$backend.$client.r$round t=$(( ${DURATION%.*} * 4 + 60 ))
   local lp rc p0 p1 s0 s1 wu_ms
   wu_ms=$(awk -v v="$WARMUP" 'BEGIN{printf "%d", v * 1000}')
   case $client in
     loadgen)
       local proto=(--h2c -c 4 -m 32); [ "$load" = b ] && proto=(--http1 -c 64)
-      timeout $t "$LOADGEN" run --no-pin --max-errors 1% "${proto[@]}" $D --out "$prefix" "$url" >"$prefix.txt" 2>&1 &
+      timeout $t "$LOADGEN" run --no-pin --max-errors 1% "${proto[@]}" $D "${hdr[@]}" --out "$prefix" "$url" >"$prefix.txt" 2>&1 &
       lp=$!; sleep_warmup $D ;;
     h2load)
-      timeout $t h2load -t 1 -c 4 -m 32 -D "${DURATION}s" --warm-up-time "${wu_ms}ms" "$url" >"$prefix.txt" 2>&1 &
+      timeout $t h2load -t 1 -c 4 -m 32 -D "${DURATION}s" --warm-up-time "${wu_ms}ms" "${hdr[@]}" "$url" >"$prefix.txt" 2>&1 &
       lp=$!; sleep "$(awk -v v="$WARMUP" 'BEGIN{print v + 0.02}')" ;;
     wrk)
-      timeout $t wrk -t 1 -c 64 -d 1s "$url" >"$prefix.warmup.txt" 2>&1
-      timeout $t wrk -t 1 -c 64 -d "${DURATION%.*}s" --latency "$url" >"$prefix.txt" 2>&1 &
+      timeout $t wrk -t 1 -c 64 -d 1s "${hdr[@]}" "$url" >"$prefix.warmup.txt" 2>&1
+      timeout $t wrk -t 1 -c 64 -d "${DURATION%.*}s" --latency "${hdr[@]}" "$url" >"$prefix.txt" 2>&1 &
       lp=$! ;;
   esac
   p0=$(cpu_ticks "$ppids") s0=$(cpu_ticks "$spids")
@@ -559,17 +565,23 @@ if [ $XCHECK = 1 ]; then
   else
     note "cross-check: the nginx setup is not running; direct only"
   fi
+  for s in "${ACTIVE[@]}"; do
+    case $s in rtun | rtun-pgo)
+      XC_SETUPS+=("$s") XC_H1[$s.serve]=${URL_H1[$s]} XC_H2[$s.serve]=${URL_H2[$s]} ;;
+    esac
+  done
   log "cross-check: setups ${XC_SETUPS[*]}; backends ${XC_BACKENDS[*]}; (a) ${XC_CLIENTS_A[*]}; (b) ${XC_CLIENTS_B[*]}"
   for round in $(seq 1 "$ROUNDS"); do
     log "cross-check round $round/$ROUNDS"
     for load in a b; do
       for backend in "${XC_BACKENDS[@]}"; do
         for s in "${XC_SETUPS[@]}"; do
+          [ -n "${XC_H1[$s.$backend]:-}" ] || continue   # rtun: the bench's service only
           ppids=""; [ "$s" = direct ] || ppids=${SPIDS[$s]}
           if [ $load = a ]; then clients=("${XC_CLIENTS_A[@]}") url=${XC_H2[$s.$backend]}/
           else clients=("${XC_CLIENTS_B[@]}") url=${XC_H1[$s.$backend]}/; fi
           for c in "${clients[@]}"; do
-            xc_run "$round" $load "$s" "$backend" "$c" "$url" "$ppids" "${XC_SVC_PIDS[$backend]}"
+            xc_run "$round" $load "$s" "$backend" "$c" "$url" "$ppids" "${XC_SVC_PIDS[$backend]}" "${HDRS[$s]:-}"
           done
         done
       done
