@@ -494,6 +494,11 @@ def main():
                 r["backend_us"] = int(st) * 1e6 / int(tck) / r["ok"]
                 xc[(load, setup, backend, client)].append(r)
     xc_lines, xc_missing = [], []
+
+    def xc_med(load, setup, client):
+        """Medians over rounds of one cross-check row (backend: the bench's service), or None."""
+        rs = xc.get((load, setup, "serve", client))
+        return {k: med([x[k] for x in rs]) for k in ("rps", "proxy_us")} if rs else None
     if xc:
         TOOL = {"a": "h2load", "b": "wrk"}
         w("## Cross-check: loadgen against h2load and wrk\n")
@@ -541,14 +546,11 @@ def main():
         # also from h2load and wrk, so that no verdict rests on loadgen's reading alone
         by_tool = []
         for load in ("a", "b"):
-            ng = {c: xc.get((load, "nginx", "serve", c)) for c in ("loadgen", TOOL[load])}
             for setup in ("rtun", "rtun-pgo"):
                 for c in ("loadgen", TOOL[load]):
-                    r, n = xc.get((load, setup, "serve", c)), ng[c]
-                    if not r or not n:
+                    rm, nm = xc_med(load, setup, c), xc_med(load, "nginx", c)
+                    if not rm or not nm:
                         continue
-                    rm = {k: med([x[k] for x in r]) for k in ("rps", "proxy_us")}
-                    nm = {k: med([x[k] for x in n]) for k in ("rps", "proxy_us")}
                     by_tool.append(f"({load}) {setup} / nginx read by {c}: req/s {fmt_ratio(rm['rps'], nm['rps'])}, "
                                    f"CPU/req {fmt_ratio(rm['proxy_us'], nm['proxy_us'])} "
                                    f"({fmt_num(rm['proxy_us'], 1)} against {fmt_num(nm['proxy_us'], 1)} µs)")
@@ -711,10 +713,8 @@ def main():
     # under loadgen alone is not a verdict.
     for load, tool in (("a", "h2load"), ("b", "wrk")):
         for b in ("rtun", "rtun-pgo"):
-            r, n = xc.get((load, b, "serve", tool)), xc.get((load, "nginx", "serve", tool))
-            if r and n:
-                rm = {k: med([x[k] for x in r]) for k in ("rps", "proxy_us")}
-                nm = {k: med([x[k] for x in n]) for k in ("rps", "proxy_us")}
+            rm, nm = xc_med(load, b, tool), xc_med(load, "nginx", tool)
+            if rm and nm:
                 ok = rm["rps"] >= nm["rps"] and (rm["proxy_us"] or 1e9) <= (nm["proxy_us"] or 0)
                 v(f"({load}) {b} ≥ nginx req/s and ≤ nginx CPU/req, read by {tool}", ok,
                   f"req/s {fmt_num(rm['rps'])} vs {fmt_num(nm['rps'])} ({fmt_ratio(rm['rps'], nm['rps'])}); CPU/req "

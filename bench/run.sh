@@ -365,9 +365,9 @@ for s in "${AB[@]}"; do [ "$s" = rtun-tls ] || ACTIVE+=("$s"); done
 
 # ---------------------------------------------------------------- measuring
 TCK=$(getconf CLK_TCK)
-cpu_ticks() { local t=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-# utime and stime apart ("USER SYS"): where a setup's CPU goes, in user space or in the kernel.
+# utime and stime of PIDS apart ("USER SYS"): where a setup's CPU goes, its code or the kernel.
 cpu_split() { local u=0 k=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && read -r u k < <(awk -v u=$u -v k=$k '{print u + $14, k + $15}' "/proc/$p/stat"); done; echo "$u $k"; }
+cpu_ticks() { local u k; read -r u k < <(cpu_split "$1"); echo $((u + k)); }
 reset_hwm() { local p; for p in $1; do [ -e "/proc/$p/clear_refs" ] && echo 5 >"/proc/$p/clear_refs" 2>/dev/null; done; }
 sum_status() { local k=0 p v; for p in $1; do v=$(awk -v f="$2:" '$1==f {print $2}' "/proc/$p/status" 2>/dev/null); k=$((k + ${v:-0})); done; echo $k; }
 
