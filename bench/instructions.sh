@@ -3,8 +3,11 @@
 # for the same binary and load whatever else the machine is doing, so two builds can be
 # compared on a busy 2-core machine where CPU-time figures drift.
 #
-#   bench/instructions.sh RTUN_BINARY [h2|h1] [N]
+#   bench/instructions.sh RTUN_BINARY|nginx [h2|h1] [N]
 #
+# `nginx` instead of a binary counts the baseline the same way: the bench's nginx proxy (one
+# worker, here without a master, an upstream keep-alive pool; bench/run.sh) in front of the
+# same service, under the same load, so that rtun's two processes compare with nginx's one.
 # Runs each role with one shard under `valgrind --tool=callgrind`, warms up with 200 requests,
 # zeroes the counters, sends N requests through the tunnel with loadgen
 # (target/release/loadgen, or $LOADGEN), and reports the instructions each process executed
@@ -12,7 +15,7 @@
 # Everything listens on 127.0.0.1; every process is killed on exit. RTUN_GLIBC_TUNABLES sets
 # GLIBC_TUNABLES for both roles (default: the cache count rtun runs with).
 set -euo pipefail
-RTUN=${1:?usage: bench/instructions.sh RTUN_BINARY [h2|h1] [N]}
+RTUN=${1:?usage: bench/instructions.sh RTUN_BINARY|nginx [h2|h1] [N]}
 PROTO=${2:-h2}
 N=${3:-4000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,33 +32,67 @@ trap cleanup EXIT
 # shellcheck source=bench/roles.sh
 . "$ROOT/bench/roles.sh"
 SVC=$(free_port) TUN=$(free_port) EGR=$(free_port)
-roles_config "$DIR" rtun 1 "$SVC" "$TUN" "$EGR" bench-node
 "$LOADGEN" serve --listen 127.0.0.1:$SVC --threads 1 >"$DIR/svc.log" 2>&1 & PIDS+=($!)
-# rtun re-executes itself to add glibc's cache count to GLIBC_TUNABLES unless the
-# environment names it (src/malloc_cache.rs); under valgrind it does not (that would leave
-# valgrind): name it here, so that the count is the one rtun runs with. Each role's dump is
-# named after it (valgrind expands %q{RTUN_BENCH_ROLE}, which roles_start sets).
-TUNABLES=${RTUN_GLIBC_TUNABLES:-glibc.malloc.tcache_count=64}
-roles_start "$RTUN" "$DIR" rtun "$DIR" env GLIBC_TUNABLES="$TUNABLES" valgrind --tool=callgrind \
-  --callgrind-out-file="$DIR/%q{RTUN_BENCH_ROLE}.%p.cg" --dump-instr=no --compress-strings=no
-R_PID=$ROLE_R I_PID=$ROLE_I
+CG=(valgrind --tool=callgrind --dump-instr=no --compress-strings=no)
+if [ "$RTUN" = nginx ]; then
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+  [ -x "$NGINX" ] || { echo "instructions: nginx is not installed" >&2; exit 1; }
+  mkdir -p "$DIR/tmp"
+  listen="127.0.0.1:$EGR"; [ "$PROTO" = h2 ] && listen="$listen http2"
+  user=""; [ "$(id -u)" = 0 ] && user="user root;"
+  cat >"$DIR/nginx.conf" <<EOF
+$user
+master_process off;
+worker_processes 1;
+daemon off;
+pid $DIR/nginx.pid;
+error_log $DIR/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $DIR/tmp; proxy_temp_path $DIR/tmp; fastcgi_temp_path $DIR/tmp;
+  uwsgi_temp_path $DIR/tmp; scgi_temp_path $DIR/tmp;
+  keepalive_requests 100000000;
+  http2_max_concurrent_streams 256;
+  upstream service { server 127.0.0.1:$SVC; keepalive 256; keepalive_requests 100000000; }
+  server {
+    listen $listen;
+    location / { proxy_pass http://service; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+  "${CG[@]}" --callgrind-out-file="$DIR/nginx.%p.cg" "$NGINX" -c "$DIR/nginx.conf" -p "$DIR" \
+    >"$DIR/nginx.log" 2>&1 & PIDS+=($!)
+  ROLES=(nginx) PROCS=($!)
+else
+  roles_config "$DIR" rtun 1 "$SVC" "$TUN" "$EGR" bench-node
+  # rtun re-executes itself to add glibc's cache count to GLIBC_TUNABLES unless the
+  # environment names it (src/malloc_cache.rs); under valgrind it does not (that would leave
+  # valgrind): name it here, so that the count is the one rtun runs with. Each role's dump is
+  # named after it (valgrind expands %q{RTUN_BENCH_ROLE}, which roles_start sets).
+  TUNABLES=${RTUN_GLIBC_TUNABLES:-glibc.malloc.tcache_count=64}
+  roles_start "$RTUN" "$DIR" rtun "$DIR" env GLIBC_TUNABLES="$TUNABLES" "${CG[@]}" \
+    --callgrind-out-file="$DIR/%q{RTUN_BENCH_ROLE}.%p.cg"
+  ROLES=(responder initiator) PROCS=("$ROLE_R" "$ROLE_I")
+fi
 flags=(--h2c -c 2 -m 16); [ "$PROTO" = h1 ] && flags=(--http1 -c 16)
 run() { "$LOADGEN" run "${flags[@]}" --threads 1 -n "$1" --timeout 60s \
           -H 'x-node-id: bench-node' "http://127.0.0.1:$EGR/" >"$DIR/load.log" 2>&1; }
 for _ in $(seq 1 600); do run 10 && break; sleep 0.2; done
 run 200                                  # warm up: pools filled, tables grown
-callgrind_control -z "$R_PID" >/dev/null 2>&1; callgrind_control -z "$I_PID" >/dev/null 2>&1
+for p in "${PROCS[@]}"; do callgrind_control -z "$p" >/dev/null 2>&1; done
 run "$N"
-callgrind_control -d "$R_PID" >/dev/null 2>&1; callgrind_control -d "$I_PID" >/dev/null 2>&1
-# callgrind writes a dump when the process next runs its scheduler: wait for both (a missing
-# one used to end the script silently under `set -e`).
-for _ in $(seq 1 300); do
-  ls "$DIR"/responder.*.cg.* "$DIR"/initiator.*.cg.* >/dev/null 2>&1 && break
-  sleep 0.1
-done
+for p in "${PROCS[@]}"; do callgrind_control -d "$p" >/dev/null 2>&1; done
+# callgrind writes a dump when the process next runs its scheduler: wait for every one (a
+# missing one used to end the script silently under `set -e`).
+dumped() { for r in "${ROLES[@]}"; do ls "$DIR/$r".*.cg.* >/dev/null 2>&1 || return 1; done; }
+for _ in $(seq 1 300); do dumped && break; sleep 0.1; done
 sleep 0.5
 # A dump holds the events since the last zeroing: the N measured requests.
 ir_of() { cat "$DIR"/"$1".*.cg.* 2>/dev/null | sed -n 's/^summary: *\([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}'; }
 per() { python3 -c "print(f'{$1/$N:,.0f}')"; }
-R=$(ir_of responder) I=$(ir_of initiator)
-echo "instructions per request ($PROTO, $RTUN): responder $(per "$R"), initiator $(per "$I"), total $(per $((R + I)))"
+line="" total=0
+for r in "${ROLES[@]}"; do
+  ir=$(ir_of "$r"); total=$((total + ir)); line="$line$r $(per "$ir"), "
+done
+echo "instructions per request ($PROTO, $RTUN): ${line}total $(per "$total")"
