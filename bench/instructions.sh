@@ -12,6 +12,8 @@
 # zeroes the counters, sends N requests through the tunnel with loadgen
 # (target/release/loadgen, or $LOADGEN), and reports the instructions each process executed
 # per request (start-up and tunnel set-up are excluded).
+# TOP=K also prints where each process's instructions go: by crate, then its K costliest
+# functions (bench/callgrind.py).
 # Everything listens on 127.0.0.1; every process is killed on exit. RTUN_GLIBC_TUNABLES sets
 # GLIBC_TUNABLES for both roles (default: the cache count rtun runs with).
 set -euo pipefail
@@ -96,3 +98,10 @@ for r in "${ROLES[@]}"; do
   ir=$(ir_of "$r"); total=$((total + ir)); line="$line$r $(per "$ir"), "
 done
 echo "instructions per request ($PROTO, $RTUN): ${line}total $(per "$total")"
+# TOP=K: where each process's instructions go (by crate, then its K costliest functions).
+if [ -n "${TOP:-}" ]; then
+  for r in "${ROLES[@]}"; do
+    echo "$r:"
+    python3 "$ROOT/bench/callgrind.py" "$N" "$TOP" "$DIR/$r".*.cg.*
+  done
+fi
