@@ -28,7 +28,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$DIR"
+  [ -n "${KEEP:-}" ] && echo "kept $DIR" >&2 || rm -rf "$DIR"
 }
 trap cleanup EXIT
 # shellcheck source=bench/roles.sh
