@@ -294,6 +294,7 @@ fn responder_changes(a: &ResponderConfig, b: &ResponderConfig, out: &mut Vec<Str
             xff_num_trusted_hops,
             trust_request_id,
             path_with_escaped_slashes_action,
+            connection_balance,
             tenant,
             tls,
         ]

@@ -23,6 +23,7 @@ use crate::auth::TenantSource;
 use crate::http::host_id::HostIdFormat;
 use crate::http::path::EscapedSlashes;
 use crate::http::route::Prefixed;
+use crate::shard::balance::Balance;
 
 /// The responder role.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -184,6 +185,10 @@ pub struct EgressListenerConfig {
     /// `keep_unchanged` (Envoy's `path_with_escaped_slashes_action`; ARCHITECTURE.md §4).
     #[serde(default, deserialize_with = "escaped_slashes")]
     pub path_with_escaped_slashes_action: EscapedSlashes,
+    /// Which shard serves a new client connection: `kernel` (default: where the reuseport hash
+    /// put it) or `exact` (the shard with the fewest open; `crate::shard::balance`).
+    #[serde(default, deserialize_with = "connection_balance")]
+    pub connection_balance: Balance,
     /// Where each request's tenant comes from (`tenant.rs`); `None`: tenants are not isolated.
     #[serde(default, deserialize_with = "super::tenant::tenant_source")]
     pub tenant: Option<TenantSource>,
@@ -323,6 +328,7 @@ impl EgressListenerConfig {
             xff_num_trusted_hops: 0,
             trust_request_id: false,
             path_with_escaped_slashes_action: EscapedSlashes::default(),
+            connection_balance: Balance::default(),
             tenant: None,
             tls: None,
         }
@@ -390,6 +396,17 @@ fn escaped_slashes<'de, D: Deserializer<'de>>(d: D) -> Result<EscapedSlashes, D:
         other => Err(format!(
             "unknown path_with_escaped_slashes_action `{other}`: expected `reject_request` or \
              `keep_unchanged`"
+        )),
+    })
+}
+
+/// `connection_balance`: `kernel` or `exact`.
+fn connection_balance<'de, D: Deserializer<'de>>(d: D) -> Result<Balance, D::Error> {
+    with_str(d, "`kernel` or `exact`", |s| match s {
+        "kernel" => Ok(Balance::Kernel),
+        "exact" => Ok(Balance::Exact),
+        other => Err(format!(
+            "unknown connection_balance `{other}`: expected `kernel` or `exact`"
         )),
     })
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::duration::format_duration as dur;
 use super::schema::{Config, Shards};
 use crate::http::path::EscapedSlashes;
+use crate::shard::balance::Balance;
 
 impl Config {
     /// Describes, in a few lines, what this configuration would run: shards, roles, listeners,
@@ -245,7 +246,7 @@ impl Config {
                 .collect();
             writeln!(
                 out,
-                "  egress listener: {}{}, max {} connections",
+                "  egress listener: {}{}, max {} connections, {}",
                 e.listen,
                 match &e.tls {
                     Some(tls) if tls.client_ca.is_some() => {
@@ -254,7 +255,11 @@ impl Config {
                     Some(_) => " (HTTPS)",
                     None => "",
                 },
-                e.max_connections
+                e.max_connections,
+                match e.connection_balance {
+                    Balance::Kernel => "spread over shards by the kernel",
+                    Balance::Exact => "balanced over shards exactly",
+                }
             )?;
             writeln!(
                 out,

@@ -715,7 +715,7 @@ fn edge_settings() {
     };
     let config = ok(&with(
         "    xff_num_trusted_hops: 2\n    trust_request_id: true\n    \
-         path_with_escaped_slashes_action: keep_unchanged\n",
+         path_with_escaped_slashes_action: keep_unchanged\n    connection_balance: exact\n",
     ));
     let e = config.responder.clone().unwrap().egress_listener;
     assert_eq!(e.xff_num_trusted_hops, 2);
@@ -724,11 +724,13 @@ fn edge_settings() {
         e.path_with_escaped_slashes_action,
         crate::http::path::EscapedSlashes::Keep
     );
+    assert_eq!(e.connection_balance, crate::shard::balance::Balance::Exact);
     assert_contains(
         &config.summary(),
         &[
             "client x-forwarded-*: kept (2 trusted hops)",
             "x-request-id: the client's kept",
+            "balanced over shards exactly",
         ],
     );
     assert_contains(
@@ -737,6 +739,7 @@ fn edge_settings() {
             "client x-forwarded-*: dropped (rtun is the edge)",
             "x-request-id: generated",
             "escaped slashes in paths: rejected",
+            "spread over shards by the kernel",
         ],
     );
 
@@ -747,6 +750,9 @@ fn edge_settings() {
     assert_eq!(line, 6, "{message}");
     let (line, _, message) = error(&with("    trust_request_id: maybe\n"));
     assert_eq!(line, 6, "{message}");
+    let (line, column, message) = error(&with("    connection_balance: round_robin\n"));
+    assert_eq!((line, column), (6, 25), "{message}");
+    assert_contains(&message, &["round_robin", "`kernel` or `exact`"]);
 }
 
 #[test]

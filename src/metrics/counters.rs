@@ -52,6 +52,9 @@ counters! {
     egress_idle_timeout,
     /// Egress requests handed to another shard's tunnel.
     egress_cross_shard,
+    /// Egress connections moved at accept to the shard with the fewest open ones
+    /// (egress_listener.connection_balance: exact).
+    egress_connections_rebalanced,
     /// Egress requests a tunnel refused before their stream opened (its initiator had sent
     /// GOAWAY: it drains), sent again on another tunnel of the host; nothing had been sent.
     egress_tunnel_refused_retries,

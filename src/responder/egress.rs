@@ -11,6 +11,7 @@
 //! health (`registry`, "Health"). Connections are bounded by `watch`: the first request, each
 //! HTTP/1.1 request head, and idleness.
 
+mod handover;
 pub mod tls;
 pub mod watch;
 
@@ -51,6 +52,7 @@ use crate::pipeline::{
     REQUEST_ID_HEADER,
 };
 use crate::shard::accept_loop;
+pub use handover::{adopt, HandedConnection};
 use watch::{ConnWatch, Expiry};
 
 /// What the egress listener sends back: a local reply or a tunnel's response body, with the
@@ -58,7 +60,8 @@ use watch::{ConnWatch, Expiry};
 pub type EgressBody = Logged<Either<Full<Bytes>, TunnelBody>>;
 
 /// Accepts egress connections until shutdown; beyond `max_connections` open ones a new
-/// connection is closed at once (`egress_connections_refused`).
+/// connection is closed at once (`egress_connections_refused`). With `connection_balance:
+/// exact`, one this shard should not serve goes to the shard with the fewest (`handover`).
 pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
     let shutdown = ctx.shared.shutdown().clone();
     accept_loop(listener, &shutdown, "egress", |stream, peer| {
@@ -69,10 +72,15 @@ pub async fn run(ctx: Rc<ResponderShard>, listener: TcpListener) {
         ) else {
             return;
         };
+        let balance = ctx.settings().cfg.egress_listener.connection_balance;
+        let placed = ctx.shared.egress_load.place(ctx.shard, balance);
+        if placed.shard() != ctx.shard {
+            return handover::hand_over(&ctx, stream, peer, open, placed);
+        }
         let connection = serve_connection(ctx.clone(), stream, peer);
         ctx.tasks.spawn(async move {
             connection.await;
-            drop(open);
+            drop((open, placed));
         })
     })
     .await

@@ -33,6 +33,7 @@ use crate::auth::TenantSource;
 use crate::config::{Config, ResponderConfig};
 use crate::metrics::{inc, Metrics, SeriesIndex, ShardMetrics};
 use crate::protocol::{AcceptedHandshake, TunnelIdentity};
+use crate::shard::balance::ShardLoad;
 use crate::shard::directory::{Directory, Slot};
 use crate::shard::mesh::{Inbox, Mesh};
 use crate::shard::reload::{Generation, ShardReload};
@@ -56,6 +57,8 @@ pub enum ShardMsg {
     /// Serve an egress request on one of this shard's tunnels (boxed: a request head is large
     /// and the channel's slots are sized by the largest message).
     Forward(Box<ForwardedRequest>),
+    /// Serve a client connection another shard accepted (`connection_balance: exact`).
+    Serve(Box<egress::HandedConnection>),
 }
 
 /// What one responder shard starts with: its inbox and its sockets of the two listeners,
@@ -91,6 +94,8 @@ pub struct Responder {
     egress_tls: Option<Reloadable<ServerTls>>,
     /// Client connections open on the egress listener (`egress_listener.max_connections`).
     egress_connections: ConnectionCap,
+    /// The same connections per shard (`egress_listener.connection_balance`).
+    egress_load: Arc<ShardLoad>,
     /// Tunnel connections in their TLS or handshake phase (`max_handshakes_in_progress`).
     handshakes: ConnectionCap,
     shards: usize,
@@ -178,6 +183,7 @@ impl Responder {
             tunnels: TunnelBoard::default(),
             egress_tls,
             egress_connections: ConnectionCap::new(cfg.egress_listener.max_connections),
+            egress_load: ShardLoad::new(shards),
             handshakes: ConnectionCap::new(cfg.tunnel_listener.max_handshakes_in_progress),
             shards,
             accepting: AtomicUsize::new(0),
@@ -493,6 +499,7 @@ async fn inbox_loop(ctx: Rc<ResponderShard>, inbox: Inbox<ShardMsg>) {
                 ctx.tasks
                     .spawn(reverse_cluster::serve_forwarded(ctx.clone(), *forwarded));
             }
+            ShardMsg::Serve(handed) => egress::adopt(&ctx, *handed),
         }
     }
 }

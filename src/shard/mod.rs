@@ -31,7 +31,9 @@
 //! binds after rtun: it asked to share, and the kernel allows it. (One socket shared by every
 //! shard, bound without `SO_REUSEPORT`, would shut that out too, but then whichever shard wakes
 //! first takes the connection: bursts of 64 connections split 63/1 between two shards in
-//! measurements, where the reuseport hash splits them evenly.)
+//! measurements, where the reuseport hash splits them evenly.) Over a few long-lived
+//! connections the hash is uneven too; the egress listener can correct that at accept
+//! ([`balance`], `connection_balance: exact`).
 //!
 //! Port `0` binds the first socket to a free port and the others to that same port; a claim
 //! or probe would be meaningless there and is skipped.
@@ -41,6 +43,7 @@
 //! [`ConnectionCap`] counts a listener's connections (or handshakes in progress) for the whole
 //! process; beyond its limit a new connection is closed at once and counted by the caller.
 
+pub mod balance;
 pub mod directory;
 pub mod mesh;
 pub mod rare;

@@ -1,0 +1,84 @@
+//! Exact connection balance on the egress listener (`connection_balance: exact`): a client
+//! connection the kernel's reuseport hash gave to a shard that holds more open connections than
+//! another moves, right after accept and before any byte is read, to the shard with the fewest
+//! (`crate::shard::balance`). TLS, sniffing and every request of it then run there, as if that
+//! shard had accepted it. The socket moves as a tunnel's does (`responder::tunnel::detach`).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use monoio::net::TcpStream;
+
+use super::serve_connection;
+use crate::metrics::inc;
+use crate::responder::{tunnel, ResponderShard, ShardMsg};
+use crate::shard::balance::Placed;
+use crate::shard::CapPermit;
+
+/// A client connection on its way to the shard that serves it, with its places: one of the
+/// listener's `max_connections` and one on that shard's count. Dropped on the way (the shard
+/// stopped), the socket closes and both places free.
+#[derive(Debug)]
+pub struct HandedConnection {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    open: CapPermit,
+    placed: Placed,
+}
+
+/// Sends a just-accepted connection to `placed.shard()`.
+pub(super) fn hand_over(
+    ctx: &Rc<ResponderShard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    open: CapPermit,
+    placed: Placed,
+) {
+    let target = placed.shard();
+    let stream = match tunnel::detach(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            // Out of descriptors, most likely: the client sees its connection closed.
+            return tracing::warn!(shard = ctx.shard, %peer, "egress: cannot move a connection to shard {target}: {e}");
+        }
+    };
+    inc(&ctx.stats().egress_connections_rebalanced);
+    let mesh = ctx.shared.mesh.clone();
+    let handed = HandedConnection {
+        stream,
+        peer,
+        open,
+        placed,
+    };
+    ctx.tasks.spawn(async move {
+        if mesh
+            .send(target, ShardMsg::Serve(Box::new(handed)))
+            .await
+            .is_err()
+        {
+            tracing::debug!(%peer, "egress: shard {target} stopped; connection closed");
+        }
+    });
+}
+
+/// Serves a connection another shard accepted and handed to this one.
+pub fn adopt(ctx: &Rc<ResponderShard>, handed: HandedConnection) {
+    let HandedConnection {
+        stream,
+        peer,
+        open,
+        placed,
+    } = handed;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            let connection = serve_connection(ctx.clone(), stream, peer);
+            ctx.tasks.spawn(async move {
+                connection.await;
+                drop((open, placed));
+            });
+        }
+        Err(e) => {
+            tracing::warn!(shard = ctx.shard, %peer, "egress: cannot adopt a connection: {e}")
+        }
+    }
+}
