@@ -1,5 +1,5 @@
-//! Connection balance on the egress listener, end to end: with `connection_balance: exact`,
-//! keep-alive client connections opened one after another are even over the responder's two
+//! Connection balance on the egress listener, end to end: with `connection_balance: exact` (the
+//! default), keep-alive client connections opened one after another are even over the responder's two
 //! shards at every step, whichever shard the kernel's reuseport hash gives each one, and every
 //! request on a moved connection is served. The shard that served each request is read from
 //! the access log (its `shard` field).
@@ -82,14 +82,14 @@ fn shards_by_request(log: &Path) -> Vec<u64> {
 }
 
 #[test]
-fn exact_balance_keeps_keep_alive_connections_even_over_shards() {
+fn by_default_keep_alive_connections_stay_even_over_shards() {
     let dir = TempDir::new("balance-exact");
     let log = dir.join("responder.access");
     let svc = port();
     let _service = spawn_service(&dir, "svc-1", svc);
+    // The default: `connection_balance: exact`.
     let r = ResponderOpts {
         shards: 2,
-        egress_extra: "    connection_balance: exact\n".into(),
         ..ResponderOpts::new()
     };
     let top = format!("access_log:\n  path: {}\n  format: json\n", log.display());

@@ -185,8 +185,8 @@ pub struct EgressListenerConfig {
     /// `keep_unchanged` (Envoy's `path_with_escaped_slashes_action`; ARCHITECTURE.md §4).
     #[serde(default, deserialize_with = "escaped_slashes")]
     pub path_with_escaped_slashes_action: EscapedSlashes,
-    /// Which shard serves a new client connection: `kernel` (default: where the reuseport hash
-    /// put it) or `exact` (the shard with the fewest open; `crate::shard::balance`).
+    /// Which shard serves a new client connection: `exact` (default: the shard with the fewest
+    /// open; `crate::shard::balance`) or `kernel` (where the reuseport hash put it).
     #[serde(default, deserialize_with = "connection_balance")]
     pub connection_balance: Balance,
     /// Where each request's tenant comes from (`tenant.rs`); `None`: tenants are not isolated.

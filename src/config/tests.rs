@@ -715,7 +715,7 @@ fn edge_settings() {
     };
     let config = ok(&with(
         "    xff_num_trusted_hops: 2\n    trust_request_id: true\n    \
-         path_with_escaped_slashes_action: keep_unchanged\n    connection_balance: exact\n",
+         path_with_escaped_slashes_action: keep_unchanged\n    connection_balance: kernel\n",
     ));
     let e = config.responder.clone().unwrap().egress_listener;
     assert_eq!(e.xff_num_trusted_hops, 2);
@@ -724,13 +724,13 @@ fn edge_settings() {
         e.path_with_escaped_slashes_action,
         crate::http::path::EscapedSlashes::Keep
     );
-    assert_eq!(e.connection_balance, crate::shard::balance::Balance::Exact);
+    assert_eq!(e.connection_balance, crate::shard::balance::Balance::Kernel);
     assert_contains(
         &config.summary(),
         &[
             "client x-forwarded-*: kept (2 trusted hops)",
             "x-request-id: the client's kept",
-            "balanced over shards exactly",
+            "spread over shards by the kernel",
         ],
     );
     assert_contains(
@@ -739,7 +739,7 @@ fn edge_settings() {
             "client x-forwarded-*: dropped (rtun is the edge)",
             "x-request-id: generated",
             "escaped slashes in paths: rejected",
-            "spread over shards by the kernel",
+            "balanced over shards exactly",
         ],
     );
 

@@ -6,11 +6,12 @@
 //! many connections that is even; over a few long-lived ones it is not: four HTTP/2
 //! connections from a load balancer all land on one of two shards one time in eight, and the
 //! other shard (with the tunnel peer it is paired with) then idles while this one saturates
-//! (bench/README.md, "four h2 connections split unevenly"). [`Balance::Exact`] corrects that
-//! at accept: a shard that holds more open connections than another hands the new one to the
+//! (bench/README.md, "four h2 connections split unevenly"). [`Balance::Exact`], the default,
+//! corrects that at accept: a shard that holds more open connections than another hands the new one to the
 //! shard holding the fewest (the socket moves as tunnels do between shards), as Envoy's
-//! `exact_balance` and Seastar's connection distribution do. It costs a `dup` and a message
-//! per moved connection, nothing per request.
+//! `exact_balance` (opt-in there) and Seastar's connection distribution (its default) do. It
+//! costs a `dup` and a message per moved connection, nothing per request; `kernel` leaves
+//! every connection where it was accepted, for hosts that open a connection per request.
 //!
 //! [`ShardLoad`] counts open connections per shard with one relaxed atomic each, touched when a
 //! connection starts and when it ends. Counting is always on, so that switching to `exact` on a
@@ -27,10 +28,11 @@ use super::ShardId;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Balance {
     /// Each connection is served where the kernel's reuseport hash put it.
-    #[default]
     Kernel,
     /// A new connection goes to the shard with the fewest open ones (the accepting shard on
-    /// ties).
+    /// ties). The default: a thread-per-core proxy's shards should share the connections it
+    /// holds, however few.
+    #[default]
     Exact,
 }
 
