@@ -1,8 +1,8 @@
 //! Connection balance on the egress listener, end to end: with `connection_balance: exact` (the
-//! default), keep-alive client connections opened one after another are even over the responder's two
-//! shards at every step, whichever shard the kernel's reuseport hash gives each one, and every
-//! request on a moved connection is served. The shard that served each request is read from
-//! the access log (its `shard` field).
+//! default), keep-alive client connections opened one after another are even over the responder's
+//! two shards at every step, whichever shard the kernel's reuseport hash gives each one, and every
+//! request on a moved connection is served. The shard that served each request is read from the
+//! access log (its `shard` field).
 //!
 //! Without the balance the kernel's hash keeps the split within one at every one of 16 steps
 //! only one time in 256 (the 2nd, 4th, ... connection must each land on the emptier shard), so the

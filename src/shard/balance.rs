@@ -1,17 +1,17 @@
 //! Connection balance: how many connections of one listener each shard serves, and which
 //! shard serves a new one.
 //!
-//! Each shard accepts on its own socket of a reuseport group (this module's parent,
-//! "Listeners"), and the kernel picks the socket by a hash of the connection's addresses. Over
-//! many connections that is even; over a few long-lived ones it is not: four HTTP/2
-//! connections from a load balancer all land on one of two shards one time in eight, and the
-//! other shard (with the tunnel peer it is paired with) then idles while this one saturates
-//! (bench/README.md, "four h2 connections split unevenly"). [`Balance::Exact`], the default,
-//! corrects that at accept: a shard that holds more open connections than another hands the new one to the
-//! shard holding the fewest (the socket moves as tunnels do between shards), as Envoy's
-//! `exact_balance` (opt-in there) and Seastar's connection distribution (its default) do. It
-//! costs a `dup` and a message per moved connection, nothing per request; `kernel` leaves
-//! every connection where it was accepted, for hosts that open a connection per request.
+//! Each shard accepts on its own socket of a reuseport group (this module's parent, "Listeners"),
+//! and the kernel picks the socket by a hash of the connection's addresses. Over many connections
+//! that is even; over a few long-lived ones it is not: four HTTP/2 connections from a load balancer
+//! all land on one of two shards one time in eight, and the other shard (with the tunnel peer it is
+//! paired with) then idles while this one saturates (bench/README.md, "four h2 connections split
+//! unevenly"). [`Balance::Exact`], the default, corrects that at accept: a shard that holds more
+//! open connections than another hands the new one to the shard holding the fewest (the socket
+//! moves as tunnels do between shards), as Envoy's `exact_balance` (opt-in there) and Seastar's
+//! connection distribution (its default) do. It costs a `dup` and a message per moved connection,
+//! nothing per request; `kernel` leaves every connection where it was accepted, for clients that
+//! open a connection per request.
 //!
 //! [`ShardLoad`] counts open connections per shard with one relaxed atomic each, touched when a
 //! connection starts and when it ends. Counting is always on, so that switching to `exact` on a

@@ -39,7 +39,8 @@ pub(super) fn hand_over(
         Ok(stream) => stream,
         Err(e) => {
             // Out of descriptors, most likely: the client sees its connection closed.
-            return tracing::warn!(shard = ctx.shard, %peer, "egress: cannot move a connection to shard {target}: {e}");
+            tracing::warn!(shard = ctx.shard, %peer, target, "egress: cannot move connection: {e}");
+            return;
         }
     };
     inc(&ctx.stats().egress_connections_rebalanced);
