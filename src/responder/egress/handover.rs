@@ -13,6 +13,7 @@ use super::serve_connection;
 use crate::metrics::inc;
 use crate::responder::{tunnel, ResponderShard, ShardMsg};
 use crate::shard::balance::Placed;
+use crate::shard::mesh::TrySendError;
 use crate::shard::CapPermit;
 
 /// A client connection on its way to the shard that serves it, with its places: one of the
@@ -44,19 +45,24 @@ pub(super) fn hand_over(
         }
     };
     inc(&ctx.stats().egress_connections_rebalanced);
-    let mesh = ctx.shared.mesh.clone();
-    let handed = HandedConnection {
+    let handed = ShardMsg::Serve(Box::new(HandedConnection {
         stream,
         peer,
         open,
         placed,
+    }));
+    // Most moves find room in the target's inbox; only a full one costs a task that waits.
+    let handed = match ctx.shared.mesh.try_send(target, handed) {
+        Ok(()) => return,
+        Err(TrySendError::Gone(_)) => {
+            tracing::debug!(%peer, "egress: shard {target} stopped; connection closed");
+            return;
+        }
+        Err(TrySendError::Full(handed)) => handed,
     };
+    let mesh = ctx.shared.mesh.clone();
     ctx.tasks.spawn(async move {
-        if mesh
-            .send(target, ShardMsg::Serve(Box::new(handed)))
-            .await
-            .is_err()
-        {
+        if mesh.send(target, handed).await.is_err() {
             tracing::debug!(%peer, "egress: shard {target} stopped; connection closed");
         }
     });
