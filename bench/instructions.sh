@@ -6,7 +6,7 @@
 #   bench/instructions.sh RTUN_BINARY|nginx [h2|h1] [N]
 #
 # `nginx` instead of a binary counts the baseline the same way: the bench's nginx proxy (one
-# worker, here without a master, an upstream keep-alive pool; bench/run.sh) in front of the
+# worker, here without a master, an upstream keep-alive pool; bench/nginx.sh) in front of the
 # same service, under the same load, so that rtun's two processes compare with nginx's one.
 # Runs each role with one shard under `valgrind --tool=callgrind`, warms up with 200 requests,
 # zeroes the counters, sends N requests through the tunnel with loadgen
@@ -26,43 +26,29 @@ command -v valgrind >/dev/null || { echo "instructions: valgrind is needed" >&2;
 DIR=$(mktemp -d)
 PIDS=()
 cleanup() {
-  # (stderr off: bash would report each killed role as a job killed in roles_start)
-  { for p in "${PIDS[@]:-}"; do kill -KILL "$p" || true; done; wait; } 2>/dev/null
+  # Each process is waited for by its pid, which marks its job as reported. A bare `wait`
+  # leaves the job started last ($!: the initiator, or nginx) unreported when it had died
+  # before `wait` got to it (POSIX keeps $!'s status), and bash printed "Killed" for it at the
+  # next external command (the rm below), outside this redirection.
+  { for p in "${PIDS[@]:-}"; do kill -KILL "$p" || true; done
+    for p in "${PIDS[@]:-}"; do wait "$p" || true; done; } 2>/dev/null
   [ -n "${KEEP:-}" ] && echo "kept $DIR" || rm -rf "$DIR"
 }
 trap cleanup EXIT
 # shellcheck source=bench/roles.sh
 . "$ROOT/bench/roles.sh"
+# shellcheck source=bench/nginx.sh
+. "$ROOT/bench/nginx.sh"
 SVC=$(free_port) TUN=$(free_port) EGR=$(free_port)
 "$LOADGEN" serve --listen 127.0.0.1:$SVC --threads 1 >"$DIR/svc.log" 2>&1 & PIDS+=($!)
 CG=(valgrind --tool=callgrind --dump-instr=no --compress-strings=no)
 if [ "$RTUN" = nginx ]; then
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
   [ -x "$NGINX" ] || { echo "instructions: nginx is not installed" >&2; exit 1; }
-  mkdir -p "$DIR/tmp"
   listen="127.0.0.1:$EGR"; [ "$PROTO" = h2 ] && listen="$listen http2"
-  user=""; [ "$(id -u)" = 0 ] && user="user root;"
-  cat >"$DIR/nginx.conf" <<EOF
-$user
-master_process off;
-worker_processes 1;
-daemon off;
-pid $DIR/nginx.pid;
-error_log $DIR/nginx-error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path $DIR/tmp; proxy_temp_path $DIR/tmp; fastcgi_temp_path $DIR/tmp;
-  uwsgi_temp_path $DIR/tmp; scgi_temp_path $DIR/tmp;
-  keepalive_requests 100000000;
-  http2_max_concurrent_streams 256;
-  upstream service { server 127.0.0.1:$SVC; keepalive 256; keepalive_requests 100000000; }
-  server {
-    listen $listen;
-    location / { proxy_pass http://service; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-EOF
+  # bench/nginx.sh: run.sh's nginx, one server of it, in one process (no master) under callgrind
+  nginx_conf "$DIR/nginx.conf" "$DIR" off "$(nginx_upstream service "$SVC")
+$(nginx_proxy_server "$listen" service)"
   "${CG[@]}" --callgrind-out-file="$DIR/nginx.%p.cg" "$NGINX" -c "$DIR/nginx.conf" -p "$DIR" \
     >"$DIR/nginx.log" 2>&1 & PIDS+=($!)
   ROLES=(nginx) PROCS=($!)

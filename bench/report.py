@@ -59,6 +59,26 @@ def fmt_bps(x):
     return f"{x / (1 << 20):,.0f} MiB/s"
 
 
+def shard_ticks(field):
+    """The responder's CPU ticks per shard over a run ("T0,T1" in results.tsv), or None."""
+    try:
+        ticks = [int(t) for t in field.split(",")] if field.strip() else []
+    except ValueError:
+        return None
+    return ticks if ticks and all(t >= 0 for t in ticks) else None
+
+
+def fmt_split(ticks):
+    """Each shard's share of the responder's shard CPU in one run, in percent: "61/39"."""
+    total = sum(ticks) if ticks else 0
+    if not total:
+        return "–"
+    pct = [round(100 * t / total) for t in ticks]
+    if len(pct) > 1:
+        pct[-1] = 100 - sum(pct[:-1])  # shares that add up to 100 after rounding
+    return "/".join(str(x) for x in pct)
+
+
 def parse_client(client, path):
     """What one cross-check client run measured: req/s, successful requests, errors and, where
     the tool reports them, p50/p99 latency in µs. None when the output has no result."""
@@ -263,7 +283,8 @@ def main():
     with open(os.path.join(res, "results.tsv")) as f:
         next(f)
         for line in f:
-            # user_ticks and sys_ticks: runs from before they were recorded have neither
+            # user_ticks and sys_ticks: runs from before they were recorded have neither;
+            # responder_shard_ticks ("T0,T1", rtun setups): empty or absent where not recorded
             rnd, load, setup, path, ticks, hwm, tck, *split = line.rstrip("\n").split("\t")
             try:
                 j = json.load(open(path))
@@ -284,8 +305,9 @@ def main():
                 "p999": lat["p99.9"],
                 "max": lat["max"],
                 "cpu_per_req": (cpu_us / j["ok"]) if (cpu_us is not None and j["ok"]) else None,
-                "user_per_req": (int(split[0]) * 1e6 / tck / j["ok"]) if (has_pids and len(split) == 2 and j["ok"]) else None,
-                "sys_per_req": (int(split[1]) * 1e6 / tck / j["ok"]) if (has_pids and len(split) == 2 and j["ok"]) else None,
+                "user_per_req": (int(split[0]) * 1e6 / tck / j["ok"]) if (has_pids and len(split) >= 2 and j["ok"]) else None,
+                "sys_per_req": (int(split[1]) * 1e6 / tck / j["ok"]) if (has_pids and len(split) >= 2 and j["ok"]) else None,
+                "shards": shard_ticks(split[2] if len(split) >= 3 else ""),
                 "cpu_s": (cpu_us / 1e6) if cpu_us is not None else None,
                 "rss_mib": (hwm / 1024) if has_pids else None,
                 "rate": j.get("rate"),
@@ -403,6 +425,16 @@ def main():
                         split = (f" (user {fmt_ratio(m['user_per_req'], pm['user_per_req'])}, "
                                  f"kernel {fmt_ratio(m['sys_per_req'], pm['sys_per_req'])})")
                     peer_lines.append(f"{name} / {p}: req/s {fmt_ratio(m['rps'], pm['rps'])}, CPU/req {fmt_ratio(m['cpu_per_req'], pm['cpu_per_req'])}{split}, p99 {fmt_ratio(m['p99'], pm['p99'])}, peak RSS {fmt_ratio(m['rss_mib'], pm['rss_mib'])}")
+        # load (a) is four h2 connections: how the responder's shards shared each round of an
+        # rtun setup (a connection stays on the shard it was handed to)
+        shard_lines = []
+        if load == "a":
+            for s in present:
+                rs = sorted(rows[(load, s)], key=lambda r: r["round"])
+                if s.startswith("rtun") and any(r["shards"] for r in rs):
+                    shard_lines.append(f"{s}: responder shard CPU split per round: "
+                                       + ", ".join(fmt_split(r["shards"]) for r in rs))
+        peer_lines.extend(shard_lines)
         if peer_lines:
             w("")
             for l in peer_lines:
@@ -430,6 +462,7 @@ def main():
             f"{s} {fmt_bps(agg(load, s)['bps']) if bulk else fmt_num(agg(load, s)['rps']) + ' req/s p99 ' + fmt_us(agg(load, s)['p99'])}"
             for s in present)
         summary.append(line)
+        summary.extend(f"        {l}" for l in shard_lines)
 
     # scale (swarm.tsv; files from before the tls-rate load have only the first 8 columns)
     swarm = []

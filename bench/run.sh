@@ -22,6 +22,8 @@ BENCH=$ROOT/bench
 TOOLS=$BENCH/.tools
 # shellcheck source=bench/roles.sh
 . "$BENCH/roles.sh"
+# shellcheck source=bench/nginx.sh
+. "$BENCH/nginx.sh"
 QUICK=0 BUILD=1 INSTALL=1 SHARDS=2 ROUNDS=3 DURATION=8 WARMUP=1 XCHECK=0 PERF=0
 SETUPS="direct rtun rtun-tls nginx rathole rathole-nodelay"
 LOADS="a b c d e f scale tls-rate"
@@ -208,68 +210,28 @@ start_nginx() {
   find_nginx || { note "nginx unavailable: not installed (and --no-install, --quick, or apt-get install failed)"; return 2; }
   local ngx=$NGINX
   local d=$RES/nginx; mkdir -p "$d"
-  local user=""; [ "$(id -u)" = 0 ] && user="user root;"
-  local loc="
-      proxy_pass http://service;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";"
+  # bench/nginx.sh: the upstream pool to the service, and the same locations on two ports (h1, h2c)
+  local prx; prx=$(nginx_proxy service)
   local bulk="
-    location /bytes/ { $loc proxy_buffering off; }
-    location /upload { $loc proxy_request_buffering off; client_max_body_size 0; }"
+    location /bytes/ { $prx proxy_buffering off; }
+    location /upload { $prx proxy_request_buffering off; client_max_body_size 0; }"
+  local lines
+  lines="$(nginx_upstream service "$P_SVC")
+$(nginx_proxy_server "127.0.0.1:$P_NGX_H1" service "$bulk")
+$(nginx_proxy_server "127.0.0.1:$P_NGX_H2 http2" service "$bulk")"
   # --cross-check: the same locations on two more ports, proxying to the nginx backend instead
   # of loadgen serve (one nginx process pair, so its CPU is measured the same way).
-  local xc=""
-  if [ $XCHECK = 1 ]; then
-    xc="
-  upstream ngx_backend {
-    server 127.0.0.1:$P_NGB_H1;
-    keepalive 256;
-    keepalive_requests 100000000;
-  }
-  server {
-    listen 127.0.0.1:$P_NGX_XH1;
-    location / { ${loc/service/ngx_backend} }
-  }
-  server {
-    listen 127.0.0.1:$P_NGX_XH2 http2;
-    location / { ${loc/service/ngx_backend} }
-  }"
-  fi
+  [ $XCHECK = 1 ] && lines="$lines
+$(nginx_upstream ngx_backend "$P_NGB_H1")
+$(nginx_proxy_server "127.0.0.1:$P_NGX_XH1" ngx_backend)
+$(nginx_proxy_server "127.0.0.1:$P_NGX_XH2 http2" ngx_backend)"
   # --perf: the request counter, on a port of its own (nothing else changes).
-  [ $PERF = 1 ] && xc="$xc
+  [ $PERF = 1 ] && lines="$lines
   server {
     listen 127.0.0.1:$P_NGX_ST;
     location = /stub_status { stub_status; }
   }"
-  cat >"$RES/conf/nginx.conf" <<EOF
-$user
-worker_processes 1;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_requests 100000000;
-  keepalive_timeout 75s;
-  http2_max_concurrent_streams 256;
-  upstream service {
-    server 127.0.0.1:$P_SVC;
-    keepalive 256;
-    keepalive_requests 100000000;
-  }
-  server {
-    listen 127.0.0.1:$P_NGX_H1;
-    location / { $loc }$bulk
-  }
-  server {
-    listen 127.0.0.1:$P_NGX_H2 http2;
-    location / { $loc }$bulk
-  }$xc
-}
-EOF
+  nginx_conf "$RES/conf/nginx.conf" "$d" on "$lines"
   "$ngx" -c "$RES/conf/nginx.conf" -p "$d" >"$RES/logs/nginx.log" 2>&1 &
   local m=$!; PIDS+=($m)
   wait_port $P_NGX_H1 10 && wait_http 10 "http://127.0.0.1:$P_NGX_H1/" \
@@ -370,6 +332,26 @@ cpu_split() { local u=0 k=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && read -r
 cpu_ticks() { local u k; read -r u k < <(cpu_split "$1"); echo $((u + k)); }
 reset_hwm() { local p; for p in $1; do [ -e "/proc/$p/clear_refs" ] && echo 5 >"/proc/$p/clear_refs" 2>/dev/null; done; }
 sum_status() { local k=0 p v; for p in $1; do v=$(awk -v f="$2:" '$1==f {print $2}' "/proc/$p/status" 2>/dev/null); k=$((k + ${v:-0})); done; echo $k; }
+# How the responder's shards share a run (rtun setups): load (a) is four h2 connections and a
+# request stays on the shard its connection was handed to, so the split is drawn per run.
+# shard_ticks PID: "rtun-shard-0=T rtun-shard-1=T" (utime+stime of each thread whose comm has
+# "shard", in shard order), empty when unreadable; shard_delta BEFORE AFTER: "T0,T1" (ticks in
+# between), empty unless both name the same threads.
+shard_ticks() {
+  local t c s f
+  for t in /proc/"$1"/task/*; do
+    { read -r c 2>/dev/null <"$t/comm" && [[ $c == *shard* ]]; } || continue
+    read -r s 2>/dev/null <"$t/stat" || continue
+    read -r -a f <<<"${s##*) }"   # from the state on: utime and stime are the 12th and 13th
+    echo "$c=$((f[11] + f[12]))"
+  done 2>/dev/null | sort -V | paste -sd' '
+}
+shard_delta() {
+  awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); if (n == 0 || n != split(b, y, " ")) exit
+    for (i = 1; i <= n; i++) { split(x[i], p, "="); split(y[i], q, "="); if (p[1] != q[1]) exit
+      o = o (i > 1 ? "," : "") (q[2] - p[2]) }
+    print o }'
+}
 
 # Sleeps through the warm-up of a `loadgen run` given its arguments (--warmup S[s|ms]) plus its
 # 20 ms start delay; returns at once when there is no warm-up.
@@ -391,12 +373,15 @@ fi
 [ $PERF_OK = 1 ] || { perf_start() { :; }; perf_finish() { :; }; }
 
 TSV=$RES/results.tsv
-printf 'round\tload\tsetup\tjson\tcpu_ticks\trss_hwm_kib\tclk_tck\tuser_ticks\tsys_ticks\n' >"$TSV"
+printf 'round\tload\tsetup\tjson\tcpu_ticks\trss_hwm_kib\tclk_tck\tuser_ticks\tsys_ticks\tresponder_shard_ticks\n' >"$TSV"
 
 run_load() { # round load setup loadgen-args...
   local round=$1 load=$2 setup=$3; shift 3
   local pids=${SPIDS[$setup]} prefix=$RES/runs/$load.$setup.r$round
   local hdr=() ; [ -n "${HDRS[$setup]}" ] && hdr=(-H "${HDRS[$setup]}")
+  # rtun setups: the responder (the first of the setup's processes), for shard_ticks
+  local rpid="" sh0="" sh1="" shards=""
+  case $setup in rtun*) rpid=${pids%% *} ;; esac
   reset_hwm "$pids"
   # loadgen exits non-zero when more requests fail than --max-errors allows (default 0): a few
   # errors under load keep the run (they show in the report's errors column); more discard it.
@@ -408,9 +393,11 @@ run_load() { # round load setup loadgen-args...
   # of loadgen's warm-up (it starts 20 ms after launch) until loadgen exits.
   sleep_warmup "$@"
   local u0 k0; read -r u0 k0 < <(cpu_split "$pids")
+  [ -n "$rpid" ] && sh0=$(shard_ticks "$rpid")
   wait $lp
   local rc=$?
   local u1 k1; read -r u1 k1 < <(cpu_split "$pids")
+  [ -n "$rpid" ] && sh1=$(shard_ticks "$rpid") && shards=$(shard_delta "$sh0" "$sh1")
   perf_finish
   local hwm; hwm=$(sum_status "$pids" VmHWM)
   if [ $rc != 0 ] || [ ! -s "$prefix.json" ]; then
@@ -418,9 +405,9 @@ run_load() { # round load setup loadgen-args...
     rm -f "$prefix.json"
     return 1
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$prefix.json" $((u1 + k1 - u0 - k0)) "$hwm" "$TCK" \
-    $((u1 - u0)) $((k1 - k0)) >>"$TSV"
-  log "  $load $setup r$round: $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); l=j["latency_us"]["corrected"]; print("%.0f req/s p50 %sus p99 %sus errors %s" % (j["rps"], l["p50"], l["p99"], j["errors_total"]))' "$prefix.json")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$prefix.json" $((u1 + k1 - u0 - k0)) "$hwm" "$TCK" \
+    $((u1 - u0)) $((k1 - k0)) "$shards" >>"$TSV"
+  log "  $load $setup r$round: $(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); l=j["latency_us"]["corrected"]; print("%.0f req/s p50 %sus p99 %sus errors %s" % (j["rps"], l["p50"], l["p99"], j["errors_total"]))' "$prefix.json")${shards:+, responder shard ticks ${shards//,/\/}}"
 }
 rps_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$1" 2>/dev/null || echo 0; }
 
@@ -476,29 +463,12 @@ XC_BACKENDS=()
 start_nginx_backend() {
   find_nginx || { note "cross-check: nginx backend unavailable (nginx not installed)"; return 1; }
   local d=$RES/nginx-backend; mkdir -p "$d"
-  local user=""; [ "$(id -u)" = 0 ] && user="user root;"
-  cat >"$RES/conf/nginx-backend.conf" <<EOF
-$user
-worker_processes 1;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_requests 100000000;
-  keepalive_timeout 75s;
-  http2_max_concurrent_streams 256;
-  default_type text/plain;
+  nginx_conf "$RES/conf/nginx-backend.conf" "$d" on "  default_type text/plain;
   server {
     listen 127.0.0.1:$P_NGB_H1;
     listen 127.0.0.1:$P_NGB_H2 http2;
-    location / { return 200 "$(printf '%064d' 0)"; }
-  }
-}
-EOF
+    location / { return 200 \"$(printf '%064d' 0)\"; }
+  }"
   "$NGINX" -c "$RES/conf/nginx-backend.conf" -p "$d" >"$RES/logs/nginx-backend.log" 2>&1 &
   local m=$!; PIDS+=($m)
   wait_port $P_NGB_H1 10 && wait_http 10 "http://127.0.0.1:$P_NGB_H1/" \
