@@ -212,7 +212,8 @@ pub fn bind_listener(
 
 /// A TCP socket bound to `addr` (`SO_REUSEADDR` always: `TIME_WAIT` leftovers do not block a
 /// restart, and on Linux it never lets two listeners share a port), with `SO_REUSEPORT` when
-/// `reuse_port`, listening when `listen`.
+/// `reuse_port`, listening when `listen`. A listening socket has `TCP_NODELAY`, which Linux
+/// copies to every connection it accepts: no `setsockopt` per connection.
 fn socket(addr: SocketAddr, reuse_port: bool, listen: bool) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -225,6 +226,7 @@ fn socket(addr: SocketAddr, reuse_port: bool, listen: bool) -> io::Result<std::n
     }
     socket.bind(&addr.into())?;
     if listen {
+        socket.set_nodelay(true)?;
         socket.listen(BACKLOG)?;
     }
     Ok(socket.into())
@@ -265,10 +267,8 @@ pub async fn accept_loop(
             _ = shutdown.wait() => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                on_accept(stream, peer);
-            }
+            // `TCP_NODELAY` comes from the listener (`socket`).
+            Ok((stream, peer)) => on_accept(stream, peer),
             Err(e) => {
                 tracing::warn!("{what} accept: {e}");
                 monoio::time::sleep(Duration::from_millis(50)).await;
@@ -344,6 +344,24 @@ mod tests {
         match result {
             Err(ListenError::InUse { holder, .. }) => holder,
             other => panic!("not refused as in use: {other:?}"),
+        }
+    }
+
+    /// Accepted connections inherit `TCP_NODELAY` from the listener, which is why the accept
+    /// loop does not set it per connection.
+    #[test]
+    fn accepted_connections_have_nodelay() {
+        for listener in [
+            bind_group(loopback(0), "test", 1)
+                .expect("bind")
+                .sockets
+                .remove(0),
+            bind_listener(loopback(0), "admin.listen").expect("bind"),
+        ] {
+            let addr = listener.local_addr().expect("addr");
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let (accepted, _) = listener.accept().expect("accept");
+            assert!(accepted.nodelay().expect("getsockopt"), "{addr}");
         }
     }
 
