@@ -62,6 +62,7 @@ impl<M> Mesh<M> {
 pub enum TrySendError<M> {
     /// The inbox is full; the message, back.
     Full(M),
+    /// The target shard has stopped (or never ran); the message is dropped.
     Gone(ShardGone),
 }
 
