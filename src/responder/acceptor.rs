@@ -186,7 +186,7 @@ async fn hand_over(
             .directory
             .release(ctx.shared.slot(&identity), target)
     };
-    let detached = match super::tunnel::detach(stream) {
+    let detached = match crate::shard::detach(stream) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(node = identity.node_id, "cannot detach tunnel socket: {e}");

@@ -5,7 +5,6 @@
 
 use std::future::poll_fn;
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,16 +24,6 @@ use crate::net::completion::CompletionStream;
 use crate::protocol::{encode_accept, AcceptedHandshake, HandshakeForm, TunnelIdentity};
 use crate::tunnel::info::{Meter, Metered, TunnelInfo};
 use crate::tunnel::{self, keepalive, End, Keepalive, TunnelIo, TunnelStream};
-
-/// Detaches a stream's file descriptor so another shard can adopt it.
-pub fn detach(stream: TcpStream) -> std::io::Result<std::net::TcpStream> {
-    // SAFETY: `dup` returns a fresh descriptor we own; the original closes when `stream` drops.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
-}
 
 /// Entry point for a tunnel handed over by another shard.
 pub async fn adopt(ctx: Rc<ResponderShard>, stream: std::net::TcpStream, hs: AcceptedHandshake) {

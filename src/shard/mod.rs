@@ -55,6 +55,7 @@ pub mod tracker;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -242,6 +243,20 @@ pub fn shard_listener(own: std::net::TcpListener) -> io::Result<TcpListener> {
     TcpListener::from_std(own)
 }
 
+/// Detaches an accepted connection from this shard's runtime so that another shard can adopt
+/// it (`TcpStream::from_std` there): a tunnel placed on another shard, or a client connection
+/// moved by `connection_balance: exact`. The new descriptor shares the socket, its options and
+/// its flags; the original closes when `stream` drops here.
+pub fn detach(stream: TcpStream) -> io::Result<std::net::TcpStream> {
+    // SAFETY: `stream` owns a valid descriptor for the duration of the call.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+}
+
 /// Binds `addr` for this thread with `SO_REUSEPORT`, so several threads each hold an accept
 /// queue on one port. Only for the small test service (`rtun service`); rtun's own listeners
 /// use [`bind_group`], which refuses a port someone else holds.
@@ -345,6 +360,31 @@ mod tests {
             Err(ListenError::InUse { holder, .. }) => holder,
             other => panic!("not refused as in use: {other:?}"),
         }
+    }
+
+    /// A detached connection is the same connection: what its peer sends arrives on the new
+    /// descriptor after the shard's stream is gone, and what is written there reaches the peer.
+    #[test]
+    fn a_detached_connection_outlives_the_shard_stream() {
+        use std::io::{Read, Write};
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .expect("runtime");
+        let (mut peer, mut moved) = rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let peer = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .expect("connect");
+            let (stream, _) = listener.accept().await.expect("accept");
+            (peer, detach(stream).expect("dup"))
+        });
+        moved.set_nonblocking(false).expect("blocking");
+        peer.write_all(b"ping").expect("write");
+        let mut got = [0u8; 4];
+        moved.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"ping");
+        moved.write_all(b"pong").expect("write back");
+        peer.read_exact(&mut got).expect("read back");
+        assert_eq!(&got, b"pong");
     }
 
     /// Accepted connections inherit `TCP_NODELAY` from the listener, which is why the accept

@@ -2,7 +2,7 @@
 //! connection the kernel's reuseport hash gave to a shard that holds more open connections than
 //! another moves, right after accept and before any byte is read, to the shard with the fewest
 //! (`crate::shard::balance`). TLS, sniffing and every request of it then run there, as if that
-//! shard had accepted it. The socket moves as a tunnel's does (`responder::tunnel::detach`).
+//! shard had accepted it. The socket moves as a tunnel's does (`shard::detach`).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -11,7 +11,7 @@ use monoio::net::TcpStream;
 
 use super::serve_connection;
 use crate::metrics::inc;
-use crate::responder::{tunnel, ResponderShard, ShardMsg};
+use crate::responder::{ResponderShard, ShardMsg};
 use crate::shard::balance::Placed;
 use crate::shard::mesh::TrySendError;
 use crate::shard::CapPermit;
@@ -36,7 +36,7 @@ pub(super) fn hand_over(
     placed: Placed,
 ) {
     let target = placed.shard();
-    let stream = match tunnel::detach(stream) {
+    let stream = match crate::shard::detach(stream) {
         Ok(stream) => stream,
         Err(e) => {
             // Out of descriptors, most likely: the client sees its connection closed.
