@@ -519,10 +519,12 @@ def main():
         with open(xp) as f:
             next(f)
             for line in f:
-                rnd, load, setup, backend, client, path, pt, st, tck = line.rstrip("\n").split("\t")
+                # responder_shard_ticks, the tenth column (rtun setups), is absent in older runs
+                rnd, load, setup, backend, client, path, pt, st, tck, *split = line.rstrip("\n").split("\t")
                 r = parse_client(client, path)
                 if not r or not r["ok"]:
                     continue
+                r["shards"] = shard_ticks(split[0] if split else "")
                 r["proxy_us"] = int(pt) * 1e6 / int(tck) / r["ok"] if setup != "direct" else None
                 r["backend_us"] = int(st) * 1e6 / int(tck) / r["ok"]
                 xc[(load, setup, backend, client)].append(r)
@@ -593,6 +595,20 @@ def main():
                 w(f"- {l}")
             w("")
             xc_lines.extend(by_tool)
+        # how the responder's shards shared each cross-check run of load (a), as for the main
+        # rounds: a verdict read by h2load is only comparable if its connections split alike
+        xc_splits = []
+        for setup in ("rtun", "rtun-pgo"):
+            for c in ("loadgen", TOOL["a"]):
+                rs = xc.get(("a", setup, "serve", c)) or []
+                if any(r["shards"] for r in rs):
+                    xc_splits.append(f"(a) {setup} read by {c}: responder shard CPU split per round: "
+                                     + ", ".join(fmt_split(r["shards"]) for r in rs))
+        if xc_splits:
+            for l in xc_splits:
+                w(f"- {l}")
+            w("")
+            xc_lines.extend(xc_splits)
 
     # --perf: syscalls per request and profiles
     perf = read_perf(res)

@@ -488,7 +488,9 @@ xc_run() { # round load setup backend client url proxy-pids service-pids [header
   local round=$1 load=$2 setup=$3 backend=$4 client=$5 url=$6 ppids=$7 spids=$8
   local hdr=(); [ -n "${9:-}" ] && hdr=(-H "$9")
   local prefix=$RES/runs/xc.$load.$setup.$backend.$client.r$round t=$(( ${DURATION%.*} * 4 + 60 ))
-  local lp rc p0 p1 s0 s1 wu_ms
+  local lp rc p0 p1 s0 s1 wu_ms rpid="" sh0="" sh1="" shards=""
+  # rtun setups: the responder's shard split over the run, as run_load records it
+  case $setup in rtun*) rpid=${ppids%% *} ;; esac
   wu_ms=$(awk -v v="$WARMUP" 'BEGIN{printf "%d", v * 1000}')
   case $client in
     loadgen)
@@ -504,18 +506,20 @@ xc_run() { # round load setup backend client url proxy-pids service-pids [header
       lp=$! ;;
   esac
   p0=$(cpu_ticks "$ppids") s0=$(cpu_ticks "$spids")
+  [ -n "$rpid" ] && sh0=$(shard_ticks "$rpid")
   wait $lp; rc=$?
   p1=$(cpu_ticks "$ppids") s1=$(cpu_ticks "$spids")
+  [ -n "$rpid" ] && sh1=$(shard_ticks "$rpid") && shards=$(shard_delta "$sh0" "$sh1")
   if [ $rc != 0 ]; then
     log "  xcheck $load $setup/$backend $client r$round: FAILED (rc $rc): $(tail -1 "$prefix.txt")"
     return 1
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$backend" "$client" "$prefix.txt" \
-    $((p1 - p0)) $((s1 - s0)) "$TCK" >>"$XC_TSV"
-  log "  xcheck $load $setup/$backend $client r$round: $(python3 "$BENCH/report.py" --parse-client "$client" "$prefix.txt")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$load" "$setup" "$backend" "$client" "$prefix.txt" \
+    $((p1 - p0)) $((s1 - s0)) "$TCK" "$shards" >>"$XC_TSV"
+  log "  xcheck $load $setup/$backend $client r$round: $(python3 "$BENCH/report.py" --parse-client "$client" "$prefix.txt")${shards:+, responder shard ticks ${shards//,/\/}}"
 }
 if [ $XCHECK = 1 ]; then
-  printf 'round\tload\tsetup\tbackend\tclient\toutput\tproxy_ticks\tservice_ticks\tclk_tck\n' >"$XC_TSV"
+  printf 'round\tload\tsetup\tbackend\tclient\toutput\tproxy_ticks\tservice_ticks\tclk_tck\tresponder_shard_ticks\n' >"$XC_TSV"
   XC_CLIENTS_A=(loadgen) XC_CLIENTS_B=(loadgen)
   xc_tool h2load && XC_CLIENTS_A+=(h2load)
   xc_tool wrk && XC_CLIENTS_B+=(wrk)
