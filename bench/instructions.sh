@@ -12,6 +12,9 @@
 # zeroes the counters, sends N requests through the tunnel with loadgen
 # (target/release/loadgen, or $LOADGEN), and reports the instructions each process executed
 # per request (start-up and tunnel set-up are excluded).
+# RATE=R sends the measured requests in open loop at R req/s instead of as fast as the processes
+# answer: below saturation each wakeup carries few requests (bench/README.md, "below
+# saturation").
 # TOP=K also prints where each process's instructions go: by crate, then its K costliest
 # functions (bench/callgrind.py).
 # Everything listens on 127.0.0.1; every process is killed on exit. RTUN_GLIBC_TUNABLES sets
@@ -64,12 +67,15 @@ else
   ROLES=(responder initiator) PROCS=("$ROLE_R" "$ROLE_I")
 fi
 flags=(--h2c -c 2 -m 16); [ "$PROTO" = h1 ] && flags=(--http1 -c 16)
-run() { "$LOADGEN" run "${flags[@]}" --threads 1 -n "$1" --timeout 60s \
+# RATE=R: the measured requests in open loop at R req/s (under valgrind; the warm-up stays
+# closed loop), to count what a request costs when each wakeup carries only a few of them.
+[ -n "${RATE:-}" ] && measure=(--rate "$RATE") || measure=()
+run() { "$LOADGEN" run "${flags[@]}" --threads 1 -n "$1" --timeout 60s "${@:2}" \
           -H 'x-node-id: bench-node' "http://127.0.0.1:$EGR/" >"$DIR/load.log" 2>&1; }
 for _ in $(seq 1 600); do run 10 && break; sleep 0.2; done
 run 200                                  # warm up: pools filled, tables grown
 for p in "${PROCS[@]}"; do callgrind_control -z "$p" >/dev/null 2>&1; done
-run "$N"
+run "$N" "${measure[@]}"
 for p in "${PROCS[@]}"; do callgrind_control -d "$p" >/dev/null 2>&1; done
 # callgrind writes a dump when the process next runs its scheduler: wait for every one (a
 # missing one used to end the script silently under `set -e`).
@@ -83,7 +89,7 @@ line="" total=0
 for r in "${ROLES[@]}"; do
   ir=$(ir_of "$r"); total=$((total + ir)); line="$line$r $(per "$ir"), "
 done
-echo "instructions per request ($PROTO, $RTUN): ${line}total $(per "$total")"
+echo "instructions per request ($PROTO${RATE:+ at $RATE req/s}, $RTUN): ${line}total $(per "$total")"
 # TOP=K: where each process's instructions go (by crate, then its K costliest functions).
 if [ -n "${TOP:-}" ]; then
   for r in "${ROLES[@]}"; do
