@@ -15,6 +15,8 @@
 #                                      pool of 256 connections, each kept for 10^8 requests
 #   nginx_proxy UPSTREAM               prints the directives that proxy a location to UPSTREAM
 #                                      over HTTP/1.1 on the pool's kept-alive connections
+#   nginx_bulk_locations UPSTREAM      prints the bulk loads' locations (/bytes/, /upload)
+#                                      proxying to UPSTREAM unbuffered, for LOCATIONS below
 #   nginx_proxy_server LISTEN UPSTREAM [LOCATIONS]
 #                                      prints a server on LISTEN ("127.0.0.1:PORT [http2]")
 #                                      proxying / to UPSTREAM, then LOCATIONS (more location
@@ -56,6 +58,11 @@ EOF
 
 nginx_proxy() {
   echo "proxy_pass http://$1; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+}
+
+nginx_bulk_locations() {
+  local prx; prx=$(nginx_proxy "$1")
+  printf '\n    location /bytes/ { %s proxy_buffering off; }\n    location /upload { %s proxy_request_buffering off; client_max_body_size 0; }' "$prx" "$prx"
 }
 
 nginx_proxy_server() {

@@ -80,6 +80,7 @@ perf_roles() {
     direct) echo service ;;
     rtun*) echo responder initiator ;;
     nginx) echo master worker ;;
+    nginx-2hop) echo front-master front-worker back-master back-worker ;;
     rathole*) echo server client ;;
     *) echo proc1 proc2 ;;
   esac

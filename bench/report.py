@@ -24,8 +24,8 @@ LOADS = [
     ("e-up", "(e) bulk upload: one request body streamed to the service"),
     ("f", "(f) many hosts: h2 -c 4 -m 32 through one responder, 1 host vs many hosts"),
 ]
-SETUP_ORDER = ["direct", "rtun", "rtun-pgo", "rtun-tls", "nginx", "rathole", "rathole-nodelay"]
-PEERS = ["nginx", "rathole", "rathole-nodelay"]
+SETUP_ORDER = ["direct", "rtun", "rtun-pgo", "rtun-tls", "nginx", "nginx-2hop", "rathole", "rathole-nodelay"]
+PEERS = ["nginx", "nginx-2hop", "rathole", "rathole-nodelay"]
 
 
 def med(xs):

@@ -3,7 +3,7 @@
 # rathole (reverse tunnel). See bench/README.md for what it measures and how to read it.
 #
 #   bench/run.sh [--quick] [--no-build] [--shards N] [--rounds R] [--duration SECS]
-#                [--setups "direct rtun rtun-pgo rtun-tls nginx rathole rathole-nodelay"]
+#                [--setups "direct rtun rtun-pgo rtun-tls nginx nginx-2hop rathole rathole-nodelay"]
 #                [--loads "a b c d e f scale tls-rate"]
 #                [--no-install] [--out DIR] [--cross-check] [--perf]
 #
@@ -107,7 +107,7 @@ pick_base() {
   for _ in $(seq 1 50); do
     base=$((10000 + (RANDOM % ((low - 10100) / 100)) * 100))
     ok=1
-    for i in $(seq 0 26); do port_free $((base + i)) || { ok=0; break; }; done
+    for i in $(seq 0 29); do port_free $((base + i)) || { ok=0; break; }; done
     [ $ok = 1 ] && { echo $base; return; }
   done
   echo "bench: no free port range found" >&2; exit 1
@@ -122,7 +122,9 @@ P_PGO_TUN=$((BASE+23)) P_PGO_EGR=$((BASE+24)) P_PGO_ADM=$((BASE+25)) P_PGO_IADM=
 P_NGB_H1=$((BASE+18)) P_NGB_H2=$((BASE+19)) P_NGX_XH1=$((BASE+20)) P_NGX_XH2=$((BASE+21))
 # --perf: nginx's stub_status (its request counter, read around each perf window).
 P_NGX_ST=$((BASE+22))
-log "results in $RES; ports $BASE-$((BASE+26)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
+# nginx-2hop: the front nginx (h1, h2c) and the back nginx it proxies to.
+P_N2F_H1=$((BASE+27)) P_N2F_H2=$((BASE+28)) P_N2B=$((BASE+29))
+log "results in $RES; ports $BASE-$((BASE+29)); shards $SHARDS; rounds $ROUNDS; ${DURATION}s per run"
 
 wait_port() { # port timeout_s
   local i
@@ -211,10 +213,7 @@ start_nginx() {
   local ngx=$NGINX
   local d=$RES/nginx; mkdir -p "$d"
   # bench/nginx.sh: the upstream pool to the service, and the same locations on two ports (h1, h2c)
-  local prx; prx=$(nginx_proxy service)
-  local bulk="
-    location /bytes/ { $prx proxy_buffering off; }
-    location /upload { $prx proxy_request_buffering off; client_max_body_size 0; }"
+  local bulk; bulk=$(nginx_bulk_locations service)
   local lines
   lines="$(nginx_upstream service "$P_SVC")
 $(nginx_proxy_server "127.0.0.1:$P_NGX_H1" service "$bulk")
@@ -240,6 +239,33 @@ $(nginx_proxy_server "127.0.0.1:$P_NGX_XH2 http2" ngx_backend)"
   URL_H1[nginx]=http://127.0.0.1:$P_NGX_H1 URL_H2[nginx]=http://127.0.0.1:$P_NGX_H2
   HDRS[nginx]="" SPIDS[nginx]="$m $w"
   note "nginx: $("$ngx" -v 2>&1 | sed 's/.*version: //'), 1 worker, upstream keepalive 256"
+}
+
+# nginx-2hop: what nginx costs for the two hops rtun makes: client → nginx (front) → nginx
+# (back) → service, each one worker with the nginx setup's keep-alive pool and bulk locations,
+# the hop between them HTTP/1.1 (nginx proxies upstream over HTTP/1.1 only). Named in --setups
+# only: a comparison for rtun's two processes, not a target's baseline.
+start_nginx_2hop() {
+  find_nginx || { note "nginx-2hop unavailable: nginx not installed"; return 2; }
+  local d=$RES/nginx-2hop lines
+  mkdir -p "$d/front" "$d/back"
+  lines="$(nginx_upstream service "$P_SVC")
+$(nginx_proxy_server "127.0.0.1:$P_N2B" service "$(nginx_bulk_locations service)")"
+  nginx_conf "$RES/conf/nginx-2hop-back.conf" "$d/back" on "$lines"
+  local bulk; bulk=$(nginx_bulk_locations back)
+  lines="$(nginx_upstream back "$P_N2B")
+$(nginx_proxy_server "127.0.0.1:$P_N2F_H1" back "$bulk")
+$(nginx_proxy_server "127.0.0.1:$P_N2F_H2 http2" back "$bulk")"
+  nginx_conf "$RES/conf/nginx-2hop-front.conf" "$d/front" on "$lines"
+  "$NGINX" -c "$RES/conf/nginx-2hop-back.conf" -p "$d/back" >"$RES/logs/nginx-2hop-back.log" 2>&1 &
+  local b=$!; PIDS+=($b)
+  "$NGINX" -c "$RES/conf/nginx-2hop-front.conf" -p "$d/front" >"$RES/logs/nginx-2hop-front.log" 2>&1 &
+  local f=$!; PIDS+=($f)
+  wait_port $P_N2F_H1 10 && wait_http 10 "http://127.0.0.1:$P_N2F_H1/" \
+    || { note "nginx-2hop did not start: $(tail -2 "$RES/logs/nginx-2hop-"*.log "$d"/*/error.log 2>/dev/null | tr '\n' ' ')"; return 1; }
+  URL_H1[nginx-2hop]=http://127.0.0.1:$P_N2F_H1 URL_H2[nginx-2hop]=http://127.0.0.1:$P_N2F_H2
+  HDRS[nginx-2hop]="" SPIDS[nginx-2hop]="$f $(pgrep -P "$f" | head -1) $b $(pgrep -P "$b" | head -1)"
+  note "nginx-2hop: two nginx, 1 worker each, front → back over an HTTP/1.1 keep-alive pool"
 }
 
 RATHOLE=""
@@ -310,6 +336,7 @@ for s in $SETUPS; do
       else note "rtun-pgo unavailable: no target/pgo/rtun (bench/pgo.sh failed or --no-build; see logs/pgo.log)"; rc=2; fi ;;
     rtun-tls) start_rtun rtun-tls $P_TLS_TUN $P_TLS_EGR $P_TLS_ADM $P_TLS_IADM 1; rc=$? ;;
     nginx) start_nginx; rc=$? ;;
+    nginx-2hop) start_nginx_2hop; rc=$? ;;
     rathole) start_rathole rathole $P_RH_CTL $P_RH_SVC 0; rc=$? ;;
     rathole-nodelay) start_rathole rathole-nodelay $P_RHN_CTL $P_RHN_SVC 1; rc=$? ;;
     *) echo "bench: unknown setup $s" >&2; exit 2 ;;
@@ -433,8 +460,11 @@ for round in $(seq 1 "$ROUNDS"); do
     [ -z "$RATE_H2" ] && RATE_H2=$(half_of a direct)
     [ -z "$RATE_H1" ] && RATE_H1=$(half_of b direct)
     # ... and, since that can exceed what any proxy sustains, also 50 % of the slowest proxy's.
-    [ -z "$LOW_H2" ] && LOW_H2=$(half_of a "${ACTIVE[@]}")
-    [ -z "$LOW_H1" ] && LOW_H1=$(half_of b "${ACTIVE[@]}")
+    # (c'): the slowest of the setups a target compares (nginx-2hop, a comparison only, is not
+    # one of them and would move the rate between runs that have it and runs that do not)
+    LOW_OF=(); for s in "${ACTIVE[@]}"; do [ "$s" = nginx-2hop ] || LOW_OF+=("$s"); done
+    [ -z "$LOW_H2" ] && LOW_H2=$(half_of a "${LOW_OF[@]}")
+    [ -z "$LOW_H1" ] && LOW_H1=$(half_of b "${LOW_OF[@]}")
     for s in "${ACTIVE[@]}"; do run_load $round c-h2 $s --h2c -c 4 -m 32 --rate "$RATE_H2" $D "${URL_H2[$s]}/"; done
     for s in "${ACTIVE[@]}"; do run_load $round c-h1 $s --http1 -c 64 --rate "$RATE_H1" $D "${URL_H1[$s]}/"; done
     for s in "${ACTIVE[@]}"; do run_load $round c-h2-low $s --h2c -c 4 -m 32 --rate "$LOW_H2" $D "${URL_H2[$s]}/"; done
