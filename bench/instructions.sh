@@ -67,8 +67,7 @@ else
   ROLES=(responder initiator) PROCS=("$ROLE_R" "$ROLE_I")
 fi
 flags=(--h2c -c 2 -m 16); [ "$PROTO" = h1 ] && flags=(--http1 -c 16)
-# RATE=R: the measured requests in open loop at R req/s (under valgrind; the warm-up stays
-# closed loop), to count what a request costs when each wakeup carries only a few of them.
+# RATE (above): the measured run only; the warm-up stays closed loop.
 [ -n "${RATE:-}" ] && measure=(--rate "$RATE") || measure=()
 run() { "$LOADGEN" run "${flags[@]}" --threads 1 -n "$1" --timeout 60s "${@:2}" \
           -H 'x-node-id: bench-node' "http://127.0.0.1:$EGR/" >"$DIR/load.log" 2>&1; }

@@ -79,6 +79,14 @@ def fmt_split(ticks):
     return "/".join(str(x) for x in pct)
 
 
+def split_line(label, runs):
+    """"LABEL: responder shard CPU split per round: 50/50, 52/48" for runs that recorded the
+    split (their "shards"), or None when none did."""
+    if not any(r["shards"] for r in runs):
+        return None
+    return f"{label}: responder shard CPU split per round: " + ", ".join(fmt_split(r["shards"]) for r in runs)
+
+
 def parse_client(client, path):
     """What one cross-check client run measured: req/s, successful requests, errors and, where
     the tool reports them, p50/p99 latency in µs. None when the output has no result."""
@@ -430,10 +438,9 @@ def main():
         shard_lines = []
         if load == "a":
             for s in present:
-                rs = sorted(rows[(load, s)], key=lambda r: r["round"])
-                if s.startswith("rtun") and any(r["shards"] for r in rs):
-                    shard_lines.append(f"{s}: responder shard CPU split per round: "
-                                       + ", ".join(fmt_split(r["shards"]) for r in rs))
+                line = split_line(s, sorted(rows[(load, s)], key=lambda r: r["round"]))
+                if s.startswith("rtun") and line:
+                    shard_lines.append(line)
         peer_lines.extend(shard_lines)
         if peer_lines:
             w("")
@@ -600,10 +607,9 @@ def main():
         xc_splits = []
         for setup in ("rtun", "rtun-pgo"):
             for c in ("loadgen", TOOL["a"]):
-                rs = xc.get(("a", setup, "serve", c)) or []
-                if any(r["shards"] for r in rs):
-                    xc_splits.append(f"(a) {setup} read by {c}: responder shard CPU split per round: "
-                                     + ", ".join(fmt_split(r["shards"]) for r in rs))
+                line = split_line(f"(a) {setup} read by {c}", xc.get(("a", setup, "serve", c)) or [])
+                if line:
+                    xc_splits.append(line)
         if xc_splits:
             for l in xc_splits:
                 w(f"- {l}")

@@ -361,12 +361,14 @@ reset_hwm() { local p; for p in $1; do [ -e "/proc/$p/clear_refs" ] && echo 5 >"
 sum_status() { local k=0 p v; for p in $1; do v=$(awk -v f="$2:" '$1==f {print $2}' "/proc/$p/status" 2>/dev/null); k=$((k + ${v:-0})); done; echo $k; }
 # How the responder's shards share a run (rtun setups): load (a) is four h2 connections and a
 # request stays on the shard its connection was handed to, so the split is drawn per run.
-# shard_ticks PID: "rtun-shard-0=T rtun-shard-1=T" (utime+stime of each thread whose comm has
-# "shard", in shard order), empty when unreadable; shard_delta BEFORE AFTER: "T0,T1" (ticks in
-# between), empty unless both name the same threads.
+# shard_ticks SETUP PIDS: "rtun-shard-0=T rtun-shard-1=T" (utime+stime of each thread of the
+# responder, the first of an rtun setup's PIDS, whose comm has "shard", in shard order), empty
+# for other setups or when unreadable; shard_delta BEFORE AFTER: "T0,T1" (ticks in between),
+# empty unless both name the same threads.
 shard_ticks() {
   local t c s f
-  for t in /proc/"$1"/task/*; do
+  case $1 in rtun*) ;; *) return 0 ;; esac
+  for t in /proc/"${2%% *}"/task/*; do
     { read -r c 2>/dev/null <"$t/comm" && [[ $c == *shard* ]]; } || continue
     read -r s 2>/dev/null <"$t/stat" || continue
     read -r -a f <<<"${s##*) }"   # from the state on: utime and stime are the 12th and 13th
@@ -406,9 +408,7 @@ run_load() { # round load setup loadgen-args...
   local round=$1 load=$2 setup=$3; shift 3
   local pids=${SPIDS[$setup]} prefix=$RES/runs/$load.$setup.r$round
   local hdr=() ; [ -n "${HDRS[$setup]}" ] && hdr=(-H "${HDRS[$setup]}")
-  # rtun setups: the responder (the first of the setup's processes), for shard_ticks
-  local rpid="" sh0="" sh1="" shards=""
-  case $setup in rtun*) rpid=${pids%% *} ;; esac
+  local sh0 shards
   reset_hwm "$pids"
   # loadgen exits non-zero when more requests fail than --max-errors allows (default 0): a few
   # errors under load keep the run (they show in the report's errors column); more discard it.
@@ -420,11 +420,11 @@ run_load() { # round load setup loadgen-args...
   # of loadgen's warm-up (it starts 20 ms after launch) until loadgen exits.
   sleep_warmup "$@"
   local u0 k0; read -r u0 k0 < <(cpu_split "$pids")
-  [ -n "$rpid" ] && sh0=$(shard_ticks "$rpid")
+  sh0=$(shard_ticks "$setup" "$pids")
   wait $lp
   local rc=$?
   local u1 k1; read -r u1 k1 < <(cpu_split "$pids")
-  [ -n "$rpid" ] && sh1=$(shard_ticks "$rpid") && shards=$(shard_delta "$sh0" "$sh1")
+  shards=$(shard_delta "$sh0" "$(shard_ticks "$setup" "$pids")")
   perf_finish
   local hwm; hwm=$(sum_status "$pids" VmHWM)
   if [ $rc != 0 ] || [ ! -s "$prefix.json" ]; then
@@ -518,9 +518,7 @@ xc_run() { # round load setup backend client url proxy-pids service-pids [header
   local round=$1 load=$2 setup=$3 backend=$4 client=$5 url=$6 ppids=$7 spids=$8
   local hdr=(); [ -n "${9:-}" ] && hdr=(-H "$9")
   local prefix=$RES/runs/xc.$load.$setup.$backend.$client.r$round t=$(( ${DURATION%.*} * 4 + 60 ))
-  local lp rc p0 p1 s0 s1 wu_ms rpid="" sh0="" sh1="" shards=""
-  # rtun setups: the responder's shard split over the run, as run_load records it
-  case $setup in rtun*) rpid=${ppids%% *} ;; esac
+  local lp rc p0 p1 s0 s1 wu_ms sh0 shards
   wu_ms=$(awk -v v="$WARMUP" 'BEGIN{printf "%d", v * 1000}')
   case $client in
     loadgen)
@@ -536,10 +534,10 @@ xc_run() { # round load setup backend client url proxy-pids service-pids [header
       lp=$! ;;
   esac
   p0=$(cpu_ticks "$ppids") s0=$(cpu_ticks "$spids")
-  [ -n "$rpid" ] && sh0=$(shard_ticks "$rpid")
+  sh0=$(shard_ticks "$setup" "$ppids")   # rtun setups: the responder's split, as run_load's
   wait $lp; rc=$?
   p1=$(cpu_ticks "$ppids") s1=$(cpu_ticks "$spids")
-  [ -n "$rpid" ] && sh1=$(shard_ticks "$rpid") && shards=$(shard_delta "$sh0" "$sh1")
+  shards=$(shard_delta "$sh0" "$(shard_ticks "$setup" "$ppids")")
   if [ $rc != 0 ]; then
     log "  xcheck $load $setup/$backend $client r$round: FAILED (rc $rc): $(tail -1 "$prefix.txt")"
     return 1
